@@ -1,0 +1,1 @@
+"""One interface over an executable network: PyTorch module, ONNX Runtime session, TensorRT engine."""

@@ -1,0 +1,73 @@
+"""The engine interface: name-keyed torch tensors in, name-keyed torch tensors out.
+
+Lifecycle after Polygraphy's runners: ``activate()`` loads what is expensive (a session, an
+engine), ``run()`` executes, ``deactivate()`` releases; an engine is also a context manager.
+Inputs are checked against the network spec here, once, for every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+
+import torch
+
+from export.specs import NetworkSpec
+
+
+class Engine(abc.ABC):
+    """An executable network with the inputs and outputs of ``spec``."""
+
+    backend: str = "?"
+
+    def __init__(self, spec: NetworkSpec, precision: str = "fp32"):
+        self.spec = spec
+        self.precision = precision
+        self.active = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def activate(self) -> "Engine":
+        if not self.active:
+            self._activate()
+            self.active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._deactivate()
+            self.active = False
+
+    def __enter__(self) -> "Engine":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Check ``inputs`` against the spec, run, and return ``{output name: tensor}`` (float32)."""
+        dims = self.spec.check_inputs(inputs, precision=self.precision)
+        self.check_dims(dims)
+        if not self.active:
+            self.activate()
+        return self._run(inputs)
+
+    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.run(inputs)
+
+    def check_dims(self, dims: Mapping[str, int]) -> None:
+        """Backends with bounded shapes (TensorRT profiles) raise ShapeError here."""
+
+    @abc.abstractmethod
+    def _activate(self) -> None: ...
+
+    @abc.abstractmethod
+    def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def _deactivate(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec.name}, {self.precision})"

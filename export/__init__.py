@@ -1,0 +1,1 @@
+"""Lower the four SVD networks to validated ONNX bundles (and TensorRT engines)."""

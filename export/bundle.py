@@ -1,0 +1,137 @@
+"""The bundle: a directory of per-network graphs/engines described by ``manifest.json``.
+
+The manifest is the contract between the exporter, the Python runtime and any other runtime
+(C++): plain JSON, documented in the README (section "Bundle format"). It is written last and
+atomically, so a directory without a manifest is an unfinished export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from export.atomic import write_json_atomic
+from export.errors import BundleError
+from export.specs import NETWORKS, ModelConfig, NetworkSpec, TensorSpec
+
+MANIFEST = "manifest.json"
+FORMAT = "sfv-bundle"
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its directory and parsed manifest."""
+
+    root: Path
+    manifest: dict
+
+    # ------------------------------------------------------------------ reading
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> "Bundle":
+        """Read and check ``root/manifest.json``; raise :class:`BundleError` with the fix."""
+        root = Path(root)
+        if not root.is_dir():
+            raise BundleError(f"bundle directory {root} does not exist; create one with `python -m export.onnx --model DIR|tiny --out {root}`")
+        path = root / MANIFEST
+        if not path.is_file():
+            raise BundleError(
+                f"{root} has no {MANIFEST}: the export did not finish or this is not a bundle; "
+                f"re-run `python -m export.onnx --out {root}`"
+            )
+        try:
+            manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path} is not valid JSON ({exc}); re-export the bundle") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise BundleError(f"{path} is not an {FORMAT} manifest; re-export the bundle")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"{path} has format_version {version!r}, this toolkit reads version {FORMAT_VERSION}; "
+                "re-export the bundle with this version of the toolkit"
+            )
+        for key in ("networks", "model"):
+            if not isinstance(manifest.get(key), dict):
+                raise BundleError(f"{path} lacks the '{key}' section; re-export the bundle")
+        return cls(root=root, manifest=manifest)
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_json(self.manifest["model"]["config"])
+
+    @property
+    def networks(self) -> list[str]:
+        return [n for n in NETWORKS if n in self.manifest["networks"]]
+
+    def entry(self, network: str) -> dict:
+        try:
+            return self.manifest["networks"][network]
+        except KeyError:
+            raise BundleError(
+                f"bundle {self.root} has no network {network!r} (it has {', '.join(self.networks) or 'none'}); "
+                f"export it with `python -m export.onnx --networks {network}`"
+            ) from None
+
+    def spec(self, network: str) -> NetworkSpec:
+        """The network's spec as recorded in the manifest (what the graph really takes)."""
+        from export.specs import build_specs
+
+        base = build_specs(self.config)[network]
+        entry = self.entry(network)
+        return NetworkSpec(
+            name=network,
+            inputs=tuple(TensorSpec.from_json(t) for t in entry["inputs"]),
+            outputs=tuple(TensorSpec.from_json(t) for t in entry["outputs"]),
+            atol=base.atol,
+            atol_fp16=base.atol_fp16,
+            profile_symbols=base.profile_symbols,
+            fp32_op_types=base.fp32_op_types,
+        )
+
+    def path(self, network: str, key: str = "file") -> Path:
+        """Absolute path of a network's file, checked to exist."""
+        entry = self.entry(network)
+        if key not in entry or entry[key] is None:
+            raise BundleError(f"bundle {self.root}: network {network!r} has no {key!r}")
+        p = self.root / entry[key]
+        if not p.is_file():
+            raise BundleError(f"bundle {self.root}: {entry[key]} (network {network!r}) is missing; re-export the bundle")
+        return p
+
+    def verify(self, network: str) -> None:
+        """Check the network's ONNX file against the sha256 recorded in the manifest."""
+        p = self.path(network)
+        want = self.entry(network).get("sha256")
+        if want and sha256_file(p) != want:
+            raise BundleError(f"{p} does not match the sha256 in the manifest (changed or corrupt); re-export the bundle")
+
+    # ------------------------------------------------------------------ writing
+
+    def save(self) -> None:
+        """Write the manifest atomically (temp file + rename)."""
+        write_json_atomic(self.root / MANIFEST, self.manifest)
+
+
+def new_manifest(model_source: str, unet_source: str, config: ModelConfig, export_info: dict) -> dict:
+    """A manifest skeleton; networks are added by the exporter as they are validated."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {"source": model_source, "unet_source": unet_source, "config": config.to_json()},
+        "export": export_info,
+        "networks": {},
+        "engines": {},
+    }

@@ -1,0 +1,321 @@
+"""Model sources: load an SVD-family directory in the diffusers layout, or write a built-in one.
+
+A model directory has the layout of ``stabilityai/stable-video-diffusion-img2vid(-xt)``::
+
+    model_index.json
+    unet/{config.json, diffusion_pytorch_model.safetensors}
+    vae/{config.json, diffusion_pytorch_model.safetensors}
+    image_encoder/{config.json, model.safetensors}
+    feature_extractor/preprocessor_config.json
+    scheduler/scheduler_config.json
+
+Built-in sources write exactly that layout with random weights, so that they load through the
+same code path as real weights:
+
+- ``tiny``: a few hundred thousand parameters, seeded, for tests and CPU demos;
+- ``svd-random``: the real SVD configs (1.5 B UNet, ViT-H/14 CLIP) for benchmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from export.errors import ModelLayoutError
+from export.specs import ModelConfig
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODELS = ("tiny", "svd-random")
+
+# Component folder -> weights file name written by save_pretrained with safetensors.
+_WEIGHTS = {
+    "unet": "diffusion_pytorch_model.safetensors",
+    "vae": "diffusion_pytorch_model.safetensors",
+    "image_encoder": "model.safetensors",
+}
+_CONFIGS = {
+    "unet": "config.json",
+    "vae": "config.json",
+    "image_encoder": "config.json",
+    "feature_extractor": "preprocessor_config.json",
+    "scheduler": "scheduler_config.json",
+}
+
+# SVD's scheduler config (EulerDiscreteScheduler, EDM v-prediction with Karras sigmas).
+SVD_SCHEDULER_CONFIG = dict(
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    interpolation_type="linear",
+    num_train_timesteps=1000,
+    prediction_type="v_prediction",
+    sigma_max=700.0,
+    sigma_min=0.002,
+    steps_offset=1,
+    timestep_spacing="leading",
+    timestep_type="continuous",
+    use_karras_sigmas=True,
+)
+
+
+@dataclass
+class SVDModel:
+    """The loaded networks of an SVD-family model, in eval mode, fp32 on the CPU."""
+
+    image_encoder: torch.nn.Module  # CLIPVisionModelWithProjection
+    vae: torch.nn.Module  # AutoencoderKLTemporalDecoder
+    unet: torch.nn.Module  # UNetSpatioTemporalConditionModel
+    feature_extractor: object  # CLIPImageProcessor
+    scheduler_config: dict
+    config: ModelConfig
+    source: str  # where the model came from (a path or a built-in name)
+    unet_source: str  # where the UNet came from (differs when --unet overrides it)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def _tiny_configs() -> dict:
+    """Small configs of the real classes (diffusers' own SVD test config, VAE at 8x downsampling)."""
+    return dict(
+        unet=dict(
+            sample_size=8,
+            in_channels=8,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+            up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            cross_attention_dim=32,
+            num_attention_heads=8,
+            addition_time_embed_dim=32,
+            projection_class_embeddings_input_dim=96,  # 3 added time ids x 32
+            num_frames=14,
+        ),
+        # Four blocks so that the VAE downsamples by 8, as SVD's does; GroupNorm needs 32 channels.
+        vae=dict(
+            block_out_channels=(32, 32, 32, 32),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            layers_per_block=1,
+            sample_size=64,
+        ),
+        # 224x224 input with 14-pixel patches like ViT-H/14, but 32 wide and 2 layers deep.
+        image_encoder=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            image_size=224,
+            patch_size=14,
+            projection_dim=32,
+        ),
+    )
+
+
+def _svd_configs() -> dict:
+    """The configs of stabilityai/stable-video-diffusion-img2vid (REFERENCE.md section 3)."""
+    return dict(
+        unet=dict(
+            sample_size=96,
+            in_channels=8,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
+            up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            cross_attention_dim=1024,
+            num_attention_heads=(5, 10, 20, 20),
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=768,
+            num_frames=14,
+        ),
+        vae=dict(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            layers_per_block=2,
+            sample_size=768,
+        ),
+        image_encoder=dict(
+            hidden_size=1280,
+            intermediate_size=5120,
+            num_attention_heads=16,
+            num_hidden_layers=32,
+            image_size=224,
+            patch_size=14,
+            projection_dim=1024,
+            hidden_act="gelu",
+            layer_norm_eps=1e-5,
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def write_random_model(path: str | os.PathLike, configs: dict, seed: int = 0) -> Path:
+    """Write a random-initialised SVD-architecture model directory in the diffusers layout.
+
+    The networks are built from the real classes with ``configs`` and a fixed ``seed``, then
+    saved with ``save_pretrained`` (safetensors). The directory appears atomically: it is
+    written under a temporary name and renamed when complete.
+    """
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from diffusers import StableVideoDiffusionPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        torch.manual_seed(seed)
+        unet = UNetSpatioTemporalConditionModel(**configs["unet"])
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKLTemporalDecoder(**configs["vae"])
+        torch.manual_seed(seed + 2)
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**configs["image_encoder"]))
+        size = configs["image_encoder"]["image_size"]
+        feature_extractor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        scheduler = EulerDiscreteScheduler(**SVD_SCHEDULER_CONFIG)
+        pipe = StableVideoDiffusionPipeline(
+            vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
+        )
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def cache_dir() -> Path:
+    """Where built-in models are written: ``$SFV_CACHE`` or ``~/.cache/sfv-deploy``."""
+    root = os.environ.get("SFV_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sfv-deploy"
+    return Path(root)
+
+
+def builtin_model_dir(name: str, seed: int = 0) -> Path:
+    """Return the directory of built-in model ``name``, writing it on first use.
+
+    The directory name carries a hash of the configs and seed, so a changed config never
+    reuses a stale directory.
+    """
+    configs = {"tiny": _tiny_configs, "svd-random": _svd_configs}[name]()
+    key = hashlib.sha256(json.dumps([configs, seed], sort_keys=True, default=list).encode()).hexdigest()[:12]
+    path = cache_dir() / "models" / f"{name}-{key}"
+    if not (path / "model_index.json").is_file():
+        log.info("writing built-in model %r to %s", name, path)
+        write_random_model(path, configs, seed=seed)
+    return path
+
+
+def resolve_model_dir(model: str | os.PathLike) -> Path:
+    """Map ``tiny`` / ``svd-random`` to their cached directory; pass other paths through."""
+    if str(model) in BUILTIN_MODELS:
+        return builtin_model_dir(str(model))
+    return Path(model)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def check_layout(path: Path, components=("unet", "vae", "image_encoder", "feature_extractor", "scheduler")) -> None:
+    """Raise :class:`ModelLayoutError` naming the first missing piece of the diffusers layout."""
+    if not path.exists():
+        raise ModelLayoutError(
+            f"model directory {path} does not exist; pass a diffusers SVD directory "
+            f"(e.g. a local copy of stabilityai/stable-video-diffusion-img2vid) or one of {', '.join(BUILTIN_MODELS)}"
+        )
+    if not path.is_dir():
+        raise ModelLayoutError(f"{path} is a file, not a model directory")
+    for component in components:
+        config = path / component / _CONFIGS[component]
+        if not config.is_file():
+            raise ModelLayoutError(
+                f"{path} is not in the diffusers SVD layout: missing {component}/{_CONFIGS[component]}"
+            )
+        if component in _WEIGHTS:
+            _check_weights(path / component)
+
+
+def _check_weights(folder: Path) -> None:
+    if list(folder.glob("*.safetensors")) or list(folder.glob("*.safetensors.index.json")):
+        return
+    if list(folder.glob("*.bin")) or list(folder.glob("*.ckpt")) or list(folder.glob("*.pt")):
+        raise ModelLayoutError(
+            f"{folder} holds only pickle weights (.bin/.ckpt/.pt), which this toolkit never loads; "
+            "convert them to safetensors (load once in a trusted environment and save_pretrained(..., "
+            "safe_serialization=True))"
+        )
+    raise ModelLayoutError(f"missing weights file in {folder}: expected {_WEIGHTS.get(folder.name, '*.safetensors')}")
+
+
+def _unet_folder(path: Path) -> Path:
+    """Accept either a UNet folder (config.json + weights) or a model directory holding unet/."""
+    if (path / "config.json").is_file():
+        return path
+    if (path / "unet" / "config.json").is_file():
+        return path / "unet"
+    if not path.exists():
+        raise ModelLayoutError(f"UNet directory {path} does not exist")
+    raise ModelLayoutError(
+        f"{path} is not a UNet directory: expected config.json and diffusion_pytorch_model.safetensors "
+        "(as written by save_pretrained, e.g. the unet/ folder of a training run)"
+    )
+
+
+def load_model(model: str | os.PathLike, unet: str | os.PathLike | None = None) -> SVDModel:
+    """Load an SVD-family model directory (or a built-in name) with the diffusers/transformers classes.
+
+    Args:
+        model: a diffusers SVD directory, ``tiny`` or ``svd-random``.
+        unet: optional UNet directory that replaces the model's UNet (e.g. a distilled SF-V UNet).
+    """
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    path = resolve_model_dir(model)
+    check_layout(path, components=("vae", "image_encoder", "feature_extractor", "scheduler") + (() if unet else ("unet",)))
+    unet_path = _unet_folder(Path(unet)) if unet else path / "unet"
+    _check_weights(unet_path)
+
+    kwargs = dict(use_safetensors=True, torch_dtype=torch.float32)
+    try:
+        unet_model = UNetSpatioTemporalConditionModel.from_pretrained(unet_path, **kwargs)
+        vae = AutoencoderKLTemporalDecoder.from_pretrained(path / "vae", **kwargs)
+        image_encoder = CLIPVisionModelWithProjection.from_pretrained(
+            path / "image_encoder", use_safetensors=True, dtype=torch.float32
+        )
+        feature_extractor = CLIPImageProcessor.from_pretrained(path / "feature_extractor")
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLayoutError(f"could not load model from {path}: {exc}") from exc
+    scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    for module in (unet_model, vae, image_encoder):
+        module.eval().requires_grad_(False)
+    config = ModelConfig.from_components(unet_model, vae, image_encoder, feature_extractor, scheduler_config)
+    return SVDModel(
+        image_encoder=image_encoder,
+        vae=vae,
+        unet=unet_model,
+        feature_extractor=feature_extractor,
+        scheduler_config=scheduler_config,
+        config=config,
+        source=str(model),
+        unet_source=str(unet_path) if unet else str(model),
+    )

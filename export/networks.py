@@ -1,0 +1,74 @@
+"""Thin ``nn.Module`` wrappers that give each diffusers/transformers network its spec's signature.
+
+Each wrapper takes the spec's inputs positionally, in spec order, and returns the spec's single
+output, so that ``torch.onnx.export`` and the PyTorch engine see exactly the exported contract.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ImageEncoderNet(nn.Module):
+    """``pixel_values [B, 3, 224, 224]`` -> ``image_embeds [B, D]`` (CLIP's projected embedding)."""
+
+    def __init__(self, image_encoder: nn.Module):
+        super().__init__()
+        self.image_encoder = image_encoder
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(pixel_values=pixel_values).image_embeds
+
+
+class VaeEncoderNet(nn.Module):
+    """``image [B, 3, H, W]`` in [-1, 1] -> ``latent [B, 4, H/8, W/8]``, the distribution's mode."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(image).latent_dist.mode()
+
+
+class UNetNet(nn.Module):
+    """SVD UNet: ``sample [B, F, 8, h, w]``, ``timestep [B]``, ``encoder_hidden_states [B, 1, D]``,
+    ``added_time_ids [B, 3]`` -> ``noise_pred [B, F, 4, h, w]`` (the raw network output)."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids) -> torch.Tensor:
+        return self.unet(
+            sample, timestep, encoder_hidden_states=encoder_hidden_states, added_time_ids=added_time_ids, return_dict=False
+        )[0]
+
+
+class VaeDecoderNet(nn.Module):
+    """Temporal decoder: ``latent [F, 4, h, w]`` (already divided by scaling_factor) -> ``sample [F, 3, 8h, 8w]``.
+
+    ``num_frames`` is taken from the input's first axis, so the traced graph keeps it symbolic
+    and one graph decodes chunks of any length.
+    """
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latent, num_frames=latent.shape[0]).sample
+
+
+def build_network(name: str, model) -> nn.Module:
+    """The wrapper for network ``name`` around the loaded :class:`export.models.SVDModel`."""
+    if name == "image_encoder":
+        return ImageEncoderNet(model.image_encoder).eval()
+    if name == "vae_encoder":
+        return VaeEncoderNet(model.vae).eval()
+    if name == "unet":
+        return UNetNet(model.unet).eval()
+    if name == "vae_decoder":
+        return VaeDecoderNet(model.vae).eval()
+    raise KeyError(name)
