@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny random SVD-architecture model written in the diffusers layout and
+loaded back through the same code path as real weights, and a tiny exported bundle."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_configure(config):
+    # Tests are small; one thread each keeps parallel CI runs and timings stable.
+    torch.set_num_threads(int(os.environ.get("SFV_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Built-in models go to a per-session cache, never the user's."""
+    if "SFV_CACHE" not in os.environ:
+        os.environ["SFV_CACHE"] = str(tmp_path_factory.mktemp("sfv-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(_isolated_cache):
+    from export.models import builtin_model_dir
+
+    return builtin_model_dir("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from export.models import load_model
+
+    return load_model(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_model, tmp_path_factory):
+    """All four tiny networks exported to ONNX (fp32) and validated; returns the bundle dir."""
+    from export.onnx import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle")
+    export_bundle(tiny_model, out)
+    return out
