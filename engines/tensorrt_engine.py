@@ -1,0 +1,235 @@
+"""TensorRT engine: a serialized plan run on torch CUDA tensors without copies.
+
+Per call: the input shapes are checked against the engine's optimization profile (before the
+GPU is touched), set on the execution context (``set_input_shape``), the torch tensors' device
+pointers are bound (``set_tensor_address``) and the engine is enqueued on the caller's current
+CUDA stream (``execute_async_v3``), so results are ordered with later torch work on that stream
+without a synchronisation. With ``cuda_graph=True`` the enqueue is captured once per input
+shape into a CUDA graph and replayed (inputs are copied into the graph's static buffers).
+
+Outputs are float32 torch tensors on the engine's device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from engines.base import Engine
+from export.errors import BackendUnavailableError, EngineCacheError, ShapeError
+from export.specs import NetworkSpec
+from export.trt_profiles import shape_in_profile
+
+log = logging.getLogger(__name__)
+
+
+def _key_from_manifest(plan_path: Path) -> dict | None:
+    """The cache key recorded for ``plan_path`` in the manifest beside it, if any."""
+    manifest = plan_path.parent / "manifest.json"
+    try:
+        engines = json.loads(manifest.read_text()).get("engines", {})
+    except (OSError, ValueError):
+        return None
+    for entry in engines.values():
+        if isinstance(entry, dict) and entry.get("file") == plan_path.name:
+            return entry.get("cache_key")
+    return None
+
+
+class TensorRTEngine(Engine):
+    """Runs one network's TensorRT plan.
+
+    Args:
+        spec: the network spec (input/output names, dtypes, symbolic shapes).
+        plan_path: the serialized engine (``<network>.<precision>.plan`` in a bundle).
+        precision: ``"fp32"`` or ``"fp16"``; with fp16, float inputs may be float16 or float32.
+        cache_key: the engine's key from the manifest; read from ``manifest.json`` beside the plan
+            when omitted. It gives the profile (checked before loading) and the machine the plan
+            was built for (a mismatch raises :class:`EngineCacheError`).
+        cuda_graph: capture each input shape's enqueue in a CUDA graph and replay it.
+        device: CUDA device index (default: the current device).
+    """
+
+    backend = "tensorrt"
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        plan_path: str | os.PathLike,
+        precision: str = "fp32",
+        cache_key: Mapping | None = None,
+        cuda_graph: bool = False,
+        device: int | None = None,
+    ):
+        super().__init__(spec, precision)
+        self.plan_path = Path(plan_path)
+        self.cache_key = dict(cache_key) if cache_key is not None else _key_from_manifest(self.plan_path)
+        self.profile = (self.cache_key or {}).get("profile")
+        self.cuda_graph = cuda_graph
+        self.device_index = device
+        self._engine = self._context = None
+        self._graph = self._graph_shapes = None
+        self._static: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_bundle(cls, bundle, network: str, **kwargs) -> "TensorRTEngine":
+        """The engine recorded in ``bundle.manifest["engines"][network]``."""
+        from export.errors import BundleError
+
+        entry = bundle.manifest.get("engines", {}).get(network)
+        if not entry:
+            raise BundleError(
+                f"bundle {bundle.root} has no TensorRT engine for {network}; build one with "
+                f"`python -m export.trt --bundle {bundle.root} --networks {network}` (add --fp16 for fp16)"
+            )
+        return cls(
+            bundle.spec(network),
+            bundle.root / entry["file"],
+            precision=entry.get("precision", "fp32"),
+            cache_key=entry.get("cache_key"),
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ shapes
+
+    def check_dims(self, dims: Mapping[str, int]) -> None:
+        """Raise :class:`ShapeError` when an input shape lies outside the engine's profile."""
+        if self.profile is None:
+            self.activate()  # no recorded profile: read it from the deserialized engine
+        for t in self.spec.inputs:
+            shape = t.resolve(dims)
+            bounds = self.profile.get(t.name)
+            if bounds is None or shape_in_profile(shape, bounds):
+                continue
+            raise ShapeError(
+                f"{self.spec.name}.{t.name}: shape {list(shape)} is outside the TensorRT engine's profile "
+                f"(min {bounds['min']}, max {bounds['max']}; symbols {list(t.shape)}). Rebuild the engine with ranges "
+                f"that cover it, e.g. `python -m export.trt --bundle {self.plan_path.parent} --networks {self.spec.name} "
+                "--frames/--height/--width/--batch MIN:OPT:MAX`, or use the onnxruntime backend"
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _activate(self) -> None:
+        from export.trt_cache import check_loadable, detect_machine, import_tensorrt, require_gpu_and_tensorrt
+
+        require_gpu_and_tensorrt("running a TensorRT engine")
+        trt = import_tensorrt()
+        machine = detect_machine(self.device_index)
+        if self.cache_key:
+            check_loadable(self.cache_key, machine, self.plan_path)
+        if not self.plan_path.is_file():
+            raise EngineCacheError(f"engine file {self.plan_path} is missing; build it with `python -m export.trt --bundle {self.plan_path.parent}`")
+
+        from polygraphy.backend.trt import EngineFromBytes
+        from polygraphy.exception import PolygraphyException
+
+        self.device = torch.device("cuda", torch.cuda.current_device() if self.device_index is None else self.device_index)
+        with torch.cuda.device(self.device):
+            try:
+                self._engine = EngineFromBytes(self.plan_path.read_bytes())()
+            except PolygraphyException:
+                raise EngineCacheError(
+                    f"TensorRT {trt.__version__} could not deserialize {self.plan_path}: it was built with another "
+                    f"TensorRT version or GPU, or the file is corrupt. Rebuild it with "
+                    f"`python -m export.trt --bundle {self.plan_path.parent} --force`"
+                ) from None
+            self._context = self._engine.create_execution_context()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if sorted(inputs) != sorted(self.spec.input_names) or sorted(outputs) != sorted(self.spec.output_names):
+            raise EngineCacheError(
+                f"{self.plan_path} takes {inputs} -> {outputs}, but the {self.spec.name} spec has "
+                f"{self.spec.input_names} -> {self.spec.output_names}; rebuild the engine from this bundle"
+            )
+        self._dtypes = {n: _torch_dtype(trt, self._engine.get_tensor_dtype(n)) for n in names}
+        if self.profile is None:
+            self.profile = {}
+            for n in inputs:
+                lo, opt, hi = self._engine.get_tensor_profile_shape(n, 0)
+                self.profile[n] = {"min": list(lo), "opt": list(opt), "max": list(hi)}
+
+    def _deactivate(self) -> None:
+        self._graph = self._graph_shapes = None
+        self._static = {}
+        self._context = None
+        self._engine = None
+
+    # ------------------------------------------------------------------ running
+
+    def _bind_input(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """The tensor whose memory TensorRT reads: ``value`` itself when it is already a contiguous
+        CUDA tensor of the engine's dtype on this device (no copy), else a converted copy."""
+        return value.to(device=self.device, dtype=self._dtypes[name]).contiguous()
+
+    def _enqueue(self, feeds: Mapping[str, torch.Tensor], stream: torch.cuda.Stream) -> dict[str, torch.Tensor]:
+        ctx = self._context
+        for name, tensor in feeds.items():
+            if not ctx.set_input_shape(name, tuple(tensor.shape)):
+                raise ShapeError(f"{self.spec.name}.{name}: TensorRT rejected shape {list(tensor.shape)}")
+            ctx.set_tensor_address(name, tensor.data_ptr())
+        outputs = {}
+        for name in self.spec.output_names:
+            out = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=self._dtypes[name], device=self.device)
+            ctx.set_tensor_address(name, out.data_ptr())
+            outputs[name] = out
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"TensorRT execution of {self.spec.name} failed (see the TensorRT log above)")
+        return outputs
+
+    def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.cuda.device(self.device):
+            feeds = {n: self._bind_input(n, inputs[n]) for n in self.spec.input_names}
+            if self.cuda_graph:
+                outputs = self._run_graph(feeds)
+                return {n: o.float() if o.dtype != torch.float32 else o.clone() for n, o in outputs.items()}
+            outputs = self._enqueue(feeds, torch.cuda.current_stream(self.device))
+            return {n: o.float() for n, o in outputs.items()}
+
+    def _run_graph(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Replay the CUDA graph of these input shapes, capturing it first if needed."""
+        shapes = tuple((n, tuple(t.shape)) for n, t in feeds.items())
+        if self._graph is None or self._graph_shapes != shapes:
+            self._capture(feeds, shapes)
+        for name, tensor in feeds.items():
+            self._static[name].copy_(tensor)
+        self._graph.replay()
+        return {n: self._static[n] for n in self.spec.output_names}
+
+    def _capture(self, feeds: Mapping[str, torch.Tensor], shapes) -> None:
+        log.info("%s: capturing a CUDA graph for %s", self.spec.name, dict(shapes))
+        self._graph = None
+        static_in = {n: t.clone() for n, t in feeds.items()}
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        # One enqueue outside the capture: TensorRT does shape-dependent set-up on the first
+        # enqueue after set_input_shape, which must not be recorded into the graph.
+        with torch.cuda.stream(stream):
+            outputs = self._enqueue(static_in, stream)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            self._context.execute_async_v3(stream.cuda_stream)
+        self._graph, self._graph_shapes = graph, shapes
+        self._static = {**static_in, **outputs}
+
+
+def _torch_dtype(trt, dtype) -> torch.dtype:
+    table = {
+        trt.float32: torch.float32,
+        trt.float16: torch.float16,
+        trt.bfloat16: torch.bfloat16,
+        trt.int64: torch.int64,
+        trt.int32: torch.int32,
+        trt.int8: torch.int8,
+        trt.bool: torch.bool,
+    }
+    if dtype not in table:
+        raise BackendUnavailableError(f"TensorRT tensor type {dtype} has no torch equivalent in this engine")
+    return table[dtype]

@@ -1,0 +1,313 @@
+"""``python -m export.trt``: build one TensorRT engine per network of a bundle and record it.
+
+    python -m export.trt --bundle out/svd --fp16
+    python -m export.trt --model tiny --out out/tiny --fp16          # export the bundle first
+    python -m export.trt --bundle out/svd --fp16 --networks unet --frames 14:14:25 --batch 1:1:1 --cfg
+
+For each network: the optimization profile comes from the network spec and the ranges
+(:mod:`export.trt_profiles`), the engine's cache key from the graph, TensorRT version, GPU,
+precision and profile (:mod:`export.trt_cache`). A recorded engine with the same key is reused;
+otherwise the engine is built with Polygraphy (:mod:`export.trt_build`), written atomically as
+``<network>.<precision>.plan`` and recorded in ``manifest.json``::
+
+    "engines": {"unet": {"file": "unet.fp16.plan", "sha256": ..., "precision": "fp16",
+                          "fp32_layers": [], "cache_key": {...}, "profile": {...}, "build": {...}}}
+
+Without TensorRT or an NVIDIA GPU the command stops before writing anything, saying what is
+missing and how to install it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from export.atomic import atomic_path
+from export.bundle import MANIFEST, Bundle, sha256_file
+from export.cli import run_cli
+from export.errors import BundleError, ToolkitError
+from export.specs import NETWORKS, ModelConfig, NetworkSpec
+from export.trt_build import BuildOptions, engine_loader, fp32_node_names, network_precision, save_plan
+from export.trt_cache import MachineInfo, CacheDecision, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
+from export.trt_profiles import ProfileRanges, network_profile, parse_range, resolve_ranges
+
+log = logging.getLogger(__name__)
+
+
+class EngineBuildError(ToolkitError):
+    """TensorRT could not build an engine (out of memory, unsupported layer, failed constraint)."""
+
+
+@dataclass
+class EngineJob:
+    """Everything known about one network's engine before building it."""
+
+    network: str
+    spec: NetworkSpec
+    onnx_path: Path
+    precision: str  # "fp32" | "fp16"
+    fp32_op_types: tuple[str, ...]  # ONNX op types kept in fp32 (VAE norms under --fp16)
+    profile: dict  # {input: {"min", "opt", "max"}}
+    key: dict  # the cache key this engine is built with
+    plan_file: str  # "<network>.<precision>.plan", relative to the bundle
+    decision: CacheDecision
+
+
+def onnx_digest(bundle: Bundle, network: str) -> str:
+    """sha256 identifying the network's graph and weights.
+
+    The manifest's sha256 covers the ``.onnx`` file; when the weights live in an external data
+    file (graphs above 2 GB) the digest also covers that file, since another set of weights with
+    the same graph leaves the ``.onnx`` unchanged.
+    """
+    bundle.verify(network)
+    entry = bundle.entry(network)
+    digest = entry.get("sha256") or sha256_file(bundle.path(network))
+    data = entry.get("external_data")
+    if data:
+        data_path = bundle.root / data
+        if not data_path.is_file():
+            raise BundleError(f"bundle {bundle.root}: {data} (external data of {network}) is missing; re-export the bundle")
+        digest = hashlib.sha256(f"{digest}:{sha256_file(data_path)}".encode()).hexdigest()
+    return digest
+
+
+def plan_job(bundle: Bundle, network: str, ranges: ProfileRanges, options: BuildOptions, machine: MachineInfo) -> EngineJob:
+    """What building ``network`` means here: precision, profile, cache key, reuse or build."""
+    spec = bundle.spec(network)
+    precision, fp32_ops = network_precision(spec, options)
+    profile = network_profile(spec, bundle.config, ranges)
+    key = cache_key(onnx_digest(bundle, network), machine, precision, profile, fp32_ops)
+    entry = bundle.manifest.get("engines", {}).get(network)
+    decision = lookup(bundle.root, entry, key)
+    if options.force:
+        decision = CacheDecision(False, "--force")
+    return EngineJob(
+        network=network,
+        spec=spec,
+        onnx_path=bundle.path(network),
+        precision=precision,
+        fp32_op_types=fp32_ops,
+        profile=profile,
+        key=key,
+        plan_file=f"{network}.{precision}.plan",
+        decision=decision,
+    )
+
+
+def record_engine(bundle: Bundle, job: EngineJob, ranges: ProfileRanges, options: BuildOptions, seconds: float) -> dict:
+    """Add the built engine to the manifest (saved atomically); remove a replaced plan file."""
+    engines = bundle.manifest.setdefault("engines", {})
+    old = engines.get(job.network) or {}
+    entry = {
+        "network": job.network,
+        "backend": "tensorrt",
+        "file": job.plan_file,
+        "sha256": sha256_file(bundle.root / job.plan_file),
+        "bytes": (bundle.root / job.plan_file).stat().st_size,
+        "precision": job.precision,
+        "fp32_layers": list(job.fp32_op_types),
+        "cache_key": job.key,
+        "profile": {"ranges": ranges.to_json(), "inputs": job.profile},
+        "build": {
+            "seconds": round(seconds, 2),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "builder_optimization_level": options.builder_optimization_level,
+            "workspace_gib": options.workspace_gib,
+        },
+    }
+    engines[job.network] = entry
+    bundle.save()
+    stale = old.get("file")
+    if stale and stale != job.plan_file and (bundle.root / stale).is_file():
+        (bundle.root / stale).unlink()
+    return entry
+
+
+def build_job(bundle: Bundle, job: EngineJob, ranges: ProfileRanges, options: BuildOptions) -> dict:
+    """Build one engine with Polygraphy, write it and its timing cache atomically, record it."""
+    nodes = fp32_node_names(job.onnx_path, job.fp32_op_types)
+    final = bundle.root / job.plan_file
+    t0 = time.perf_counter()
+    with atomic_path(final) as tmp_plan:
+        cache = options.timing_cache
+        try:
+            if cache is not None:
+                # Polygraphy merges into the file it saves to: start from the existing cache.
+                with atomic_path(cache) as tmp_cache:
+                    if Path(cache).is_file():
+                        shutil.copyfile(cache, tmp_cache)
+                    save_plan(engine_loader(job.onnx_path, job.profile, job.precision, nodes, job.fp32_op_types, options, tmp_cache), tmp_plan)
+            else:
+                save_plan(engine_loader(job.onnx_path, job.profile, job.precision, nodes, job.fp32_op_types, options), tmp_plan)
+        except Exception as exc:  # Polygraphy reports build failures as PolygraphyException
+            if isinstance(exc, ToolkitError) or type(exc).__name__ != "PolygraphyException":
+                raise
+            raise EngineBuildError(
+                f"TensorRT could not build the {job.network} engine ({exc}). If it ran out of memory, narrow the "
+                "profile (--frames/--height/--width/--batch) or lower --workspace; for VAE precision failures try --vae-fp32"
+            ) from None
+        finally:
+            gc.collect()
+    seconds = time.perf_counter() - t0
+    return record_engine(bundle, job, ranges, options, seconds)
+
+
+def build_engines(
+    bundle: Bundle,
+    networks: Iterable[str] | None,
+    ranges: ProfileRanges,
+    options: BuildOptions,
+    machine: MachineInfo | None = None,
+) -> dict[str, str]:
+    """Build (or reuse) the engines of ``networks``; return ``{network: "built" | "reused"}``."""
+    machine = machine or detect_machine()
+    result = {}
+    for network in networks or bundle.networks:
+        job = plan_job(bundle, network, ranges, options, machine)
+        if job.decision.reuse:
+            log.info("%s: reusing %s (%s)", network, job.plan_file, job.decision.reason)
+            result[network] = "reused"
+            continue
+        log.info("%s: building %s (%s); profile %s", network, job.plan_file, job.decision.reason, job.profile)
+        entry = build_job(bundle, job, ranges, options)
+        log.info("%s: built in %.1f s, %.1f MB", network, entry["build"]["seconds"], entry["bytes"] / 1e6)
+        result[network] = "built"
+    return result
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _range_arg(name: str):
+    def parse(text: str):
+        try:
+            return parse_range(text, name)
+        except ToolkitError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export.trt",
+        description="Build TensorRT engines (one per network) for a bundle and record them in its manifest.",
+    )
+    p.add_argument("--bundle", "--out", dest="bundle", required=True, help="bundle directory (from python -m export.onnx)")
+    p.add_argument("--model", help="if the bundle does not exist yet: export it first from this model (DIR, tiny, svd-random)")
+    p.add_argument("--unet", help="with --model: a UNet directory replacing the model's (e.g. a trained SF-V UNet)")
+    p.add_argument("--opset", type=int, default=17, help="with --model: ONNX opset of the export (default 17)")
+    p.add_argument("--fp16", action="store_true", help="fp16 engines (UNet, CLIP; VAE with fp32 norm layers)")
+    p.add_argument("--vae-fp32", action="store_true", help="with --fp16: build the VAE encoder/decoder entirely in fp32")
+    p.add_argument("--networks", nargs="+", choices=NETWORKS, help="networks to build (default: all in the bundle)")
+    p.add_argument("--batch", type=_range_arg("batch"), help="videos per call MIN:OPT:MAX (default 1:1:1; UNet max doubled for CFG)")
+    p.add_argument("--cfg", action="store_true", help="optimise the UNet for the CFG-doubled batch (multi-step SVD)")
+    p.add_argument("--frames", type=_range_arg("frames"), help="frames per video MIN:OPT:MAX (default 1:F:max(F,25))")
+    p.add_argument("--decode-chunk", type=_range_arg("decode_chunk"), help="frames per decoder call MIN:OPT:MAX (default follows --frames)")
+    p.add_argument("--height", type=_range_arg("height"), help="pixels MIN:OPT:MAX (default 256:576:1024 for SVD)")
+    p.add_argument("--width", type=_range_arg("width"), help="pixels MIN:OPT:MAX (default 256:1024:1024 for SVD)")
+    p.add_argument("--timing-cache", type=Path, help="tactic timing cache file to load and update")
+    p.add_argument("--workspace", type=float, metavar="GIB", help="builder workspace limit in GiB (default: TensorRT's)")
+    p.add_argument("--builder-optimization-level", type=int, choices=range(6), metavar="{0..5}", help="TensorRT builder optimization level (default 3)")
+    p.add_argument("--force", action="store_true", help="rebuild even when a cached engine matches")
+    return p
+
+
+def _overrides(args) -> dict:
+    return {
+        "batch": args.batch,
+        "frames": args.frames,
+        "decode_chunk": args.decode_chunk,
+        "height": args.height,
+        "width": args.width,
+        "cfg": args.cfg or None,
+    }
+
+
+def _check_options(args) -> BuildOptions:
+    if args.workspace is not None and not args.workspace > 0:
+        raise ToolkitError(f"--workspace {args.workspace}: give a positive size in GiB, e.g. --workspace 8")
+    if args.vae_fp32 and not args.fp16:
+        raise ToolkitError("--vae-fp32 only applies with --fp16 (without --fp16 every engine is fp32 already)")
+    if args.timing_cache is not None and args.timing_cache.is_dir():
+        raise ToolkitError(f"--timing-cache {args.timing_cache} is a directory; pass a file path")
+    return BuildOptions(
+        fp16=args.fp16,
+        vae_fp32=args.vae_fp32,
+        workspace_gib=args.workspace,
+        builder_optimization_level=args.builder_optimization_level,
+        timing_cache=args.timing_cache,
+        force=args.force,
+    )
+
+
+def _check_networks(bundle_networks: Sequence[str], wanted: Sequence[str] | None, root: Path) -> list[str]:
+    if not wanted:
+        return list(bundle_networks)
+    absent = [n for n in wanted if n not in bundle_networks]
+    if absent:
+        raise BundleError(
+            f"bundle {root} has no {', '.join(absent)} (it has {', '.join(bundle_networks) or 'none'}); "
+            f"export it with `python -m export.onnx --out {root} --networks {' '.join(absent)}`"
+        )
+    return [n for n in NETWORKS if n in wanted]
+
+
+@run_cli
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    options = _check_options(args)
+    root = Path(args.bundle)
+    exists = (root / MANIFEST).is_file()
+
+    # 1. Everything checkable without a GPU, before anything is written.
+    config: ModelConfig | None = None
+    if exists:
+        bundle = Bundle.load(root)
+        config = bundle.config
+        networks = _check_networks(bundle.networks, args.networks, root)
+    elif args.model is None:
+        raise BundleError(
+            f"{root} is not a bundle (no {MANIFEST}); export one with `python -m export.onnx --out {root}`, "
+            f"or pass --model DIR|tiny to export it in this run"
+        )
+    if config is not None:
+        ranges = resolve_ranges(config, _overrides(args))
+
+    # 2. TensorRT and a GPU: fail here, having written nothing.
+    require_gpu_and_tensorrt()
+    machine = detect_machine()
+    log.info("TensorRT %s on %s (compute capability %s)", machine.tensorrt_version, machine.gpu_name, machine.compute_capability)
+
+    # 3. Export the bundle when asked to.
+    if not exists:
+        from export.models import load_model
+        from export.onnx import export_bundle
+
+        model = load_model(args.model, unet=args.unet)
+        ranges = resolve_ranges(model.config, _overrides(args))
+        bundle = export_bundle(model, root, networks=args.networks, opset=args.opset)
+        del model
+        gc.collect()
+        networks = _check_networks(bundle.networks, args.networks, root)
+
+    # 4. Build or reuse.
+    result = build_engines(bundle, networks, ranges, options, machine)
+    for network, what in result.items():
+        entry = bundle.manifest["engines"][network]
+        print(f"{network}: {what} {root / entry['file']} ({entry['precision']}"
+              + (f", fp32 {'/'.join(entry['fp32_layers'])}" if entry["fp32_layers"] else "") + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Engine cache keys: a TensorRT plan is only valid for the graph, TensorRT version and GPU it was built for.
+
+Each engine in a bundle's manifest carries a key::
+
+    {"onnx_sha256": ..., "tensorrt_version": "10.x.y", "gpu_name": "NVIDIA H100 80GB HBM3",
+     "compute_capability": "9.0", "precision": "fp16", "fp32_layers": [...], "profile": {...}}
+
+``python -m export.trt`` reuses an engine whose key equals the key it would build with and
+rebuilds otherwise; :class:`engines.tensorrt_engine.TensorRTEngine` refuses to load an engine
+whose machine fields (TensorRT version, GPU, compute capability) differ from this machine,
+with :class:`EngineCacheError` naming the field and the rebuild command.
+
+The machine is detected with ``import tensorrt`` and ``torch.cuda`` (never with ONNX Runtime's
+provider list, which names CUDA and TensorRT even where there is no GPU).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from export.bundle import sha256_file
+from export.errors import BackendUnavailableError, EngineCacheError
+
+KEY_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision", "fp32_layers", "profile")
+MACHINE_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability")
+INSTALL_HINT = "on a machine with an NVIDIA GPU and driver, run `pip install '.[gpu]'` (TensorRT >= 10, onnxruntime-gpu, cuda-python) with a CUDA build of torch"
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """What an engine is tied to besides its graph: the TensorRT version and the GPU."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "major.minor", e.g. "9.0" for Hopper
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def import_tensorrt():
+    """``import tensorrt`` or raise :class:`BackendUnavailableError` with the fix."""
+    try:
+        return importlib.import_module("tensorrt")
+    except (ImportError, OSError) as exc:
+        raise BackendUnavailableError(
+            f"TensorRT is not available: the tensorrt module cannot be imported ({exc}); {INSTALL_HINT}"
+        ) from None
+
+
+def missing_requirements() -> list[str]:
+    """What this machine lacks to build or run TensorRT engines (empty when nothing)."""
+    missing = []
+    try:
+        importlib.import_module("tensorrt")
+    except (ImportError, OSError) as exc:
+        missing.append(f"the tensorrt Python module ({type(exc).__name__}: {exc})")
+    if torch.version.cuda is None:
+        missing.append(f"a CUDA build of PyTorch (torch {torch.__version__} is a CPU-only build)")
+    elif not torch.cuda.is_available():
+        missing.append(
+            "an NVIDIA GPU with a working driver (torch.cuda.is_available() is False; check `nvidia-smi` "
+            "and CUDA_VISIBLE_DEVICES)"
+        )
+    return missing
+
+
+def require_gpu_and_tensorrt(what: str = "building TensorRT engines") -> None:
+    """Raise :class:`BackendUnavailableError` naming everything that is missing, and how to get it."""
+    missing = missing_requirements()
+    if missing:
+        raise BackendUnavailableError(
+            f"{what} needs TensorRT and an NVIDIA GPU; missing here: " + "; ".join(missing) + f". Fix: {INSTALL_HINT}. "
+            "Without a GPU, use the onnxruntime or torch backend instead."
+        )
+
+
+def detect_machine(device: int | None = None) -> MachineInfo:
+    """TensorRT version, GPU name and compute capability of CUDA device ``device`` (default: current)."""
+    require_gpu_and_tensorrt()
+    trt = import_tensorrt()
+    index = torch.cuda.current_device() if device is None else device
+    major, minor = torch.cuda.get_device_capability(index)
+    return MachineInfo(
+        tensorrt_version=str(trt.__version__),
+        gpu_name=torch.cuda.get_device_name(index),
+        compute_capability=f"{major}.{minor}",
+    )
+
+
+def cache_key(
+    onnx_sha256: str,
+    machine: MachineInfo,
+    precision: str,
+    profile: Mapping[str, Mapping[str, list[int]]],
+    fp32_layers: list[str] | tuple[str, ...] = (),
+) -> dict:
+    """The key of one engine (plain JSON; equal keys mean the engine can be reused)."""
+    return {
+        "onnx_sha256": onnx_sha256,
+        **machine.to_json(),
+        "precision": precision,
+        "fp32_layers": sorted(fp32_layers),
+        "profile": {name: {k: list(v[k]) for k in ("min", "opt", "max")} for name, v in profile.items()},
+    }
+
+
+def key_mismatches(recorded: Mapping, current: Mapping, fields: tuple[str, ...] = KEY_FIELDS) -> list[str]:
+    """Human-readable differences between two keys, one per field (empty when they match)."""
+    out = []
+    for field in fields:
+        a, b = recorded.get(field), current.get(field)
+        if a != b:
+            if field == "profile":
+                out.append("profile: the engine's min/opt/max shapes differ from the requested ones")
+            elif field == "onnx_sha256":
+                out.append("onnx_sha256: the ONNX graph changed since the engine was built")
+            else:
+                out.append(f"{field}: engine {a!r}, here {b!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class CacheDecision:
+    reuse: bool
+    reason: str
+
+
+def lookup(bundle_root: Path, entry: Mapping | None, key: Mapping) -> CacheDecision:
+    """Whether the engine recorded in ``entry`` (a manifest ``engines`` item) can be reused for ``key``."""
+    if not entry:
+        return CacheDecision(False, "no engine recorded")
+    plan = Path(bundle_root) / str(entry.get("file", ""))
+    if not entry.get("file") or not plan.is_file():
+        return CacheDecision(False, f"engine file {entry.get('file')!r} is missing")
+    diffs = key_mismatches(entry.get("cache_key") or {}, key)
+    if diffs:
+        return CacheDecision(False, "; ".join(diffs))
+    want = entry.get("sha256")
+    if want and sha256_file(plan) != want:
+        return CacheDecision(False, f"{plan.name} does not match its recorded sha256 (changed or corrupt)")
+    return CacheDecision(True, "cache key matches")
+
+
+def check_loadable(recorded: Mapping, machine: MachineInfo, plan: str | os.PathLike) -> None:
+    """Raise :class:`EngineCacheError` when an engine's key names another TensorRT version or GPU."""
+    diffs = key_mismatches(recorded, machine.to_json(), MACHINE_FIELDS)
+    if diffs:
+        raise EngineCacheError(
+            f"engine {plan} was built for another machine ({'; '.join(diffs)}); TensorRT engines only run with "
+            "the TensorRT version and GPU model they were built with. Rebuild it here with "
+            f"`python -m export.trt --bundle {Path(plan).parent}` (add --fp16 if it was fp16)"
+        )
