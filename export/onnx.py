@@ -1,0 +1,448 @@
+"""``python -m export.onnx``: lower an SVD-family model's networks to validated ONNX graphs.
+
+For each network (CLIP image encoder, VAE encoder, UNet, temporal VAE decoder) the spec in
+:mod:`export.specs` drives one chain::
+
+    torch.onnx.export (TorchScript, dynamo=False, named dynamic axes)
+      -> clean-up (Polygraphy constant folding + ONNX shape inference)      export/cleanup.py
+      -> optional fp16 with the network's fragile ops kept in fp32          export/fp16.py
+      -> validation in ONNX Runtime against PyTorch at other shapes         export/validate.py
+
+and the bundle directory receives ``<network>.onnx`` (plus ``<network>.onnx.data`` above the
+2 GB protobuf limit) and, last, ``manifest.json``. Every graph is written and validated in a
+hidden staging directory and moved into place only when all requested networks passed, so an
+interrupted or failed export never leaves a bundle that looks complete.
+
+Why TorchScript and not the dynamo exporter: measured on the tiny UNet (docs/export.md), the
+dynamo graph was slower in ONNX Runtime and failed at batch 2 after export at batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import onnx
+import torch
+
+from export.bundle import MANIFEST, Bundle, new_manifest, sha256_file
+from export.cli import run_cli
+from export.cleanup import cleanup
+from export.errors import BundleError, ShapeError, ToolkitError
+from export.fp16 import to_fp16
+from export.models import BUILTIN_MODELS, SVDModel, load_model
+from export.networks import build_network
+from export.specs import NETWORKS, ModelConfig, NetworkSpec, build_specs, check_resolution, expand_dims
+from export.validate import check, compare, reference_outputs
+
+log = logging.getLogger(__name__)
+
+EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
+OPSETS = range(14, 21)  # the TorchScript exporter's supported range that the specs' ops need
+DEFAULT_OPSET = 17
+# Above this many bytes of weights a graph cannot be one protobuf (2 GiB limit, with headroom
+# for the graph itself): weights go to <network>.onnx.data.
+EXTERNAL_DATA_BYTES = 1_800_000_000
+# A UNet above this many parameters is "full size": export and validate at small latents.
+LARGE_UNET_PARAMS = 100_000_000
+# Which model component each network wraps (a component is freed once no network needs it).
+_COMPONENT = {"image_encoder": "image_encoder", "vae_encoder": "vae", "unet": "unet", "vae_decoder": "vae"}
+_VERSIONED = ("torch", "onnx", "onnxruntime", "diffusers", "transformers", "polygraphy", "onnx_graphsurgeon")
+
+
+class UnknownNetworkError(ToolkitError):
+    """A network name that the specs do not define."""
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def default_dims(config: ModelConfig, large: bool) -> tuple[dict[str, int], list[dict[str, int]]]:
+    """Export sample dims and validation dims for a model.
+
+    The graph is traced at one small shape and validated at others (batch 1 and 2, other frame
+    counts, a non-square resolution) to prove the dynamic axes really are dynamic. For the full
+    size model both stay at small latents so that validation costs seconds, not minutes.
+    """
+    m = config.pixel_multiple
+    if large:
+        side = 2 * m
+        export = {"batch": 1, "frames": 3, "height": side, "width": side}
+        validate = [
+            {"batch": 1, "frames": 2, "height": m, "width": m},
+            {"batch": 2, "frames": 4, "height": m, "width": 2 * m},
+        ]
+    else:
+        side = max(m, 64 // m * m)
+        export = {"batch": 1, "frames": 3, "height": side, "width": side}
+        validate = [
+            {"batch": 1, "frames": 8, "height": side, "width": side},
+            {"batch": 2, "frames": 14, "height": side, "width": side + 2 * m},
+            {"batch": 1, "frames": 25, "height": side + 2 * m, "width": side},
+        ]
+    return export, validate
+
+
+def check_dims(config: ModelConfig, dims: Mapping[str, int]) -> None:
+    """Raise :class:`ShapeError` for a batch/frame count below 1 or an unsupported resolution."""
+    for key in ("batch", "frames"):
+        if key in dims and int(dims[key]) < 1:
+            raise ShapeError(f"{key} must be at least 1, got {dims[key]}")
+    if "height" in dims or "width" in dims:
+        check_resolution(config, int(dims["height"]), int(dims["width"]))
+
+
+def library_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+# --------------------------------------------------------------------------- one network
+
+
+def _weight_bytes(net: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in net.parameters())
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def export_network(
+    name: str,
+    net: torch.nn.Module,
+    spec: NetworkSpec,
+    config: ModelConfig,
+    stage: Path,
+    sample_dims: Mapping[str, int],
+    validate_dims: Sequence[Mapping[str, int]],
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    say=log.info,
+) -> tuple[dict, list[Path]]:
+    """Export, clean, convert and validate one network into directory ``stage``.
+
+    Returns:
+        the manifest entry (without nothing yet on the bundle's final paths) and the files
+        written in ``stage`` (the external data file first, so that it is moved first).
+    """
+    t0 = time.perf_counter()
+    params = sum(p.numel() for p in net.parameters())
+    large = _weight_bytes(net) > EXTERNAL_DATA_BYTES
+    say(f"{name}: exporting {params:,} parameters at {dict(sample_dims)} (opset {opset}{', fp16' if fp16 else ''})")
+
+    # PyTorch references first: a full-size network is then no longer needed after tracing.
+    refs = reference_outputs(net, spec, config, validate_dims)
+
+    raw_dir = stage / f"{name}.raw"
+    raw_dir.mkdir()
+    inputs = spec.sample_inputs(expand_dims(dict(sample_dims), config))
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracer warnings about Python ints from shapes are expected: the dynamic axes were
+        # checked by validating at other shapes, which is what matters.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            tuple(inputs[n] for n in spec.input_names),
+            str(raw_dir / f"{name}.onnx"),
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            dynamic_axes=spec.dynamic_axes(),
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    t_export = time.perf_counter() - t0
+
+    # Above 2 GB the exporter wrote one external file per weight; onnx.load gathers them.
+    model = onnx.load(str(raw_dir / f"{name}.onnx"))
+    shutil.rmtree(raw_dir)
+    raw_nodes = len(model.graph.node)
+    model = cleanup(model)
+    fp32_ops: list[str] = []
+    if fp16:
+        model, fp32_ops = to_fp16(model, spec.fp32_op_types)
+    nodes = len(model.graph.node)
+
+    path = stage / f"{name}.onnx"
+    data_name = f"{name}.onnx.data" if large else None
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=large,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=1024,
+    )
+    del model
+    gc.collect()
+    files = ([stage / data_name] if data_name else []) + [path]
+    size = sum(f.stat().st_size for f in files)
+    say(f"{name}: exported in {time.perf_counter() - t0:.1f} s (trace {t_export:.1f} s), "
+        f"{raw_nodes} -> {nodes} nodes after clean-up, {_human(size)}")
+
+    precision = "fp16" if fp16 else "fp32"
+    atol = spec.atol_fp16 if fp16 else spec.atol
+    t1 = time.perf_counter()
+    results = compare(path, spec, refs, atol)
+    for r in results:
+        say(f"{name}: {precision} vs torch at {r['dims']}: max_abs {r['max_abs']:.3g}, max_rel {r['max_rel']:.3g} "
+            f"(atol {atol:g}) {'ok' if r['passed'] else 'FAILED'}")
+    check(spec, results, precision)
+    if results:
+        say(f"{name}: validated at {len(results)} shapes in {time.perf_counter() - t1:.1f} s")
+
+    entry = {
+        "file": path.name,
+        "external_data": data_name,
+        "sha256": sha256_file(path),
+        "bytes": size,
+        "precision": precision,
+        "fp32_ops": fp32_ops,
+        **spec.to_json(),
+        "validation": results,
+        "nodes": nodes,
+        "parameters": params,
+        "sample_dims": dict(sample_dims),
+    }
+    return entry, files
+
+
+# --------------------------------------------------------------------------- the bundle
+
+
+def _check_networks(networks: Iterable[str] | None) -> list[str]:
+    if networks is None:
+        return list(NETWORKS)
+    networks = list(networks)
+    unknown = [n for n in networks if n not in NETWORKS]
+    if unknown:
+        raise UnknownNetworkError(f"unknown network {', '.join(map(repr, unknown))}; choose from {', '.join(NETWORKS)}")
+    if not networks:
+        raise UnknownNetworkError(f"no network to export; choose from {', '.join(NETWORKS)}")
+    return [n for n in NETWORKS if n in networks]  # pipeline order, duplicates dropped
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"--out {out} is a file; pass a directory (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BundleError(f"cannot create output directory {out} ({exc.strerror}); choose a writable --out") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise BundleError(f"output directory {out} is not writable; choose a writable --out or fix its permissions")
+
+
+def _previous_entries(out: Path, config: ModelConfig, exporting: list[str]) -> tuple[dict, dict]:
+    """Network and engine entries of an existing bundle in ``out`` that this export keeps."""
+    if not (out / MANIFEST).is_file():
+        return {}, {}
+    try:
+        old = Bundle.load(out)
+    except BundleError as exc:
+        log.warning("ignoring the existing manifest in %s: %s", out, exc)
+        return {}, {}
+    keep = {k: v for k, v in old.manifest["networks"].items() if k not in exporting}
+    if keep and old.config != config:
+        raise BundleError(
+            f"{out} holds {', '.join(keep)} exported from another model config; export into a new --out "
+            f"or re-export all networks there (omit --networks)"
+        )
+    # Engines built from a graph that is being replaced are stale; others stay.
+    engines = {
+        k: v
+        for k, v in old.manifest.get("engines", {}).items()
+        if k not in exporting and not (isinstance(v, dict) and v.get("network") in exporting)
+    }
+    return keep, engines
+
+
+def export_bundle(
+    model: SVDModel | str | os.PathLike,
+    out: str | os.PathLike,
+    networks: Iterable[str] | None = None,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    unet: str | os.PathLike | None = None,
+    validate_dims: Sequence[Mapping[str, int]] | None = None,
+    progress: bool = True,
+    sample_dims: Mapping[str, int] | None = None,
+) -> Bundle:
+    """Export ``networks`` of ``model`` to ``out`` as validated ONNX graphs plus ``manifest.json``.
+
+    Args:
+        model: a loaded :class:`SVDModel`, or ``tiny`` / ``svd-random`` / a diffusers SVD directory.
+        out: the bundle directory (created if missing). Networks of an existing bundle that are
+            not re-exported keep their entries.
+        networks: subset of :data:`export.specs.NETWORKS`; default all four.
+        opset: ONNX opset (14-20).
+        fp16: convert to fp16, keeping each spec's ``fp32_op_types`` in fp32.
+        unet: UNet directory replacing the model's (only when ``model`` is not loaded yet).
+        validate_dims: dims (``batch``/``frames``/``height``/``width``) to validate at; default
+            per model size (:func:`default_dims`); ``[]`` skips validation.
+        progress: log one line per step (otherwise only at debug level).
+        sample_dims: the dims to trace at; default per model size.
+    """
+    say = log.info if progress else log.debug
+    names = _check_networks(networks)
+    if int(opset) not in OPSETS:
+        raise ShapeError(f"opset {opset} is not supported; use {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    out = Path(out)
+    _prepare_out(out)
+
+    owned = not isinstance(model, SVDModel)
+    if owned:
+        t0 = time.perf_counter()
+        say(f"loading model {model}" + (f" with UNet {unet}" if unet else ""))
+        model = load_model(model, unet=unet)
+        say(f"loaded in {time.perf_counter() - t0:.1f} s")
+    elif unet is not None:
+        raise ToolkitError("pass unet= only with a model path; a loaded SVDModel already has its UNet")
+    config = model.config
+    large = sum(p.numel() for p in model.unet.parameters()) > LARGE_UNET_PARAMS if model.unet is not None else False
+    export_dims, check_list = default_dims(config, large)
+    export_dims = {**export_dims, **(sample_dims or {})}
+    check_list = check_list if validate_dims is None else [dict(d) for d in validate_dims]
+    for dims in [export_dims, *check_list]:
+        check_dims(config, dims)
+    check_list = [{**export_dims, **d} for d in check_list]  # fill symbols a dims entry leaves out
+
+    kept, engines = _previous_entries(out, config, names)
+    specs = build_specs(config)
+    manifest = new_manifest(
+        model.source,
+        model.unet_source,
+        config,
+        {
+            "exporter": EXPORTER,
+            "opset": int(opset),
+            "versions": library_versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "sample_dims": export_dims,
+        },
+    )
+
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    except OSError as exc:
+        raise BundleError(f"cannot write to {out} ({exc.strerror}); choose a writable --out") from None
+    try:
+        entries, staged = {}, []
+        for i, name in enumerate(names):
+            net = build_network(name, model)
+            say(f"[{i + 1}/{len(names)}] {name}")
+            entries[name], files = export_network(
+                name, net, specs[name], config, stage, export_dims, check_list, opset=opset, fp16=fp16, say=say
+            )
+            staged += files
+            del net
+            if owned:  # free a component (the 6 GB UNet) as soon as no remaining network needs it
+                rest = {_COMPONENT[n] for n in names[i + 1 :]}
+                if _COMPONENT[name] not in rest:
+                    setattr(model, _COMPONENT[name], None)
+                    gc.collect()
+        # All networks passed: move the graphs into place (data before graph), then the manifest.
+        for f in staged:
+            os.replace(f, out / f.name)
+        for name in names:
+            stale = out / f"{name}.onnx.data"
+            if entries[name]["external_data"] is None and stale.exists():
+                stale.unlink()
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+    manifest["networks"] = {n: ({**kept, **entries})[n] for n in NETWORKS if n in kept or n in entries}
+    manifest["engines"] = engines
+    bundle = Bundle(root=out, manifest=manifest)
+    bundle.save()
+    say(f"wrote {out / MANIFEST} ({', '.join(manifest['networks'])})")
+    return bundle
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export.onnx",
+        description=(
+            "Export the networks of a Stable Video Diffusion / SF-V model to ONNX, validate each graph in "
+            "ONNX Runtime against PyTorch at several shapes, and write a bundle directory "
+            "(<network>.onnx files + manifest.json) for the runtime and the TensorRT builder."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m export.onnx --model tiny --out /tmp/bundle\n"
+            "  python -m export.onnx --model ~/models/svd-img2vid --unet runs/sfv/unet --out bundle --fp16\n"
+            "  python -m export.onnx --model svd-random --networks unet --out /tmp/full   # 1.5 B UNet, external data\n"
+            "\nThe graphs have dynamic batch, frames, height and width; --frames/--height/--width only choose the\n"
+            "shape traced at export time (small is faster). Validation always runs at other shapes."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="tiny", metavar="DIR|" + "|".join(BUILTIN_MODELS),
+                   help="diffusers SVD model directory, or a built-in random model: tiny (seconds) or svd-random "
+                        "(full SVD shapes, ~9 GB written once to $SFV_CACHE) (default: tiny)")
+    p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write (created if missing)")
+    p.add_argument("--unet", metavar="DIR", help="UNet directory replacing the model's, e.g. a distilled SF-V UNet")
+    p.add_argument("--networks", nargs="+", metavar="NAME",
+                   help=f"networks to export (default: all): {', '.join(NETWORKS)}")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    p.add_argument("--fp16", action="store_true",
+                   help="convert weights/activations to fp16; fragile ops (VAE norms) stay fp32 (listed in the manifest)")
+    p.add_argument("--frames", type=int, help="frames of the export sample (default 3)")
+    p.add_argument("--height", type=int, help="pixel height of the export sample (a multiple of the model's pixel multiple)")
+    p.add_argument("--width", type=int, help="pixel width of the export sample")
+    p.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime vs PyTorch check (not recommended)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+@run_cli
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if (args.height is None) != (args.width is None):
+        raise ShapeError("pass --height and --width together (both multiples of the model's pixel multiple)")
+    sample = {}
+    if args.frames is not None:
+        sample["frames"] = args.frames
+    if args.height is not None:
+        sample.update(height=args.height, width=args.width)
+    check_dims(ModelConfig(vae_scale_factor=1, unet_downsample=1), {k: v for k, v in sample.items() if k == "frames"})
+    _check_networks(args.networks)  # before loading a possibly large model
+    export_bundle(
+        args.model,
+        args.out,
+        networks=args.networks,
+        opset=args.opset,
+        fp16=args.fp16,
+        unet=args.unet,
+        validate_dims=[] if args.no_validate else None,
+        progress=not args.quiet,
+        sample_dims=sample or None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
