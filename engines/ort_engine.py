@@ -1,0 +1,146 @@
+"""ONNX Runtime engine: one exported ``.onnx`` graph in an ``InferenceSession``.
+
+The CPU execution provider is the default; CUDA and TensorRT execution providers are chosen by
+name (``"cuda"``, ``"tensorrt"`` or ORT's full provider names). Torch tensors cross the
+interface; the numpy conversion stays in this file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from engines.base import Engine
+from export.errors import BackendUnavailableError, BundleError
+from export.specs import NetworkSpec
+
+log = logging.getLogger(__name__)
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+
+Provider = str | tuple[str, dict]
+
+
+def resolve_providers(providers: Sequence[Provider] | str | None) -> list[tuple[str, dict]]:
+    """Normalise ``["cuda", ("TensorrtExecutionProvider", {...})]`` to ``[(full name, options)]``.
+
+    ``None`` means the CPU provider only: a GPU provider is used only when asked for, so that a
+    CPU run never depends on what an ``onnxruntime-gpu`` wheel happens to list.
+    """
+    if providers is None:
+        providers = ["cpu"]
+    elif isinstance(providers, str):
+        providers = [p.strip() for p in providers.split(",") if p.strip()]
+    out = []
+    for p in providers:
+        name, options = (p, {}) if isinstance(p, str) else (p[0], dict(p[1]))
+        out.append((PROVIDER_ALIASES.get(name.lower(), name), options))
+    if not out:
+        raise BackendUnavailableError("no ONNX Runtime execution provider given; use e.g. providers=['cpu']")
+    return out
+
+
+class OnnxRuntimeEngine(Engine):
+    """Runs ``path`` (an ONNX file whose inputs/outputs follow ``spec``) with ONNX Runtime.
+
+    Args:
+        spec: the network's spec (from the bundle manifest).
+        path: the ``.onnx`` file (external data, if any, beside it).
+        precision: ``"fp32"`` or ``"fp16"`` (what the graph was exported as); the graph's own
+            input types decide the numpy dtypes fed, so fp16 graphs take fp32 tensors too.
+        providers: execution providers in priority order (see :func:`resolve_providers`).
+        threads: intra-op threads for the CPU provider; ``None`` lets ONNX Runtime choose.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        path: str | os.PathLike,
+        precision: str = "fp32",
+        providers: Sequence[Provider] | str | None = None,
+        threads: int | None = None,
+    ):
+        super().__init__(spec, precision)
+        self.path = os.fspath(path)
+        self.providers = resolve_providers(providers)
+        self.threads = threads
+        self.session = None
+        self._feed_types: dict[str, type] = {}
+
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        # The installed wheel must at least know a provider; whether it can run (a GPU, the
+        # CUDA/TensorRT libraries) shows only in the session: onnxruntime-gpu lists CUDA and
+        # TensorRT even on a machine without a GPU.
+        installed = ort.get_available_providers()
+        for name, _ in self.providers:
+            if name not in installed:
+                raise BackendUnavailableError(
+                    f"ONNX Runtime {ort.__version__} here has no {name} (it has {', '.join(installed)}); "
+                    "for CUDA/TensorRT install onnxruntime-gpu in place of onnxruntime "
+                    "(`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`), or use providers=['cpu']"
+                )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
+        try:
+            session = ort.InferenceSession(
+                self.path,
+                options,
+                providers=[name for name, _ in self.providers],
+                provider_options=[opts for _, opts in self.providers],
+            )
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+            if "provider" in str(exc).lower():
+                raise BackendUnavailableError(f"ONNX Runtime could not start {self.providers}: {exc}") from exc
+            raise BundleError(f"ONNX Runtime cannot load {self.path} ({exc}); re-export the bundle") from exc
+        active = session.get_providers()
+        lost = [name for name, _ in self.providers if name not in active]
+        if lost:
+            raise BackendUnavailableError(
+                f"ONNX Runtime could not initialise {', '.join(lost)} for {self.spec.name} (running {', '.join(active)}): "
+                "no usable NVIDIA GPU, or the CUDA/cuDNN/TensorRT libraries are missing; "
+                "install them, or run with providers=['cpu']"
+            )
+        graph_inputs = {i.name: i.type for i in session.get_inputs()}
+        graph_outputs = [o.name for o in session.get_outputs()]
+        if set(graph_inputs) != set(self.spec.input_names) or set(graph_outputs) != set(self.spec.output_names):
+            raise BundleError(
+                f"{self.path} takes {sorted(graph_inputs)} -> {graph_outputs} but the manifest says "
+                f"{self.spec.input_names} -> {self.spec.output_names}; re-export the bundle"
+            )
+        self._feed_types = {name: _ORT_TYPES.get(t, np.float32) for name, t in graph_inputs.items()}
+        self.session = session
+        log.debug("%s: %s on %s", self.spec.name, self.path, ", ".join(active))
+
+    def _deactivate(self) -> None:
+        self.session = None
+
+    def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        home = next(iter(inputs.values())).device
+        feed = {
+            name: t.detach().cpu().contiguous().numpy().astype(self._feed_types[name], copy=False)
+            for name, t in inputs.items()
+        }
+        outputs = self.session.run(self.spec.output_names, feed)
+        return {
+            name: torch.from_numpy(np.asarray(value, dtype=np.float32)).to(home)
+            for name, value in zip(self.spec.output_names, outputs)
+        }
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeEngine({self.spec.name}, {self.precision}, {[n for n, _ in self.providers]})"

@@ -1,0 +1,60 @@
+"""The PyTorch reference engine: one network of a loaded model, called through its spec's signature."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from engines.base import Engine
+from export.errors import BackendUnavailableError
+from export.networks import build_network
+from export.specs import NetworkSpec
+
+_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+class TorchEngine(Engine):
+    """Runs ``export.networks.build_network(spec.name, model)`` eagerly.
+
+    This is the reference every other backend is compared with: the module is exactly what the
+    ONNX exporter traces. Inputs move to ``device`` (and to fp16 under ``precision="fp16"``);
+    outputs come back float32 on the device of the first input, so the caller's tensors never
+    change device behind its back. ``precision="fp16"`` converts the model's network in place
+    (networks sharing a module, the VAE's encoder and decoder, then both run in fp16).
+    """
+
+    backend = "torch"
+
+    def __init__(self, spec: NetworkSpec, model, precision: str = "fp32", device: str | torch.device = "cpu"):
+        super().__init__(spec, precision)
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+        self.model = model
+        self.device = torch.device(device)
+        self.dtype = _PRECISIONS[precision]
+        self.module: nn.Module | None = None
+
+    def _activate(self) -> None:
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError(
+                "the torch backend was asked for device 'cuda' but this PyTorch build sees no CUDA GPU; "
+                "use device='cpu' or install a CUDA build of torch on a machine with an NVIDIA GPU"
+            )
+        self.module = build_network(self.spec.name, self.model).to(self.device, self.dtype)
+
+    def _deactivate(self) -> None:
+        # The wrapped networks belong to the model; only this engine's reference goes.
+        self.module = None
+
+    def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        home = next(iter(inputs.values())).device
+        args = [self._to_device(inputs[name]) for name in self.spec.input_names]
+        with torch.no_grad():  # not inference_mode: callers may update outputs in place
+            out = self.module(*args)
+        return {self.spec.output_names[0]: out.to(home, torch.float32)}
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        dtype = self.dtype if t.is_floating_point() else t.dtype
+        return t.to(self.device, dtype)

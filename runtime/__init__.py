@@ -1,0 +1,6 @@
+"""Image in, video out: the SVD / SF-V pipeline over engines of any backend.
+
+    from runtime.pipeline import VideoPipeline
+    with VideoPipeline.from_bundle("bundle/", backend="onnxruntime") as pipe:
+        result = pipe("image.png", steps=1, min_guidance=1.0, max_guidance=1.0)
+"""

@@ -1,0 +1,7 @@
+"""Errors of the runtime's inputs and outputs (the engines' and bundles' live in export.errors)."""
+
+from export.errors import ToolkitError
+
+
+class InputError(ToolkitError):
+    """An input image, a generation option or an output path is invalid; the message says which and why."""
