@@ -7,7 +7,8 @@ CUDA stream (``execute_async_v3``), so results are ordered with later torch work
 without a synchronisation. With ``cuda_graph=True`` the enqueue is captured once per input
 shape into a CUDA graph and replayed (inputs are copied into the graph's static buffers).
 
-Outputs are float32 torch tensors on the engine's device.
+Outputs are float32 torch tensors on the device of the inputs (the GPU for CUDA inputs; CPU
+inputs are copied to the GPU and their outputs back, as the ONNX Runtime engine does).
 """
 
 from __future__ import annotations
@@ -184,13 +185,17 @@ class TensorRTEngine(Engine):
         return outputs
 
     def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # Outputs go where the inputs came from, like the other backends: CUDA tensors stay on
+        # the GPU (no copy); CPU callers get CPU tensors back.
+        home = next(iter(inputs.values())).device
         with torch.cuda.device(self.device):
             feeds = {n: self._bind_input(n, inputs[n]) for n in self.spec.input_names}
             if self.cuda_graph:
-                outputs = self._run_graph(feeds)
-                return {n: o.float() if o.dtype != torch.float32 else o.clone() for n, o in outputs.items()}
-            outputs = self._enqueue(feeds, torch.cuda.current_stream(self.device))
-            return {n: o.float() for n, o in outputs.items()}
+                # The graph's output buffers are overwritten by the next replay: hand out copies.
+                outputs = {n: o.clone() for n, o in self._run_graph(feeds).items()}
+            else:
+                outputs = self._enqueue(feeds, torch.cuda.current_stream(self.device))
+            return {n: o.to(device=home, dtype=torch.float32) for n, o in outputs.items()}
 
     def _run_graph(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Replay the CUDA graph of these input shapes, capturing it first if needed."""

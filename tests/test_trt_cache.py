@@ -1,0 +1,179 @@
+"""Engine cache keys, reuse decisions, manifest records and the machine check (no TensorRT needed).
+
+The machine (TensorRT version, GPU) is given as a :class:`MachineInfo` value; plan files are
+byte strings on disk: the cache logic only hashes and compares them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from export.bundle import Bundle, sha256_file
+from export.errors import BackendUnavailableError, BundleError, EngineCacheError
+from export.trt import build_engines, plan_job, record_engine
+from export.trt_build import BuildOptions
+from export.trt_cache import (
+    KEY_FIELDS,
+    MachineInfo,
+    cache_key,
+    check_loadable,
+    key_mismatches,
+    lookup,
+    missing_requirements,
+    require_gpu_and_tensorrt,
+)
+from export.trt_profiles import default_ranges, resolve_ranges
+
+H100 = MachineInfo(tensorrt_version="10.7.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+A100 = MachineInfo(tensorrt_version="10.7.0", gpu_name="NVIDIA A100-SXM4-80GB", compute_capability="8.0")
+PROFILE = {"sample": {"min": [1, 1, 8, 4, 4], "opt": [1, 14, 8, 8, 8], "max": [2, 25, 8, 8, 8]}}
+
+
+@pytest.fixture
+def bundle(tiny_bundle, tmp_path):
+    """A private copy of the tiny bundle (tests write engines into its manifest)."""
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, root)
+    return Bundle.load(root)
+
+
+def _fake_build(bundle, job, payload=b"plan bytes"):
+    """Stand in for TensorRT: put bytes where the plan goes, then record it as build_job does."""
+    (bundle.root / job.plan_file).write_bytes(payload)
+    return record_engine(bundle, job, default_ranges(bundle.config), BuildOptions(fp16=job.precision == "fp16"), 1.0)
+
+
+def test_cache_key_fields():
+    key = cache_key("ab" * 32, H100, "fp16", PROFILE, ["InstanceNormalization", "GroupNormalization"])
+    assert tuple(key) == KEY_FIELDS
+    assert key["tensorrt_version"] == "10.7.0"
+    assert key["gpu_name"] == "NVIDIA H100 80GB HBM3" and key["compute_capability"] == "9.0"
+    assert key["fp32_layers"] == ["GroupNormalization", "InstanceNormalization"]
+    assert key["profile"] == PROFILE
+    assert json.loads(json.dumps(key)) == key  # plain JSON for the manifest
+
+
+def test_key_mismatches_name_each_field():
+    a = cache_key("00" * 32, H100, "fp16", PROFILE)
+    assert key_mismatches(a, dict(a)) == []
+    b = cache_key("11" * 32, A100, "fp32", {"sample": {**PROFILE["sample"], "max": [2, 14, 8, 8, 8]}})
+    diffs = key_mismatches(a, b)
+    assert len(diffs) == 5
+    text = " ".join(diffs)
+    for word in ("onnx_sha256", "gpu_name", "compute_capability", "precision", "profile", "A100", "H100"):
+        assert word in text
+
+
+def test_lookup_reuses_only_a_matching_existing_plan(tmp_path):
+    key = cache_key("00" * 32, H100, "fp16", PROFILE)
+    (tmp_path / "unet.fp16.plan").write_bytes(b"plan")
+    entry = {"file": "unet.fp16.plan", "cache_key": key, "sha256": sha256_file(tmp_path / "unet.fp16.plan")}
+    assert lookup(tmp_path, entry, key).reuse
+    assert not lookup(tmp_path, None, key).reuse
+    other_gpu = cache_key("00" * 32, A100, "fp16", PROFILE)
+    decision = lookup(tmp_path, entry, other_gpu)
+    assert not decision.reuse and "A100" in decision.reason
+    (tmp_path / "unet.fp16.plan").write_bytes(b"changed")
+    decision = lookup(tmp_path, entry, key)
+    assert not decision.reuse and "sha256" in decision.reason
+    (tmp_path / "unet.fp16.plan").unlink()
+    decision = lookup(tmp_path, entry, key)
+    assert not decision.reuse and "missing" in decision.reason
+
+
+def test_check_loadable_refuses_another_machine():
+    key = cache_key("00" * 32, H100, "fp16", PROFILE)
+    check_loadable(key, H100, "b/unet.fp16.plan")  # same machine: fine
+    with pytest.raises(EngineCacheError) as info:
+        check_loadable(key, A100, "b/unet.fp16.plan")
+    msg = str(info.value)
+    assert "H100" in msg and "A100" in msg and "compute_capability" in msg
+    assert "python -m export.trt --bundle b" in msg
+    newer = MachineInfo("10.8.0", H100.gpu_name, H100.compute_capability)
+    with pytest.raises(EngineCacheError, match="tensorrt_version: engine '10.7.0', here '10.8.0'"):
+        check_loadable(key, newer, "b/unet.fp16.plan")
+
+
+def test_plan_record_reuse_cycle(bundle):
+    ranges = default_ranges(bundle.config)
+    fp16 = BuildOptions(fp16=True)
+    job = plan_job(bundle, "unet", ranges, fp16, H100)
+    assert not job.decision.reuse and job.decision.reason == "no engine recorded"
+    assert job.plan_file == "unet.fp16.plan" and job.precision == "fp16" and job.fp32_op_types == ()
+    assert job.key["onnx_sha256"] == bundle.entry("unet")["sha256"]
+    entry = _fake_build(bundle, job)
+
+    # The manifest on disk holds the engine, in the agreed shape.
+    saved = Bundle.load(bundle.root).manifest["engines"]["unet"]
+    assert saved == entry
+    assert saved["file"] == "unet.fp16.plan" and saved["precision"] == "fp16" and saved["fp32_layers"] == []
+    assert saved["cache_key"] == job.key and saved["profile"]["inputs"] == job.profile
+    assert saved["profile"]["ranges"]["frames"] == [1, 14, 25]
+    assert saved["sha256"] == sha256_file(bundle.root / "unet.fp16.plan")
+    assert bundle.manifest["networks"]["unet"]["file"] == "unet.onnx"  # ONNX entry untouched
+
+    # Same request on the same machine: reuse. Another GPU, precision, profile or --force: rebuild.
+    assert plan_job(bundle, "unet", ranges, fp16, H100).decision.reuse
+    assert not plan_job(bundle, "unet", ranges, fp16, A100).decision.reuse
+    assert not plan_job(bundle, "unet", ranges, BuildOptions(), H100).decision.reuse
+    wider = resolve_ranges(bundle.config, {"frames": (1, 14, 30)})
+    assert "profile" in plan_job(bundle, "unet", wider, fp16, H100).decision.reason
+    assert plan_job(bundle, "unet", ranges, BuildOptions(fp16=True, force=True), H100).decision.reason == "--force"
+
+
+def test_rebuild_at_other_precision_replaces_the_plan(bundle):
+    ranges = default_ranges(bundle.config)
+    _fake_build(bundle, plan_job(bundle, "vae_decoder", ranges, BuildOptions(fp16=True), H100))
+    first = bundle.manifest["engines"]["vae_decoder"]
+    assert first["precision"] == "fp16"
+    assert first["fp32_layers"] == list(bundle.spec("vae_decoder").fp32_op_types)
+    assert first["cache_key"]["fp32_layers"] == sorted(first["fp32_layers"])
+
+    job = plan_job(bundle, "vae_decoder", ranges, BuildOptions(fp16=True, vae_fp32=True), H100)
+    assert not job.decision.reuse and job.plan_file == "vae_decoder.fp32.plan"
+    _fake_build(bundle, job)
+    assert bundle.manifest["engines"]["vae_decoder"]["file"] == "vae_decoder.fp32.plan"
+    assert not (bundle.root / "vae_decoder.fp16.plan").exists()  # the replaced plan is removed
+    assert (bundle.root / "vae_decoder.fp32.plan").exists()
+
+
+def test_changed_graph_invalidates_the_engine(bundle):
+    ranges = default_ranges(bundle.config)
+    _fake_build(bundle, plan_job(bundle, "image_encoder", ranges, BuildOptions(fp16=True), H100))
+    # A re-export writes a new graph and records its sha256: the engine is stale.
+    graph = bundle.root / "image_encoder.onnx"
+    graph.write_bytes(graph.read_bytes() + b"\0")
+    bundle.manifest["networks"]["image_encoder"]["sha256"] = sha256_file(graph)
+    decision = plan_job(bundle, "image_encoder", ranges, BuildOptions(fp16=True), H100).decision
+    assert not decision.reuse and "ONNX graph changed" in decision.reason
+    # A graph that does not match its recorded sha256 is refused before any build.
+    bundle.manifest["networks"]["image_encoder"]["sha256"] = "ff" * 32
+    with pytest.raises(BundleError, match="sha256"):
+        plan_job(bundle, "image_encoder", ranges, BuildOptions(fp16=True), H100)
+
+
+def test_build_engines_reuses_without_tensorrt(bundle):
+    """With every engine cached, nothing is built, so nothing needs TensorRT."""
+    ranges = default_ranges(bundle.config)
+    for network in bundle.networks:
+        _fake_build(bundle, plan_job(bundle, network, ranges, BuildOptions(fp16=True), H100))
+    result = build_engines(bundle, None, ranges, BuildOptions(fp16=True), H100)
+    assert result == {n: "reused" for n in ("image_encoder", "vae_encoder", "unet", "vae_decoder")}
+
+
+def test_this_machine_lacks_tensorrt_and_gpu():
+    pytest.importorskip("torch")
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    missing = missing_requirements()
+    assert any("tensorrt" in m for m in missing)
+    with pytest.raises(BackendUnavailableError) as info:
+        require_gpu_and_tensorrt()
+    assert "pip install '.[gpu]'" in str(info.value) and "NVIDIA" in str(info.value)
