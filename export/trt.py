@@ -145,7 +145,11 @@ def build_job(bundle: Bundle, job: EngineJob, ranges: ProfileRanges, options: Bu
                 with atomic_path(cache) as tmp_cache:
                     if Path(cache).is_file():
                         shutil.copyfile(cache, tmp_cache)
-                    save_plan(engine_loader(job.onnx_path, job.profile, job.precision, nodes, job.fp32_op_types, options, tmp_cache), tmp_plan)
+                    try:
+                        save_plan(engine_loader(job.onnx_path, job.profile, job.precision, nodes, job.fp32_op_types, options, tmp_cache), tmp_plan)
+                    finally:
+                        # Polygraphy locks the file it saves through "<file>.lock"; this one is private.
+                        Path(f"{tmp_cache}.lock").unlink(missing_ok=True)
             else:
                 save_plan(engine_loader(job.onnx_path, job.profile, job.precision, nodes, job.fp32_op_types, options), tmp_plan)
         except Exception as exc:  # Polygraphy reports build failures as PolygraphyException
@@ -275,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bundle = Bundle.load(root)
         config = bundle.config
         networks = _check_networks(bundle.networks, args.networks, root)
+        if args.model is not None:
+            log.info("%s already holds a bundle: building from it, not re-exporting --model (re-export with python -m export.onnx)", root)
     elif args.model is None:
         raise BundleError(
             f"{root} is not a bundle (no {MANIFEST}); export one with `python -m export.onnx --out {root}`, "
