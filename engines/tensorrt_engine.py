@@ -127,6 +127,7 @@ class TensorRTEngine(Engine):
         if not self.plan_path.is_file():
             raise EngineCacheError(f"engine file {self.plan_path} is missing; build it with `python -m export.trt --bundle {self.plan_path.parent}`")
 
+        torch.cuda.init()  # TensorRT runs in the CUDA context PyTorch owns
         from polygraphy.backend.trt import EngineFromBytes
         from polygraphy.exception import PolygraphyException
 

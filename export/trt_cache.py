@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +55,11 @@ def import_tensorrt():
         ) from None
 
 
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA kernel driver or its ``nvidia-smi`` is installed (Linux, Windows)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
 def missing_requirements() -> list[str]:
     """What this machine lacks to build or run TensorRT engines (empty when nothing)."""
     missing = []
@@ -61,12 +67,17 @@ def missing_requirements() -> list[str]:
         importlib.import_module("tensorrt")
     except (ImportError, OSError) as exc:
         missing.append(f"the tensorrt Python module ({type(exc).__name__}: {exc})")
+    if torch.cuda.is_available():
+        return missing
+    # Which part of the GPU stack is absent (only for the message; PyTorch decides).
+    has_driver = nvidia_driver_present()
+    if not has_driver:
+        missing.append("an NVIDIA GPU and driver (no nvidia-smi, no /proc/driver/nvidia)")
     if torch.version.cuda is None:
         missing.append(f"a CUDA build of PyTorch (torch {torch.__version__} is a CPU-only build)")
-    elif not torch.cuda.is_available():
+    elif has_driver:
         missing.append(
-            "an NVIDIA GPU with a working driver (torch.cuda.is_available() is False; check `nvidia-smi` "
-            "and CUDA_VISIBLE_DEVICES)"
+            "a GPU visible to PyTorch (torch.cuda.is_available() is False; check `nvidia-smi` and CUDA_VISIBLE_DEVICES)"
         )
     return missing
 

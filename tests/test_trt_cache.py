@@ -177,3 +177,23 @@ def test_this_machine_lacks_tensorrt_and_gpu():
     with pytest.raises(BackendUnavailableError) as info:
         require_gpu_and_tensorrt()
     assert "pip install '.[gpu]'" in str(info.value) and "NVIDIA" in str(info.value)
+
+
+def test_missing_parts_are_named(monkeypatch):
+    """Each missing piece of the GPU stack gets its own line (PyTorch decides whether a GPU is usable)."""
+    import torch
+
+    import export.trt_cache as tc
+
+    have_trt = not any("tensorrt" in m for m in missing_requirements())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert missing_requirements() == ([] if have_trt else [m for m in missing_requirements() if "tensorrt" in m])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(tc, "nvidia_driver_present", lambda: True)
+    assert any("a GPU visible to PyTorch" in m for m in missing_requirements())
+    monkeypatch.setattr(tc, "nvidia_driver_present", lambda: False)
+    text = " ".join(missing_requirements())
+    assert "NVIDIA GPU and driver" in text and "visible to PyTorch" not in text
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "CPU-only build" in " ".join(missing_requirements())
