@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import math
@@ -289,7 +290,7 @@ def load_latents(
         fps = 7.0
     elif data == "bigbuckbunny":
         path = bigbuckbunny_path()
-        clips = list(video_clips(path, frames, height, width, stride, hop=max(1, frames // 2)))[:num_clips]
+        clips = list(itertools.islice(video_clips(path, frames, height, width, stride, hop=max(1, frames // 2)), num_clips))
         fps = video_fps(path) / stride
     else:
         clips, fps = directory_clips(Path(data), frames, height, width, stride, limit=num_clips)

@@ -52,6 +52,7 @@ class SFVConfig:
     """Every SF-V option with its default (REFERENCE.md section 1; unpublished values marked)."""
 
     model: str = "tiny"  # teacher: diffusers SVD directory, 'tiny' or 'svd-random'
+    unet: str | None = None  # optional teacher UNet directory replacing the model's (e.g. training.teacher's)
     data: str = "synthetic"  # video directory, 'bigbuckbunny' or 'synthetic'
     out: str = "runs/sfv"  # run directory: checkpoints/, unet/, metrics.*
     frames: int = 4  # frames per clip (SVD img2vid: 14)
@@ -62,6 +63,7 @@ class SFVConfig:
     batch_size: int = 2  # clips per micro-batch per process
     grad_accum: int = 1  # micro-batches per optimiser step (paper: 4)
     max_steps: int = 1000  # optimiser steps (paper: 50K)
+    max_minutes: float = 0.0  # also stop after this wall-clock time (0: no limit)
     optimizer: str = "sm3"  # paper: SM3 (pytorch-optimizer); 'adam' = torch.optim.Adam
     lr_g: float = 1e-5  # generator learning rate (paper)
     lr_d: float = 1e-4  # discriminator-heads learning rate (paper)
@@ -97,6 +99,7 @@ class SFVConfig:
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("grad_accum", self.grad_accum >= 1, "must be >= 1"),
             ("max_steps", self.max_steps >= 1, "must be >= 1"),
+            ("max_minutes", self.max_minutes >= 0, "must be >= 0"),
             ("optimizer", self.optimizer in ("sm3", "adam"), "must be 'sm3' or 'adam'"),
             ("lr_g", 0 < self.lr_g <= 1, "must be in (0, 1]"),
             ("lr_d", 0 < self.lr_d <= 1, "must be in (0, 1]"),
@@ -191,7 +194,7 @@ class SFVTrainer:
         self.cfg = cfg
         self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
         acc = self.accelerator
-        self.model = model if model is not None else load_model(cfg.model)
+        self.model = model if model is not None else load_model(cfg.model, unet=cfg.unet)
         cfg.validate(self.model.config.pixel_multiple)
         self.out = Path(cfg.out)
         if latents is None:
@@ -205,10 +208,12 @@ class SFVTrainer:
 
         # 1. Discriminator: frozen copy of the teacher's encoder (before the generator changes) + heads.
         self.backbone = UNetEncoder(self.model.unet, use_mid_block=cfg.mid_block).to(acc.device)
-        heads = DiscriminatorHeads(
-            self.backbone.channels, self.model.config.embed_dim, cfg.head_channels,
-            spatial="spatial" in cfg.heads, temporal="temporal" in cfg.heads,
-        )
+        with torch.random.fork_rng():  # heads initialised from the seed alone, whatever ran before
+            torch.manual_seed(cfg.seed)
+            heads = DiscriminatorHeads(
+                self.backbone.channels, self.model.config.embed_dim, cfg.head_channels,
+                spatial="spatial" in cfg.heads, temporal="temporal" in cfg.heads,
+            )
         # 2. Generator: initialised from the teacher UNet.
         generator = self.model.unet
         generator.requires_grad_(True).train()
@@ -346,6 +351,11 @@ class SFVTrainer:
         return save_unet(unet, self.out / "unet")
 
 
+def _agree(accelerator, flag: bool) -> bool:
+    """True on every process when any process says so (processes must stop at the same step)."""
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "sum") > 0)
+
+
 def train(cfg: SFVConfig, model=None, latents: LatentSet | None = None, progress: bool = True) -> dict:
     """Run SF-V for ``cfg.max_steps`` steps; returns the last metrics row."""
     from tqdm.auto import tqdm
@@ -366,10 +376,14 @@ def train(cfg: SFVConfig, model=None, latents: LatentSet | None = None, progress
         metrics = trainer.train_step()
         bar.update(1)
         bar.set_postfix(d=f"{metrics['d_loss']:.3f}", g=f"{metrics['g_loss']:.3f}", rec=f"{metrics['g_recon']:.3f}")
-        if trainer.step % cfg.log_every == 0 or trainer.step == cfg.max_steps:
+        stop = bool(cfg.max_minutes) and _agree(acc, time.perf_counter() - start > cfg.max_minutes * 60)
+        if trainer.step % cfg.log_every == 0 or trainer.step == cfg.max_steps or stop:
             reduced = {k: float(acc.reduce(torch.tensor(v, device=acc.device), "mean")) for k, v in metrics.items()}
             row = {"step": trainer.step, **reduced, "seconds": round(time.perf_counter() - start, 3)}
             metrics_log.write(row)
+        if stop:
+            log.info("stopping after %.1f minutes at step %d", cfg.max_minutes, trainer.step)
+            break
         if cfg.save_every and trainer.step % cfg.save_every == 0 and trainer.step < cfg.max_steps:
             trainer.save()
     bar.close()
@@ -398,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         "heads": "discriminator heads: spatial+temporal (paper), spatial, temporal",
         "huber_c": "pseudo-Huber c (default 0.00054*sqrt(d), as iCT)",
         "cache_dir": "latent cache directory (default OUT/cache)",
+        "unet": "teacher UNet directory replacing the model's UNet (e.g. OUT/unet of training.teacher)",
         "mixed_precision": "no, fp16 or bf16",
     }
     for f in fields(SFVConfig):
@@ -406,9 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
         h = help_text.get(f.name, "")
         if isinstance(default, bool):
             p.add_argument(flag, action="store_true", help=h or f"enable {f.name.replace('_', ' ')}")
-        elif f.name in ("huber_c",):
+        elif f.name == "huber_c":
             p.add_argument(flag, type=float, default=None, help=h)
-        elif f.name == "cache_dir":
+        elif default is None:
             p.add_argument(flag, default=None, help=h)
         else:
             p.add_argument(flag, type=type(default), default=default, help=f"{h} (default: {default})".strip())
@@ -425,7 +440,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         from export.models import load_model
 
-        model = load_model(cfg.model)
+        model = load_model(cfg.model, unet=cfg.unet)
         cfg.validate(model.config.pixel_multiple)
         cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "cache"
         latents = load_latents(model, cfg.data, cfg.frames, cfg.height, cfg.width, cfg.num_clips, cfg.stride, cfg.seed, cache, cfg.motion_bucket_id, cfg.noise_aug_strength)
