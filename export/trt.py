@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from polygraphy.exception import PolygraphyException
+
 from export.atomic import atomic_path
 from export.bundle import MANIFEST, Bundle, sha256_file
 from export.cli import run_cli
@@ -152,9 +154,7 @@ def build_job(bundle: Bundle, job: EngineJob, ranges: ProfileRanges, options: Bu
                         Path(f"{tmp_cache}.lock").unlink(missing_ok=True)
             else:
                 save_plan(engine_loader(job.onnx_path, job.profile, job.precision, nodes, job.fp32_op_types, options), tmp_plan)
-        except Exception as exc:  # Polygraphy reports build failures as PolygraphyException
-            if isinstance(exc, ToolkitError) or type(exc).__name__ != "PolygraphyException":
-                raise
+        except PolygraphyException as exc:  # how Polygraphy reports a failed parse or build
             raise EngineBuildError(
                 f"TensorRT could not build the {job.network} engine ({exc}). If it ran out of memory, narrow the "
                 "profile (--frames/--height/--width/--batch) or lower --workspace; for VAE precision failures try --vae-fp32"
