@@ -53,16 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
 @run_cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from runtime.pipeline import VideoPipeline
-    from runtime.preprocess import load_image
     from runtime.video import output_kind, write_video
 
-    # 1. Cheap checks first: nothing loads before the inputs are known to be usable.
+    # 1. Cheap checks first: nothing heavy loads before the inputs are known to be usable.
     if args.unet and not args.model:
         raise InputError("--unet goes with --model (a bundle's UNet is fixed at export; re-export with --unet)")
     if args.model and args.backend not in (None, "torch"):
         raise InputError(f"--model runs on the torch backend; for --backend {args.backend} export a bundle and pass --bundle")
     output_kind(args.out)
+    from runtime.pipeline import VideoPipeline
+    from runtime.preprocess import load_image
+
     image = load_image(args.image)
 
     # 2. Engines.

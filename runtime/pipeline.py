@@ -124,9 +124,10 @@ class VideoPipeline:
         on when ``max_guidance > 1``, as in diffusers.
         """
         cfg = self.config
-        num_frames = num_frames or cfg.num_frames
-        height, width = height or cfg.default_height, width or cfg.default_width
-        decode_chunk_size = decode_chunk_size or num_frames
+        num_frames = cfg.num_frames if num_frames is None else num_frames
+        height = cfg.default_height if height is None else height
+        width = cfg.default_width if width is None else width
+        decode_chunk_size = num_frames if decode_chunk_size is None else decode_chunk_size
         _check_options(cfg, num_frames, height, width, steps, min_guidance, max_guidance, decode_chunk_size, output)
         timings: dict = {}
         start = time.perf_counter()

@@ -1,0 +1,112 @@
+"""``python -m runtime.generate``: a playable mp4 with the requested frames; clear errors, non-zero
+exit and nothing at --out when something is wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import PIL.Image
+import pytest
+
+from runtime.generate import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "in.png"
+    PIL.Image.fromarray((np.random.RandomState(1).rand(40, 56, 3) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_onnxruntime_bundle_to_mp4(tiny_bundle, image_path, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    rc = main(["--bundle", str(tiny_bundle), "--image", str(image_path), "--out", str(out), "--backend", "onnxruntime",
+               "--frames", "6", "--steps", "2", "--height", "48", "--width", "64", "--fps", "8", "--decode-chunk", "4",
+               "--threads", "1", "--quiet"])
+    assert rc == 0
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert stream.average_rate == 8
+    assert len(decoded) == 6 and decoded[0].shape == (48, 64, 3)
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "6 frames 64x48" in printed
+    assert "unet" in printed and "(2 calls)" in printed and "total" in printed
+
+
+def test_model_one_step_to_npy_matches_api(tiny_model, image_path, tmp_path):
+    from runtime.pipeline import VideoPipeline
+
+    out = tmp_path / "clip.npy"
+    args = ["--model", "tiny", "--image", str(image_path), "--out", str(out), "--frames", "3", "--steps", "1",
+            "--max-guidance", "1", "--seed", "7", "--quiet"]
+    assert main(args) == 0
+    ref = VideoPipeline.from_model(tiny_model)(str(image_path), num_frames=3, steps=1, max_guidance=1.0, seed=7, progress=False)
+    assert np.array_equal(np.load(out), ref.frames)
+
+
+def _fails(args, capsys, match):
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc != 0, err
+    assert err.startswith("error: ") and match in err and "Traceback" not in err
+    return err
+
+
+def test_errors_leave_nothing_at_out(tiny_bundle, image_path, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    base = ["--image", str(image_path), "--out", str(out), "--quiet"]
+    bundle = ["--bundle", str(tiny_bundle)]
+    _fails(bundle + ["--image", str(tmp_path / "missing.png"), "--out", str(out)], capsys, "does not exist")
+    (tmp_path / "notes.png").write_text("text, not pixels")
+    _fails(bundle + ["--image", str(tmp_path / "notes.png"), "--out", str(out)], capsys, "not a readable image")
+    _fails(bundle + base + ["--height", "40"], capsys, "multiples of 16")
+    _fails(bundle + ["--image", str(image_path), "--out", str(tmp_path / "clip.avi")], capsys, "unknown extension")
+    _fails(["--bundle", str(tmp_path / "nowhere")] + base, capsys, "does not exist")
+    _fails(["--model", "tiny", "--backend", "onnxruntime"] + base, capsys, "torch backend")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.png"]
+
+
+def test_corrupt_manifest(tiny_bundle, image_path, tmp_path, capsys):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    out = tmp_path / "clip.mp4"
+    args = ["--bundle", str(bundle), "--image", str(image_path), "--out", str(out), "--quiet"]
+    (bundle / "manifest.json").write_text("{truncated")
+    _fails(args, capsys, "not valid JSON")
+    (bundle / "manifest.json").write_text(json.dumps({"format": "sfv-bundle", "format_version": 99}))
+    _fails(args, capsys, "format_version")
+    (bundle / "manifest.json").unlink()
+    _fails(args, capsys, "no manifest.json")
+    assert not out.exists()
+
+
+def test_tensorrt_unavailable(tiny_bundle, image_path, tmp_path, capsys):
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+        pytest.skip("TensorRT and a GPU are present")
+    out = tmp_path / "clip.mp4"
+    _fails(["--bundle", str(tiny_bundle), "--image", str(image_path), "--out", str(out), "--backend", "tensorrt"],
+           capsys, "tensorrt backend needs")
+    assert not out.exists()
+
+
+def test_module_entry_point_exit_code(image_path, tmp_path):
+    """The real ``python -m`` process: one error line on stderr, exit status 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.generate", "--model", "tiny", "--image", str(image_path),
+         "--out", str(tmp_path / "x.mov")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "error: cannot write video" in proc.stderr and "Traceback" not in proc.stderr
