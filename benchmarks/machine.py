@@ -1,0 +1,74 @@
+"""What a result was measured on: CPU, cores, threads, load, library versions, date."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+
+import torch
+
+_VERSIONED = ("torch", "onnxruntime", "onnx", "diffusers", "transformers", "numpy", "pytest-benchmark")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else :func:`platform.processor`."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask; ``os.cpu_count()`` where unsupported)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def versions() -> dict[str, str | None]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_info(threads: int | None = None) -> dict:
+    """A JSON-ready description of this machine and run.
+
+    ``load_average`` (1, 5, 15 min) is recorded because timings on a shared machine depend on
+    it: a load above the core count means other processes competed for the CPU.
+    """
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "logical_cpus": os.cpu_count(),
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "load_average": load,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "versions": versions(),
+    }
+
+
+def describe(info: dict) -> str:
+    """One line for a table header: ``CPU, N cores, T threads, load L``."""
+    load = info.get("load_average")
+    load_text = f", load {load[0]:.1f}" if load else ""
+    gpu = f", GPU {info['cuda']}" if info.get("cuda") else ""
+    return f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads{load_text}{gpu}"

@@ -1,0 +1,248 @@
+"""The speedup table beside the paper's Table 1, and its JSON / Markdown / PNG files.
+
+A result (``results.json``) holds one entry per configuration::
+
+    {"name": "svd-25", "label": "SVD", "steps": 25, "guidance": true, "unet_batch": 2,
+     "derived": false,            # true: totals = steps x per-step cost (full-size runs)
+     "n": 3,                      # repeats behind each median
+     "median": {stage: seconds}, "q1": {...}, "q3": {...},
+     "speedup_unet": 35.1, "speedup_total": 4.2,   # this config's time / SF-V's
+     "paper": {"unet_s": 10.79, "speedup": 36.0} | null}
+
+Stages are :data:`STAGES`; ``other`` is what the total spends outside the four networks and
+preprocessing (sampler arithmetic, tensor copies, uint8 conversion).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from export.atomic import atomic_path, write_json_atomic
+
+STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder", "other")
+STAGE_LABELS = {
+    "preprocess": "preprocess",
+    "image_encoder": "CLIP image encoder",
+    "vae_encoder": "VAE encoder",
+    "unet": "UNet",
+    "vae_decoder": "temporal VAE decoder",
+    "other": "other",
+}
+# Paper Table 1 (REFERENCE.md section 2): UNet seconds on one A100, 14 frames at 1024x576,
+# classifier-free guidance (batch 2) for SVD only.
+PAPER_UNET_S = {("svd", 25): 10.79, ("svd", 16): 6.89, ("svd", 8): 3.44, ("svd", 4): 1.72, ("sfv", 1): 0.30}
+PAPER_SETTING = "one A100, 14 frames at 1024x576, UNet only"
+
+
+def paper_entry(kind: str, steps: int) -> dict | None:
+    """The paper's UNet time and speedup over SF-V for a configuration, if the paper has it."""
+    unet = PAPER_UNET_S.get((kind, steps))
+    if unet is None:
+        return None
+    return {"unet_s": unet, "speedup": round(unet / PAPER_UNET_S[("sfv", 1)], 1)}
+
+
+def add_speedups(configs: Sequence[dict], reference: str) -> None:
+    """Set ``speedup_unet`` / ``speedup_total`` of each config: its median over ``reference``'s."""
+    ref = next((c for c in configs if c["name"] == reference), None)
+    for c in configs:
+        if ref is None:
+            c["speedup_unet"] = c["speedup_total"] = None
+            continue
+        c["speedup_unet"] = _ratio(c["median"]["unet"], ref["median"]["unet"])
+        c["speedup_total"] = _ratio(c["median"]["total"], ref["median"]["total"])
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def with_other(stages: Mapping[str, float]) -> dict[str, float]:
+    """Per-stage seconds plus ``other = total - (sum of the named stages)``, clamped at 0."""
+    out = {k: float(stages.get(k, 0.0)) for k in STAGES if k != "other"}
+    out["total"] = float(stages["total"])
+    out["other"] = max(0.0, out["total"] - sum(out[k] for k in STAGES if k != "other"))
+    return out
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _fmt_s(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def _fmt_x(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}x"
+
+
+def _band(c: dict, stage: str) -> str:
+    if c.get("n", 1) < 2 or "q1" not in c:
+        return ""
+    return f" [{_fmt_s(c['q1'][stage])}-{_fmt_s(c['q3'][stage])}]"
+
+
+def speedup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the main table (the paper's Table 1 columns plus end to end)."""
+    header = ["config", "steps", "CFG", "UNet s [q1-q3]", "UNet/step s", "UNet speedup", "end-to-end s [q1-q3]",
+              "e2e speedup", "paper UNet s", "paper speedup"]
+    rows = []
+    for c in result["configs"]:
+        paper = c.get("paper") or {}
+        rows.append([
+            c["label"] + ("*" if c.get("derived") else ""),
+            str(c["steps"]),
+            "yes" if c["guidance"] else "no",
+            _fmt_s(c["median"]["unet"]) + _band(c, "unet"),
+            _fmt_s(c["median"]["unet"] / c["steps"]),
+            _fmt_x(c.get("speedup_unet")),
+            _fmt_s(c["median"]["total"]) + _band(c, "total"),
+            _fmt_x(c.get("speedup_total")),
+            _fmt_s(paper.get("unet_s")),
+            _fmt_x(paper.get("speedup")),
+        ])
+    return header, rows
+
+
+def stage_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-stage table (median seconds and share of the total)."""
+    header = ["config"] + [STAGE_LABELS[s] for s in STAGES] + ["total"]
+    rows = []
+    for c in result["configs"]:
+        total = c["median"]["total"]
+        cells = [f"{_fmt_s(c['median'][s])} ({100 * c['median'][s] / total:.0f}%)" if total else "-" for s in STAGES]
+        rows.append([c["label"] + f" {c['steps']}"] + cells + [_fmt_s(total)])
+    return header, rows
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def header_lines(result: dict) -> list[str]:
+    """The table's header: what ran, where, at which shapes and versions."""
+    from benchmarks.machine import describe
+
+    m, s = result["machine"], result["settings"]
+    v = m["versions"]
+    shape = result["shapes"]
+    lines = [
+        f"backend {result['backend']}, model {result['model']['source']} "
+        f"(UNet {result['model']['unet_parameters'] / 1e6:.1f} M parameters)",
+        f"clip: {shape['frames']} frames at {shape['height']}x{shape['width']} px "
+        f"(latents {shape['frames']}x{shape['latent_height']}x{shape['latent_width']}), decode chunk = all frames",
+        f"machine: {describe(m)}",
+        f"versions: torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, diffusers {v.get('diffusers')}, "
+        f"python {m['python']}; {m['date']}",
+        f"{s['repeats']} repeats after {s['warmup']} warm-up, configurations interleaved; medians "
+        f"[quartiles]; mode {s['mode']}",
+        f"paper: {PAPER_SETTING}",
+    ]
+    if any(c.get("derived") for c in result["configs"]):
+        lines.append("* derived: steps x measured per-step UNet time + stages measured once each (see per_step)")
+    return lines
+
+
+def format_text(result: dict) -> str:
+    """The table printed by ``python -m benchmarks.speedup``."""
+    parts = ["SF-V speedup beside the paper's Table 1", *header_lines(result), "",
+             _text_table(*speedup_rows(result)), "", "per stage (median seconds, share of end to end):",
+             _text_table(*stage_rows(result))]
+    check = result.get("per_step_model")
+    if check:
+        parts += ["", format_per_step_check(check)]
+    return "\n".join(parts)
+
+
+def format_markdown(result: dict) -> str:
+    parts = ["# SF-V speedup beside the paper's Table 1", ""] + [f"- {l}" for l in header_lines(result)]
+    parts += ["", _md_table(*speedup_rows(result)), "", "## Per stage (median seconds, share of end to end)", "",
+              _md_table(*stage_rows(result))]
+    check = result.get("per_step_model")
+    if check:
+        parts += ["", "## Per-step model check", "", "```", format_per_step_check(check), "```"]
+    return "\n".join(parts) + "\n"
+
+
+def format_per_step_check(check: dict) -> str:
+    """Predicted (steps x per-call) vs measured full-loop times, with the relative error."""
+    lines = ["per-step model (stages measured one call at a time) vs the measured full loops:",
+             f"{'config':<10} {'UNet pred':>10} {'UNet meas':>10} {'err':>7} {'e2e pred':>10} {'e2e meas':>10} {'err':>7}"]
+    for name, row in check["configs"].items():
+        lines.append(
+            f"{name:<10} {_fmt_s(row['unet_predicted']):>10} {_fmt_s(row['unet_measured']):>10} "
+            f"{100 * row['unet_error']:>+6.1f}% {_fmt_s(row['total_predicted']):>10} "
+            f"{_fmt_s(row['total_measured']):>10} {100 * row['total_error']:>+6.1f}%"
+        )
+    lines.append(f"largest |error|: {100 * check['max_abs_error']:.1f}% (target <= 5%)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def plot(result: dict, path: str | os.PathLike) -> None:
+    """``speedup.png``: stacked per-stage bars per configuration, absolute and as shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    configs = result["configs"]
+    labels = [f"{c['label']} {c['steps']} step{'s' if c['steps'] > 1 else ''}" + ("*" if c.get("derived") else "")
+              for c in configs]
+    colors = dict(zip(STAGES, ["#bbbbbb", "#4c72b0", "#55a868", "#c44e52", "#8172b2", "#dd8452"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.9 * len(configs) + 2.2))
+    for ax, share in zip(axes, (False, True)):
+        left = [0.0] * len(configs)
+        for stage in STAGES:
+            values = [c["median"][stage] / (c["median"]["total"] if share else 1.0) for c in configs]
+            values = [100 * v for v in values] if share else values
+            ax.barh(labels, values, left=left, color=colors[stage], label=STAGE_LABELS[stage])
+            left = [l + v for l, v in zip(left, values)]
+        ax.invert_yaxis()
+        ax.set_xlabel("share of end to end (%)" if share else "seconds (median)")
+        if not share:
+            for y, c in enumerate(configs):
+                ax.text(c["median"]["total"], y, f" {_fmt_s(c['median']['total'])} s", va="center", fontsize=8)
+    axes[0].set_title(f"{result['model']['source']} on {result['backend']}, "
+                      f"{result['shapes']['frames']} frames {result['shapes']['height']}x{result['shapes']['width']}")
+    axes[1].set_title("where the time goes")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(STAGES), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_results(result: dict, out: str | os.PathLike, prefix: str = "results", chart: str | None = "speedup.png") -> dict[str, Path]:
+    """Write ``results.json``, ``results.md`` (and the chart) into ``out``; return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{prefix}.json", "markdown": out / f"{prefix}.md"}
+    write_json_atomic(paths["json"], result)
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text(format_markdown(result))
+    if chart:
+        paths["png"] = out / chart
+        plot(result, paths["png"])
+    return paths

@@ -1,0 +1,205 @@
+"""``python -m benchmarks.speedup``: SVD at 25 and 16 steps vs SF-V at 1 step, beside the paper's Table 1.
+
+One backend, one process, the same weights and shapes for every configuration:
+
+- SVD 25 / 16 steps: guidance 1.0 -> 3.0 over the frames, UNet batch 2 (CFG doubles it);
+- SF-V 1 step: the schedule ``[sigma_max, 0]``, no guidance, UNet batch 1 (paper Eq. 6).
+
+Each stage of :class:`runtime.pipeline.VideoPipeline` is timed (preprocess, CLIP image encoder,
+VAE encoder, UNet over all steps, temporal VAE decoder, end to end). A warm-up round runs first;
+the configurations are then interleaved (``A B C A B C ...``) for ``--repeats`` rounds and the
+table shows medians with quartiles. Speedups divide each configuration's median by SF-V's.
+
+Modes (``--mode auto`` picks):
+
+- ``loop`` (models up to 100 M UNet parameters, e.g. ``tiny``): the full sampling loops run for
+  real; the per-step model of :mod:`benchmarks.per_step` is checked against them;
+- ``per-step`` (larger models, e.g. ``svd-random``): each stage is timed one call at a time and
+  totals are ``steps x per-step`` (marked ``*``).
+
+``--out DIR`` writes ``results.json``, ``results.md`` and ``speedup.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+from benchmarks.errors import BenchmarkError
+from benchmarks.machine import machine_info, usable_cores
+from benchmarks.per_step import call_samplers, check_prediction, derive_configs, run_per_step
+from benchmarks.report import add_speedups, format_text, paper_entry, with_other, write_results
+from benchmarks.timing import interleave, set_threads, summarize, summarize_dicts
+from benchmarks.workload import (
+    BACKENDS,
+    DEFAULT_CONFIGS,
+    RunConfig,
+    ensure_bundle,
+    make_engines,
+    model_info,
+    resolve_shape,
+    shapes_info,
+    synthetic_image,
+)
+from export.cli import run_cli
+
+log = logging.getLogger(__name__)
+
+_TIMED = ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder", "other", "total")
+
+
+def run_loops(
+    model="tiny",
+    *,
+    backend: str = "onnxruntime",
+    bundle_dir=None,
+    configs: Sequence[str] = DEFAULT_CONFIGS,
+    frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    repeats: int = 3,
+    warmup: int = 1,
+    threads: int | None = None,
+    check: bool = True,
+) -> dict:
+    """Run every configuration's full pipeline ``repeats`` times, interleaved; return the result dict.
+
+    With ``check``, each stage is also timed one call at a time and the per-step prediction
+    (``steps x per-step``) is compared with the measured loops (``result["per_step_model"]``).
+    """
+    from export.models import load_model
+    from runtime.pipeline import VideoPipeline
+
+    if backend not in BACKENDS:
+        raise BenchmarkError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    run_configs = [RunConfig.parse(c) for c in configs]
+    if len({c.name for c in run_configs}) != len(run_configs):
+        raise BenchmarkError(f"configurations repeat: {list(configs)}")
+    threads = set_threads(threads or usable_cores())
+    loaded = load_model(model)
+    bundle = ensure_bundle(model, bundle_dir) if backend == "onnxruntime" else None
+    config = loaded.config
+    frames, height, width = resolve_shape(config, frames, height, width)
+    engines = make_engines(backend, model=loaded, bundle=bundle, threads=threads)
+    image = synthetic_image(height, width)
+
+    with VideoPipeline(engines, config) as pipe:
+        def sampler(rc: RunConfig):
+            def run() -> dict:
+                result = pipe(image, num_frames=frames, height=height, width=width, seed=0, progress=False,
+                              **rc.pipeline_kwargs())
+                if result.timings["unet_calls"] != rc.steps:
+                    raise BenchmarkError(f"{rc.name}: expected {rc.steps} UNet calls, got {result.timings['unet_calls']}")
+                return with_other(result.timings)
+            return run
+
+        samplers = {rc.name: sampler(rc) for rc in run_configs}
+        if check:  # single calls for the per-step model, interleaved with the loops they predict
+            samplers.update({f"call/{k}": v for k, v in call_samplers(engines, config, frames, height, width).items()})
+        log.info("timing %s: %d warm-up + %d interleaved rounds", ", ".join(samplers), warmup, repeats)
+        samples = interleave(samplers, repeats, warmup)
+        calls = {k[5:]: summarize(v) for k, v in samples.items() if k.startswith("call/")} if check else None
+
+    entries = []
+    for rc in run_configs:
+        stats = summarize_dicts(samples[rc.name], _TIMED)
+        entries.append({
+            **rc.describe(), "derived": False, "n": repeats,
+            "median": {k: s.median for k, s in stats.items()},
+            "q1": {k: s.q1 for k, s in stats.items()},
+            "q3": {k: s.q3 for k, s in stats.items()},
+            "min": {k: s.min for k, s in stats.items()},
+            "max": {k: s.max for k, s in stats.items()},
+            "samples": samples[rc.name],
+            "paper": paper_entry(rc.kind, rc.steps),
+        })
+    add_speedups(entries, reference="sfv-1")
+    result = {
+        "benchmark": "speedup",
+        "machine": machine_info(threads),
+        "backend": backend,
+        "model": model_info(loaded, source=str(model)),
+        "shapes": shapes_info(config, frames, height, width),
+        "settings": {"repeats": repeats, "warmup": warmup, "threads": threads, "mode": "loop",
+                     "configs": [c.name for c in run_configs], "bundle": str(bundle.root) if bundle else None},
+        "configs": entries,
+    }
+    if calls is not None:
+        result["calls"] = {k: v.to_json() for k, v in calls.items()}
+        result["per_step_model"] = check_prediction(entries, derive_configs(calls, run_configs))
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.speedup",
+        description="SVD (25 and 16 steps, guidance) vs SF-V (1 step) on one backend: per-stage latency, "
+                    "speedups and the paper's Table 1 side by side.",
+        epilog="examples:\n"
+               "  python -m benchmarks.speedup                          # tiny model, ONNX Runtime, ~2 min\n"
+               "  python -m benchmarks.speedup --out results/tiny\n"
+               "  python -m benchmarks.speedup --model svd-random --backend torch --threads 2 --out results/full\n"
+               "  python -m benchmarks.speedup --model ~/svd-img2vid --height 576 --width 1024 --backend onnxruntime",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="tiny", help="tiny (default), svd-random or a diffusers SVD directory")
+    p.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="default onnxruntime")
+    p.add_argument("--bundle", help="exported bundle (default: export once, cached under $SFV_CACHE/bundles)")
+    p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
+                   help="svd-STEPS (guidance) / sfv-1 (default: %(default)s)")
+    p.add_argument("--mode", choices=("auto", "loop", "per-step"), default="auto",
+                   help="loop: full sampling loops; per-step: steps x per-step (auto: loop up to 100 M UNet parameters)")
+    p.add_argument("--frames", type=int, help="frames (default: the model's; per-step mode: 14)")
+    p.add_argument("--height", type=int, help="pixel height (default: the model's; per-step mode: 128)")
+    p.add_argument("--width", type=int, help="pixel width (default: the model's; per-step mode: 128)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds after the warm-up (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    p.add_argument("--threads", type=int, help="intra-op threads, torch and ONNX Runtime (default: the usable cores)")
+    p.add_argument("--no-check", action="store_true", help="loop mode: skip the per-step model check")
+    p.add_argument("--out", help="write results.json, results.md and speedup.png here")
+    return p
+
+
+def _auto_mode(model) -> str:
+    from export.models import BUILTIN_MODELS
+
+    if str(model) == "tiny":
+        return "loop"
+    if str(model) in BUILTIN_MODELS:
+        return "per-step"
+    import json
+    from pathlib import Path
+
+    from export.models import check_layout
+
+    path = Path(model)
+    check_layout(path, components=("unet",))
+    cfg = json.loads((path / "unet" / "config.json").read_text())
+    # Parameter count without loading: the SVD UNet is ~1.5 B; any UNet with 320+ channels is large.
+    return "per-step" if max(cfg.get("block_out_channels", [0])) >= 320 else "loop"
+
+
+@run_cli
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.repeats < 1:
+        raise BenchmarkError(f"--repeats must be >= 1, got {args.repeats}")
+    mode = _auto_mode(args.model) if args.mode == "auto" else args.mode
+    common = dict(backend=args.backend, bundle_dir=args.bundle, configs=args.configs, repeats=args.repeats,
+                  warmup=args.warmup, threads=args.threads)
+    if mode == "loop":
+        result = run_loops(args.model, frames=args.frames, height=args.height, width=args.width,
+                           check=not args.no_check, **common)
+    else:
+        result = run_per_step(args.model, frames=args.frames or 14, height=args.height or 128,
+                              width=args.width or 128, **common)
+    print(format_text(result))
+    if args.out:
+        paths = write_results(result, args.out)
+        print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
