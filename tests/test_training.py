@@ -365,3 +365,30 @@ def test_frechet_distance_closed_form_gaussians():
     assert sampled == pytest.approx(analytic, rel=0.03)
     x = rng.normal(size=(100, 4))
     assert frechet_distance_features(x, x) == pytest.approx(0.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- teacher and FVD plumbing
+
+
+def test_teacher_fine_tuning_writes_a_loadable_unet(tiny_model_dir, tmp_path):
+    from export.models import load_model
+    from training.teacher import main
+
+    out = tmp_path / "teacher"
+    assert main(["--model", str(tiny_model_dir), "--out", str(out), "--max-steps", "3", "--frames", "3", "--height", "32",
+                 "--width", "32", "--num-clips", "2", "--log-every", "1", "--lr", "1e-3", "--no-progress"]) == 0
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(math.isfinite(r["edm_loss"]) and r["edm_loss"] > 0 for r in rows)
+    trained = load_model(tiny_model_dir, unet=out / "unet").unet
+    teacher = load_model(tiny_model_dir).unet
+    assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), teacher.parameters()))
+
+
+def test_fvd_needs_user_weights_and_videos(tmp_path):
+    from training.data import DataError
+    from training.fvd import load_i3d, load_videos
+
+    with pytest.raises(DataError, match="i3d_torchscript.pt"):
+        load_i3d(tmp_path / "missing.pt")
+    with pytest.raises(DataError, match="at least 2 videos"):
+        load_videos(tmp_path)

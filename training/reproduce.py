@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=64, help="pixels (square); multiple of 16 for tiny")
     p.add_argument("--train-clips", type=int, default=256)
     p.add_argument("--eval-clips", type=int, default=256)
-    p.add_argument("--minutes", type=float, default=12.0, help="wall-clock budget of each training stage")
+    p.add_argument("--minutes", type=float, default=12.0, help="wall-clock budget of the teacher stage")
+    p.add_argument("--sfv-steps", type=int, default=300, help="optimiser steps of each SF-V stage (equal for the ablation)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--teacher-lr", type=float, default=5e-4)
     p.add_argument("--teacher-batch", type=int, default=4)
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
             continue
         stage(name)
         scfg = SFVConfig(model=str(model_dir), unet=str(teacher_dir), out=str(out / name), frames=args.frames, height=args.size, width=args.size,
-                         batch_size=args.sfv_batch, max_steps=10**7, max_minutes=args.minutes, optimizer=args.optimizer,
+                         batch_size=args.sfv_batch, max_steps=args.sfv_steps, optimizer=args.optimizer,
                          lr_g=args.lr_g, lr_d=args.lr_d, heads=heads, seed=args.seed, log_every=25)
         train(scfg, model=load_model(model_dir, unet=teacher_dir), latents=train_set, progress=False)
         done(name)

@@ -446,8 +446,11 @@ def main(argv=None) -> int:
         latents = load_latents(model, cfg.data, cfg.frames, cfg.height, cfg.width, cfg.num_clips, cfg.stride, cfg.seed, cache, cfg.motion_bucket_id, cfg.noise_aug_strength)
         print(json.dumps({"ok": True, "clips": len(latents), "latents": list(latents.latents.shape), "config": asdict(cfg)}, indent=2))
         return 0
+    from accelerate import PartialState
+
     row = train(cfg, progress=not args.no_progress)
-    print(json.dumps({"out": str(Path(cfg.out) / "unet"), **row}))
+    if PartialState().is_main_process:
+        print(json.dumps({"out": str(Path(cfg.out) / "unet"), **row}))
     return 0
 
 
