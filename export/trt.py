@@ -36,7 +36,7 @@ from export.atomic import atomic_path
 from export.bundle import MANIFEST, Bundle, sha256_file
 from export.cli import run_cli
 from export.errors import BundleError, ToolkitError
-from export.specs import NETWORKS, ModelConfig, NetworkSpec
+from export.specs import NETWORKS, NetworkSpec
 from export.trt_build import BuildOptions, engine_loader, fp32_node_names, network_precision, save_plan
 from export.trt_cache import MachineInfo, CacheDecision, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
 from export.trt_profiles import ProfileRanges, network_profile, parse_range, resolve_ranges
@@ -255,6 +255,8 @@ def _check_options(args) -> BuildOptions:
 
 
 def _check_networks(bundle_networks: Sequence[str], wanted: Sequence[str] | None, root: Path) -> list[str]:
+    if not bundle_networks:
+        raise BundleError(f"bundle {root} holds no networks yet; export them with `python -m export.onnx --out {root}`")
     if not wanted:
         return list(bundle_networks)
     absent = [n for n in wanted if n not in bundle_networks]
@@ -274,10 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exists = (root / MANIFEST).is_file()
 
     # 1. Everything checkable without a GPU, before anything is written.
-    config: ModelConfig | None = None
     if exists:
         bundle = Bundle.load(root)
-        config = bundle.config
+        ranges = resolve_ranges(bundle.config, _overrides(args))
         networks = _check_networks(bundle.networks, args.networks, root)
         if args.model is not None:
             log.info("%s already holds a bundle: building from it, not re-exporting --model (re-export with python -m export.onnx)", root)
@@ -286,8 +287,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{root} is not a bundle (no {MANIFEST}); export one with `python -m export.onnx --out {root}`, "
             f"or pass --model DIR|tiny to export it in this run"
         )
-    if config is not None:
-        ranges = resolve_ranges(config, _overrides(args))
 
     # 2. TensorRT and a GPU: fail here, having written nothing.
     require_gpu_and_tensorrt()

@@ -113,7 +113,8 @@ def test_bad_arguments(capsys, svd_manifest_dir, flag, value, message):
     [
         (["--height", "500"], "multiples of 64"),
         (["--width", "256:1000:1024"], "multiples of 64"),
-        (["--fp16", "--networks", "unet"], "has no unet"),
+        (["--fp16", "--networks", "unet"], "holds no networks"),
+        (["--fp16"], "holds no networks"),
         (["--vae-fp32"], "only applies with --fp16"),
         (["--workspace", "0"], "positive size in GiB"),
     ],
@@ -128,6 +129,14 @@ def test_checked_before_any_gpu_work(capsys, svd_manifest_dir, args, message):
 def test_tiny_sizes_follow_its_pixel_multiple(capsys, bundle_dir):
     code, err = _run(capsys, "--bundle", bundle_dir, "--height", "40:64:64")
     assert code == 2 and "multiples of 16" in err
+
+
+def test_network_missing_from_bundle(capsys, bundle_dir):
+    bundle = Bundle.load(bundle_dir)
+    del bundle.manifest["networks"]["unet"]
+    bundle.save()
+    code, err = _run(capsys, "--bundle", bundle_dir, "--networks", "unet", "vae_decoder")
+    assert code == 2 and "has no unet" in err and "python -m export.onnx" in err
 
 
 def test_missing_bundle_without_model(capsys, tmp_path):
