@@ -20,6 +20,7 @@ dynamo graph was slower in ONNX Runtime and failed at batch 2 after export at ba
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import logging
 import os
@@ -37,7 +38,7 @@ import torch
 
 from export.bundle import MANIFEST, Bundle, new_manifest, sha256_file
 from export.cli import run_cli
-from export.cleanup import cleanup
+from export.cleanup import cleanup, load_lean, load_weights
 from export.errors import BundleError, ShapeError, ToolkitError
 from export.fp16 import to_fp16
 from export.models import BUILTIN_MODELS, SVDModel, load_model
@@ -115,6 +116,15 @@ def library_versions() -> dict[str, str | None]:
 # --------------------------------------------------------------------------- one network
 
 
+def _free_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def _weight_bytes(net: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in net.parameters())
 
@@ -129,7 +139,7 @@ def _human(n: float) -> str:
 
 def export_network(
     name: str,
-    net: torch.nn.Module,
+    model: SVDModel,
     spec: NetworkSpec,
     config: ModelConfig,
     stage: Path,
@@ -138,14 +148,22 @@ def export_network(
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
     say=log.info,
+    release: bool = False,
 ) -> tuple[dict, list[Path]]:
     """Export, clean, convert and validate one network into directory ``stage``.
 
+    Args:
+        model: the loaded model; the network is wrapped with :func:`export.networks.build_network`.
+        release: drop the network's component from ``model`` once traced (the references for
+            validation are computed before tracing), so that the full-size UNet's 6 GB of
+            PyTorch weights are freed before its ONNX weights are read back.
+
     Returns:
-        the manifest entry (without nothing yet on the bundle's final paths) and the files
-        written in ``stage`` (the external data file first, so that it is moved first).
+        the manifest entry and the files written in ``stage`` (the external data file first,
+        so that it is moved into the bundle first).
     """
     t0 = time.perf_counter()
+    net = build_network(name, model)
     params = sum(p.numel() for p in net.parameters())
     large = _weight_bytes(net) > EXTERNAL_DATA_BYTES
     say(f"{name}: exporting {params:,} parameters at {dict(sample_dims)} (opset {opset}{', fp16' if fp16 else ''})")
@@ -172,12 +190,18 @@ def export_network(
             dynamo=False,
         )
     t_export = time.perf_counter() - t0
+    del net, inputs
+    if release:
+        setattr(model, _COMPONENT[name], None)
+    _free_memory()
 
-    # Above 2 GB the exporter wrote one external file per weight; onnx.load gathers them.
-    model = onnx.load(str(raw_dir / f"{name}.onnx"))
-    shutil.rmtree(raw_dir)
+    # Above 2 GB the exporter wrote one external file per weight: clean up with the large
+    # weights left on disk, then read them once to write a single <network>.onnx.data.
+    model = load_lean(raw_dir / f"{name}.onnx")
     raw_nodes = len(model.graph.node)
-    model = cleanup(model)
+    model = cleanup(model, external_data_dir=raw_dir)
+    load_weights(model, raw_dir)
+    shutil.rmtree(raw_dir)
     fp32_ops: list[str] = []
     if fp16:
         model, fp32_ops = to_fp16(model, spec.fp32_op_types)
@@ -194,7 +218,7 @@ def export_network(
         size_threshold=1024,
     )
     del model
-    gc.collect()
+    _free_memory()
     files = ([stage / data_name] if data_name else []) + [path]
     size = sum(f.stat().st_size for f in files)
     say(f"{name}: exported in {time.perf_counter() - t0:.1f} s (trace {t_export:.1f} s), "
@@ -343,26 +367,35 @@ def export_bundle(
     )
 
     try:
-        stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+        stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out)).resolve()
     except OSError as exc:
         raise BundleError(f"cannot write to {out} ({exc.strerror}); choose a writable --out") from None
     try:
         entries, staged = {}, []
         for i, name in enumerate(names):
-            net = build_network(name, model)
             say(f"[{i + 1}/{len(names)}] {name}")
+            component = _COMPONENT[name]
+            # A model loaded here frees each component (the 6 GB UNet) once no later network needs it.
+            last_use = owned and component not in {_COMPONENT[n] for n in names[i + 1 :]}
             entries[name], files = export_network(
-                name, net, specs[name], config, stage, export_dims, check_list, opset=opset, fp16=fp16, say=say
+                name,
+                model,
+                specs[name],
+                config,
+                stage,
+                export_dims,
+                check_list,
+                opset=opset,
+                fp16=fp16,
+                say=say,
+                release=last_use,
             )
             staged += files
-            del net
-            if owned:  # free a component (the 6 GB UNet) as soon as no remaining network needs it
-                rest = {_COMPONENT[n] for n in names[i + 1 :]}
-                if _COMPONENT[name] not in rest:
-                    setattr(model, _COMPONENT[name], None)
-                    gc.collect()
         # All networks passed: move the graphs into place (data before graph), then the manifest.
+        umask = os.umask(0)
+        os.umask(umask)
         for f in staged:
+            f.chmod(0o666 & ~umask)  # staged files are private (mkdtemp); the bundle is not
             os.replace(f, out / f.name)
         for name in names:
             stale = out / f"{name}.onnx.data"

@@ -83,11 +83,11 @@ def test_failure_mid_export_leaves_no_bundle(tiny_model, tmp_path, monkeypatch):
 
     real, calls = exporter.cleanup, []
 
-    def failing_cleanup(model):
+    def failing_cleanup(model, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("disk full")
-        return real(model)
+        return real(model, **kwargs)
 
     monkeypatch.setattr(exporter, "cleanup", failing_cleanup)
     with pytest.raises(RuntimeError, match="disk full"):
