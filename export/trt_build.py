@@ -80,9 +80,10 @@ def fp32_node_names(onnx_path: str | os.PathLike, op_types: Iterable[str]) -> li
 class KeepLayersFp32:
     """Network postprocess step: run the layers built from some ONNX nodes in fp32.
 
-    TensorRT's ONNX parser names a node's main layer after the node (helper layers get the node
-    name plus a suffix), so layers are matched by name, and by the layer type an op always
-    becomes. Only layers with floating-point outputs are touched (shape arithmetic is not).
+    TensorRT's ONNX parser (onnx-tensorrt ``ImporterContext::registerLayer``) names a node's
+    layer after the node and further layers of the same node ``<node name>_<counter>``, so layers
+    are matched by name, and by the layer type an op always becomes. Only layers with
+    floating-point outputs are touched (shape arithmetic is not).
     """
 
     def __init__(self, node_names: Iterable[str], op_types: Iterable[str]):
