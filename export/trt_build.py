@@ -95,8 +95,9 @@ class KeepLayersFp32:
     def matches(self, layer_name: str, layer_type: str) -> bool:
         if layer_type in self.layer_types or layer_name in self.node_names:
             return True
-        # Helper layers: "<node name>_<suffix>" or "<node name>/<suffix>"
-        return any(layer_name.startswith(n) and layer_name[len(n) : len(n) + 1] in ("_", "/", ".") for n in self.node_names)
+        # Further layers of a node: "<node name>_<counter>"
+        head, sep, counter = layer_name.rpartition("_")
+        return bool(sep) and counter.isdigit() and head in self.node_names
 
     def __call__(self, network) -> None:
         import tensorrt as trt

@@ -106,7 +106,9 @@ def test_layer_matching():
     assert keep.matches("/dec/norm1/InstanceNormalization_1", "SHUFFLE")  # a helper layer of that node
     assert keep.matches("/dec/Pow", "ELEMENTWISE")
     assert keep.matches("/other/GroupNorm", "NORMALIZATION")  # by layer type
+    assert keep.matches("/dec/Pow_12", "ELEMENTWISE")
     assert not keep.matches("/dec/Power", "ELEMENTWISE")  # a prefix is not enough
+    assert not keep.matches("/dec/Pow_x", "ELEMENTWISE")
     assert not keep.matches("/dec/conv1/Conv", "CONVOLUTION")
 
 
