@@ -1,0 +1,213 @@
+"""Benchmark helpers: timing statistics, configurations, the per-step model, the table and its files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.errors import BenchmarkError
+from benchmarks.report import add_speedups, format_markdown, format_text, paper_entry, with_other, write_results
+from benchmarks.timing import Stats, interleave, repeat, set_threads, summarize, summarize_dicts
+from benchmarks.workload import RunConfig, network_dims
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def test_summarize_median_quartiles_extremes():
+    s = summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (s.n, s.median, s.q1, s.q3, s.min, s.max) == (5, 3.0, 2.0, 4.0, 1.0, 5.0)
+    assert s.iqr == 2.0 and s.spread == pytest.approx(2 / 3)
+    assert summarize([2.0]) == Stats(n=1, median=2.0, q1=2.0, q3=2.0, min=2.0, max=2.0)
+    assert summarize([1.0, 2.0, 3.0, 10.0]).median == 2.5  # robust to the outlier, unlike the mean
+    assert Stats.from_json(s.to_json()) == s
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_interleave_round_robin_and_warmup_discarded():
+    calls = []
+
+    def sampler(name):
+        return lambda: calls.append(name) or len(calls)
+
+    out = interleave({"A": sampler("A"), "B": sampler("B"), "C": sampler("C")}, rounds=2, warmup=1)
+    assert calls == ["A", "B", "C"] * 3
+    assert out == {"A": [4, 7], "B": [5, 8], "C": [6, 9]}  # the warm-up round's results are dropped
+    with pytest.raises(BenchmarkError, match="rounds"):
+        interleave({"A": sampler("A")}, rounds=0)
+
+
+def test_repeat_returns_wall_times(monkeypatch):
+    import benchmarks.timing as timing
+
+    ticks = iter([0.0, 1.0, 1.0, 3.0, 3.0, 3.5, 10.0, 14.0])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(ticks))
+    assert repeat(lambda: None, repeats=3, warmup=1) == [2.0, 0.5, 4.0]
+
+
+def test_summarize_dicts_and_threads():
+    stats = summarize_dicts([{"unet": 1.0, "total": 2.0, "steps": 25}, {"unet": 3.0, "total": 4.0, "steps": 25}])
+    assert set(stats) == {"unet", "total"} and stats["unet"].median == 2.0
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(BenchmarkError):
+        set_threads(0)
+
+
+# --------------------------------------------------------------------------- configurations and shapes
+
+
+def test_run_config_parse():
+    svd, sfv = RunConfig.parse("svd-25"), RunConfig.parse("SFV-1")
+    assert (svd.label, svd.steps, svd.guidance, svd.unet_batch) == ("SVD", 25, True, 2)
+    assert svd.pipeline_kwargs() == {"steps": 25, "min_guidance": 1.0, "max_guidance": 3.0}
+    assert (sfv.label, sfv.unet_batch) == ("SF-V", 1)
+    assert sfv.pipeline_kwargs() == {"steps": 1, "min_guidance": 1.0, "max_guidance": 1.0}
+    for bad in ("svd", "lcm-4", "svd-0", "svd-x"):
+        with pytest.raises(BenchmarkError):
+            RunConfig.parse(bad)
+
+
+def test_network_dims_follow_the_clip():
+    from export.errors import ShapeError
+    from export.specs import ModelConfig
+
+    dims = network_dims(ModelConfig(), frames=14, height=576, width=1024, guidance=True)
+    assert dims["unet"] == {"batch": 2, "frames": 14, "height": 576, "width": 1024}
+    assert dims["vae_decoder"] == {"frames": 14, "height": 576, "width": 1024}
+    assert network_dims(ModelConfig(), 14, 576, 1024, guidance=False)["unet"]["batch"] == 1
+    with pytest.raises(ShapeError):
+        network_dims(ModelConfig(), 14, 500, 1024, guidance=True)
+
+
+def test_paper_entries():
+    assert paper_entry("svd", 25) == {"unet_s": 10.79, "speedup": 36.0}
+    assert paper_entry("svd", 16) == {"unet_s": 6.89, "speedup": 23.0}
+    assert paper_entry("sfv", 1) == {"unet_s": 0.30, "speedup": 1.0}
+    assert paper_entry("svd", 7) is None
+
+
+# --------------------------------------------------------------------------- per-step model
+
+
+def _calls():
+    def s(x):
+        return Stats(n=3, median=x, q1=0.9 * x, q3=1.1 * x, min=0.8 * x, max=1.2 * x)
+
+    return {"preprocess": s(0.01), "image_encoder": s(0.1), "vae_encoder": s(0.2), "unet_b2": s(2.0),
+            "unet_b1": s(1.0), "vae_decoder": s(3.0)}
+
+
+def test_derive_configs_is_steps_times_per_step():
+    from benchmarks.per_step import derive_configs
+
+    svd25, sfv = derive_configs(_calls(), [RunConfig.parse("svd-25"), RunConfig.parse("sfv-1")])
+    assert svd25["median"]["unet"] == pytest.approx(50.0)  # 25 steps x 2.0 s at batch 2
+    assert svd25["median"]["total"] == pytest.approx(0.01 + 0.1 + 0.2 + 50.0 + 3.0)
+    assert svd25["q1"]["unet"] == pytest.approx(45.0)
+    assert sfv["median"]["unet"] == pytest.approx(1.0)  # one step at batch 1
+    assert sfv["median"]["total"] == pytest.approx(4.31)
+    assert svd25["speedup_unet"] == pytest.approx(50.0) and svd25["speedup_total"] == pytest.approx(53.31 / 4.31)
+    assert svd25["derived"] and svd25["paper"]["unet_s"] == 10.79
+
+
+def test_check_prediction_relative_errors():
+    from benchmarks.per_step import check_prediction
+
+    predicted = [{"name": "svd-25", "median": {"unet": 50.0, "total": 53.0}}]
+    measured = [{"name": "svd-25", "median": {"unet": 52.0, "total": 53.0}}]
+    check = check_prediction(measured, predicted)
+    assert check["configs"]["svd-25"]["unet_error"] == pytest.approx(50 / 52 - 1)
+    assert check["configs"]["svd-25"]["total_error"] == 0.0
+    assert check["max_abs_error"] == pytest.approx(2 / 52) and check["within_5_percent"]
+
+
+def test_with_other_and_speedups():
+    stages = with_other({"preprocess": 0.1, "image_encoder": 0.2, "vae_encoder": 0.3, "unet": 1.0,
+                         "vae_decoder": 2.0, "total": 4.0, "unet_calls": 1, "steps": 1})
+    assert stages["other"] == pytest.approx(0.4)
+    configs = [{"name": "svd-25", "median": {"unet": 30.0, "total": 40.0}},
+               {"name": "sfv-1", "median": {"unet": 1.0, "total": 10.0}}]
+    add_speedups(configs, reference="sfv-1")
+    assert (configs[0]["speedup_unet"], configs[0]["speedup_total"]) == (30.0, 4.0)
+    assert configs[1]["speedup_unet"] == 1.0
+
+
+# --------------------------------------------------------------------------- table and files
+
+
+def _result():
+    from benchmarks.machine import machine_info
+    from benchmarks.per_step import derive_configs
+    from export.specs import ModelConfig
+
+    configs = derive_configs(_calls(), [RunConfig.parse(c) for c in ("svd-25", "svd-16", "sfv-1")])
+    return {
+        "benchmark": "per_step", "machine": machine_info(1), "backend": "torch",
+        "model": {"source": "svd-random", "unet_parameters": 1_524_623_082, "config": ModelConfig().to_json()},
+        "shapes": {"frames": 14, "height": 128, "width": 128, "latent_height": 16, "latent_width": 16},
+        "settings": {"repeats": 3, "warmup": 1, "threads": 1, "mode": "per-step"},
+        "configs": configs,
+    }
+
+
+def test_format_text_has_paper_columns_and_values():
+    text = format_text(_result())
+    assert "backend torch, model svd-random (UNet 1524.6 M parameters)" in text
+    assert "14 frames at 128x128 px (latents 14x16x16)" in text
+    rows = {line.split()[0] + line.split()[1]: line for line in text.splitlines() if line.startswith(("SVD", "SF-V"))}
+    assert "10.8" in rows["SVD*25"] and "36.0x" in rows["SVD*25"]  # the paper's 25-step time and speedup
+    assert "6.89" in rows["SVD*16"] and "23.0x" in rows["SVD*16"]
+    assert "50.0" in rows["SVD*25"] and "50.0x" in rows["SVD*25"]  # measured: 25 x 2.0 s over 1.0 s
+    assert "* derived: steps x measured per-step" in text
+
+
+def test_write_results_json_markdown_png(tmp_path):
+    result = _result()
+    paths = write_results(result, tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    assert data["configs"][0]["median"]["unet"] == pytest.approx(50.0)
+    assert [c["name"] for c in data["configs"]] == ["svd-25", "svd-16", "sfv-1"]
+    md = paths["markdown"].read_text()
+    assert md.startswith("# SF-V speedup") and md == format_markdown(result)
+    assert "| SVD* | 25 | yes |" in md
+    png = paths["png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
+
+
+# --------------------------------------------------------------------------- roofline
+
+
+def test_count_flops_linear_and_conv():
+    from benchmarks.roofline import count_flops, fraction_of_peak
+
+    linear = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    assert count_flops(linear, [x]) == 2 * 2 * 4 * 3  # 2 FLOPs per multiply-add
+    assert count_flops(linear, [x], fake=False) == 48
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert count_flops(conv, [torch.randn(1, 3, 5, 5)]) == 2 * 8 * 5 * 5 * 3 * 3 * 3
+    assert fraction_of_peak(2e9, 0.5, 8.0) == pytest.approx(0.5)
+    with pytest.raises(BenchmarkError):
+        fraction_of_peak(1, 0.0, 1.0)
+
+
+def test_gemm_gflops_is_positive():
+    from benchmarks.roofline import gemm_gflops
+
+    s = gemm_gflops(size=64, repeats=3, warmup=1)
+    assert s.n == 3 and 0 < s.min <= s.median <= s.max
+
+
+def test_speedup_cli_reports_bad_options(capsys):
+    from benchmarks.speedup import main
+
+    assert main(["--configs", "svd-25", "lcm-4", "--mode", "loop"]) == 2
+    assert "error: unknown configuration kind 'lcm'" in capsys.readouterr().err
