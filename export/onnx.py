@@ -130,9 +130,10 @@ def _weight_bytes(net: torch.nn.Module) -> int:
 
 
 def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+    """Bytes as B/KB/MB/GB (powers of 1000)."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
 
@@ -197,27 +198,27 @@ def export_network(
 
     # Above 2 GB the exporter wrote one external file per weight: clean up with the large
     # weights left on disk, then read them once to write a single <network>.onnx.data.
-    model = load_lean(raw_dir / f"{name}.onnx")
-    raw_nodes = len(model.graph.node)
-    model = cleanup(model, external_data_dir=raw_dir)
-    load_weights(model, raw_dir)
+    graph = load_lean(raw_dir / f"{name}.onnx")
+    raw_nodes = len(graph.graph.node)
+    graph = cleanup(graph, external_data_dir=raw_dir)
+    load_weights(graph, raw_dir)
     shutil.rmtree(raw_dir)
     fp32_ops: list[str] = []
     if fp16:
-        model, fp32_ops = to_fp16(model, spec.fp32_op_types)
-    nodes = len(model.graph.node)
+        graph, fp32_ops = to_fp16(graph, spec.fp32_op_types)
+    nodes = len(graph.graph.node)
 
     path = stage / f"{name}.onnx"
     data_name = f"{name}.onnx.data" if large else None
     onnx.save_model(
-        model,
+        graph,
         str(path),
         save_as_external_data=large,
         all_tensors_to_one_file=True,
         location=data_name,
         size_threshold=1024,
     )
-    del model
+    del graph
     _free_memory()
     files = ([stage / data_name] if data_name else []) + [path]
     size = sum(f.stat().st_size for f in files)
@@ -347,9 +348,9 @@ def export_bundle(
     export_dims, check_list = default_dims(config, large)
     export_dims = {**export_dims, **(sample_dims or {})}
     check_list = check_list if validate_dims is None else [dict(d) for d in validate_dims]
+    check_list = [{**export_dims, **d} for d in check_list]  # fill symbols a dims entry leaves out
     for dims in [export_dims, *check_list]:
         check_dims(config, dims)
-    check_list = [{**export_dims, **d} for d in check_list]  # fill symbols a dims entry leaves out
 
     kept, engines = _previous_entries(out, config, names)
     specs = build_specs(config)

@@ -20,7 +20,7 @@ def _run(capsys, *argv):
 
 def test_missing_model_dir(capsys, tmp_path):
     code, err = _run(capsys, "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "b"))
-    assert code != 0 and "does not exist" in err and err.startswith("error:")
+    assert code != 0 and "does not exist" in err and err.strip().splitlines()[-1].startswith("error:")
     assert not (tmp_path / "b" / "manifest.json").exists()
 
 
