@@ -392,3 +392,23 @@ def test_fvd_needs_user_weights_and_videos(tmp_path):
         load_i3d(tmp_path / "missing.pt")
     with pytest.raises(DataError, match="at least 2 videos"):
         load_videos(tmp_path)
+
+
+def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir, tmp_path, tiny_latents):
+    plain = _trainer(tiny_model_dir, tmp_path / "a", tiny_latents, lr_g=1e-3)
+    ckpt = _trainer(tiny_model_dir, tmp_path / "b", tiny_latents, lr_g=1e-3, gradient_checkpointing=True)
+    assert ckpt.generator.is_gradient_checkpointing and not plain.generator.is_gradient_checkpointing
+    a, b = plain.train_step(), ckpt.train_step()
+    assert a["g_loss"] == pytest.approx(b["g_loss"], rel=1e-5)
+    for p, q in zip(plain.generator.parameters(), ckpt.generator.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_cli_dry_run_reports_the_data(tiny_model_dir, tmp_path, capsys):
+    from training.sfv import main
+
+    assert main(["--model", str(tiny_model_dir), "--dry-run", "--out", str(tmp_path), "--frames", "3", "--height", "32",
+                 "--width", "32", "--num-clips", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["latents"] == [2, 3, 4, 4, 4]
+    assert not (tmp_path / "unet").exists()  # no training happened

@@ -22,9 +22,8 @@ import contextlib
 import csv
 import json
 import logging
-import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
