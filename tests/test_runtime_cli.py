@@ -13,10 +13,20 @@ import av
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 from runtime.generate import main
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a shared CPU, two threads per process contend and run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +100,6 @@ def test_corrupt_manifest(tiny_bundle, image_path, tmp_path, capsys):
 
 def test_tensorrt_unavailable(tiny_bundle, image_path, tmp_path, capsys):
     import importlib.util
-
-    import torch
 
     if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
         pytest.skip("TensorRT and a GPU are present")
