@@ -87,11 +87,13 @@ def test_hinge_loss_hand_computed():
 def test_r1_penalty_of_linear_discriminator():
     w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
     x = torch.randn(4, 3, requires_grad=True)
-    logits = [x * w, (x * w).sum(1)]  # two heads; per-sample gradient = 2 w
+    # two heads: per-pixel logits x*w (per-sample mean (x.w)/3) and one logit x.w;
+    # D(x) = mean over heads = (2/3) x.w, so grad_x D = (2/3) w for every sample
+    logits = [x * w, (x * w).sum(1)]
     r1 = R1Penalty(gamma=0.5)(logits, x)
-    assert r1.item() == pytest.approx(0.5 / 2 * (2 * w).pow(2).sum().item())
-    r1.backward()  # differentiable w.r.t. the discriminator's parameters: d/dw (gamma/2 * 4 ||w||^2)
-    assert torch.allclose(w.grad, 4 * 0.5 * w.detach())
+    assert r1.item() == pytest.approx(0.5 / 2 * (4 / 9) * w.pow(2).sum().item())
+    r1.backward()  # differentiable w.r.t. the discriminator's parameters: d/dw (gamma/2 * 4/9 ||w||^2)
+    assert torch.allclose(w.grad, 0.5 * (4 / 9) * w.detach())
 
 
 def test_pseudo_huber_hand_computed():

@@ -26,18 +26,20 @@ class HingeDiscriminatorLoss:
 
 
 class R1Penalty:
-    """``gamma / 2 * E_batch[ ||grad_x sum D(x)||^2 ]`` on real inputs (Mescheder et al. 2018, Eq. 9).
+    """``gamma / 2 * E_batch[ ||grad_x D(x)||^2 ]`` on real inputs (Mescheder et al. 2018, Eq. 9).
 
-    ``inputs`` must have been used (with ``requires_grad``) to compute ``logits``; the per-pixel
-    logits of all heads are summed per sample before differentiating.
+    ``D(x)`` per sample is what the hinge loss averages: the mean over pixels of each head's
+    logits, averaged over heads (summing pixels instead would scale the penalty with the
+    resolution and overwhelm the hinge). ``inputs`` must have been used (with ``requires_grad``)
+    to compute ``logits``.
     """
 
     def __init__(self, gamma: float = 1.0):
         self.gamma = gamma
 
     def __call__(self, logits: Sequence[torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
-        total = sum(l.float().sum() for l in logits)
-        (grad,) = torch.autograd.grad(total, inputs, create_graph=True)
+        per_sample = torch.stack([l.float().flatten(1).mean(1) if l.ndim > 1 else l.float() for l in logits]).mean(0)  # [B]
+        (grad,) = torch.autograd.grad(per_sample.sum(), inputs, create_graph=True)
         return 0.5 * self.gamma * grad.float().pow(2).flatten(1).sum(1).mean()
 
 
