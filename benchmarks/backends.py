@@ -84,13 +84,11 @@ def measure_backends(
         "settings": {"repeats": repeats, "warmup": warmup, "threads": threads, "backends": list(backends)},
         "calls": {},
     }
-    peak = None
-    if roofline:
-        from benchmarks.roofline import gemm_gflops
-
-        peak = gemm_gflops(gemm_size)  # measured before the networks, in the same process and threads
-
     samplers, outputs = {}, {}
+    if roofline:  # the GEMM peak joins the same interleaved rounds as the networks
+        from benchmarks.roofline import gemm_sampler
+
+        samplers["gemm"], gemm_flops = gemm_sampler(gemm_size)
     for call, (network, inputs) in todo.items():
         for b in backends:
             engine = engines_by_backend[b][network]
@@ -110,8 +108,9 @@ def measure_backends(
         result["calls"][call] = entry
 
     if roofline:
-        from benchmarks.roofline import network_flops, roofline_rows
+        from benchmarks.roofline import gflops_stats, network_flops, roofline_rows
 
+        peak = gflops_stats(times["gemm"], gemm_flops)
         flops = network_flops(loaded, todo)
         result["roofline"] = {
             "gemm": {**peak.to_json(), "size": gemm_size},

@@ -98,10 +98,13 @@ def call_samplers(engines: Mapping, config, frames: int, height: int, width: int
 
 def measure_calls(
     engines: Mapping, config, frames: int, height: int, width: int, repeats: int, warmup: int = 1,
-    calls: Sequence[str] = CALLS,
+    calls: Sequence[str] = CALLS, extra: Mapping[str, Callable[[], float]] | None = None,
 ) -> dict[str, Stats]:
-    """Median per-call seconds of each stage, calls interleaved round by round."""
-    samplers = call_samplers(engines, config, frames, height, width, calls)
+    """Median per-call seconds of each stage, calls interleaved round by round.
+
+    ``extra`` samplers (e.g. the roofline's GEMM) join the same rounds; their stats come back too.
+    """
+    samplers = {**call_samplers(engines, config, frames, height, width, calls), **(extra or {})}
     return {name: summarize(values) for name, values in interleave(samplers, repeats, warmup).items()}
 
 
@@ -181,12 +184,13 @@ def run_per_step(
     else:
         flops, info = None, None
     engines = make_engines(backend, model=loaded, bundle=bundle, threads=threads)
-    peak = None
+    extra, gemm_flops = {}, 0.0
     if roofline:
-        from benchmarks.roofline import gemm_gflops
+        from benchmarks.roofline import gemm_sampler
 
-        peak = gemm_gflops(gemm_size)
-    calls = measure_calls(engines, config, frames, height, width, repeats, warmup)
+        extra["gemm"], gemm_flops = gemm_sampler(gemm_size)
+    calls = measure_calls(engines, config, frames, height, width, repeats, warmup, extra=extra)
+    gemm_times = calls.pop("gemm", None)
     result = {
         "benchmark": "per_step",
         "machine": machine_info(threads),
@@ -200,6 +204,7 @@ def run_per_step(
     if roofline:
         from benchmarks.roofline import network_flops, roofline_rows
 
+        peak = _gemm_peak(gemm_times, gemm_flops)
         if flops is None:
             flops = network_flops(loaded, build_calls(config, frames, height, width))
         result["roofline"] = {
@@ -208,6 +213,12 @@ def run_per_step(
             "rows": {backend: roofline_rows(flops, {c: calls[c].median for c in flops}, peak.median)},
         }
     return result
+
+
+def _gemm_peak(times: Stats, flops: float) -> Stats:
+    """GFLOP/s stats from GEMM time stats (fast times give high throughput: the quartiles swap)."""
+    g = lambda t: flops / t / 1e9
+    return Stats(n=times.n, median=g(times.median), q1=g(times.q3), q3=g(times.q1), min=g(times.max), max=g(times.min))
 
 
 def format_calls(result: dict) -> str:

@@ -8,7 +8,8 @@
   attention) as 2 FLOPs per multiply-add and ignores element-wise work, which is how a roofline
   over the GEMM peak is meant;
 - the peak is the median throughput of a square fp32 ``torch.mm`` measured in the same process,
-  at the same thread count, just before the networks run.
+  at the same thread count, interleaved with the network calls (one GEMM sample per round), so
+  that on a shared machine the peak and the calls see the same load.
 
 The counting runs under :class:`torch._subclasses.fake_tensor.FakeTensorMode` when it can: no
 arithmetic is done, so counting the full-size UNet costs seconds instead of a real forward pass.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -73,18 +74,29 @@ def network_flops(model, calls: Mapping[str, tuple[str, dict[str, torch.Tensor]]
     return out
 
 
-def gemm_gflops(size: int = 1024, repeats: int = 7, warmup: int = 2) -> Stats:
-    """GFLOP/s of an fp32 ``[size, size] @ [size, size]`` on the CPU at torch's current threads.
+def gemm_sampler(size: int = 1024) -> tuple[Callable[[], float], float]:
+    """``(sampler, flops)``: a timed fp32 ``[size, size] @ [size, size]`` and its ``2 * size^3`` FLOPs.
 
-    ``2 * size^3`` FLOPs per product; the summary is over ``repeats`` timed products.
+    Put the sampler into the same :func:`benchmarks.timing.interleave` as the networks, so that
+    the peak is measured under the same load as the calls it is compared with.
     """
     if size < 16:
         raise BenchmarkError(f"GEMM size must be >= 16, got {size}")
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(size, size, generator=g), torch.randn(size, size, generator=g)
     out = torch.empty(size, size)
-    seconds = interleave({"mm": timed(lambda: torch.mm(a, b, out=out))}, repeats, warmup)["mm"]
-    return summarize([2 * size**3 / s / 1e9 for s in seconds])
+    return timed(lambda: torch.mm(a, b, out=out)), 2.0 * size**3
+
+
+def gflops_stats(seconds: Sequence[float], flops: float) -> Stats:
+    """GFLOP/s summary of repeated timings of a ``flops``-FLOP operation."""
+    return summarize([flops / s / 1e9 for s in seconds])
+
+
+def gemm_gflops(size: int = 1024, repeats: int = 7, warmup: int = 2) -> Stats:
+    """GFLOP/s of an fp32 ``[size, size] @ [size, size]`` on the CPU at torch's current threads."""
+    sample, flops = gemm_sampler(size)
+    return gflops_stats(interleave({"mm": sample}, repeats, warmup)["mm"], flops)
 
 
 def fraction_of_peak(flops: int, seconds: float, peak_gflops: float) -> float:
