@@ -68,7 +68,7 @@ class UnknownNetworkError(ToolkitError):
 # --------------------------------------------------------------------------- shapes
 
 
-def default_dims(config: ModelConfig, large: bool) -> tuple[dict[str, int], list[dict[str, int]]]:
+def default_dims(config: ModelConfig, full_size: bool) -> tuple[dict[str, int], list[dict[str, int]]]:
     """Export sample dims and validation dims for a model.
 
     The graph is traced at one small shape and validated at others (batch 1 and 2, other frame
@@ -76,7 +76,7 @@ def default_dims(config: ModelConfig, large: bool) -> tuple[dict[str, int], list
     size model both stay at small latents so that validation costs seconds, not minutes.
     """
     m = config.pixel_multiple
-    if large:
+    if full_size:
         side = 2 * m
         export = {"batch": 1, "frames": 3, "height": side, "width": side}
         validate = [
@@ -344,8 +344,8 @@ def export_bundle(
     elif unet is not None:
         raise ToolkitError("pass unet= only with a model path; a loaded SVDModel already has its UNet")
     config = model.config
-    large = sum(p.numel() for p in model.unet.parameters()) > LARGE_UNET_PARAMS if model.unet is not None else False
-    export_dims, check_list = default_dims(config, large)
+    full_size = model.unet is not None and sum(p.numel() for p in model.unet.parameters()) > LARGE_UNET_PARAMS
+    export_dims, check_list = default_dims(config, full_size)
     export_dims = {**export_dims, **(sample_dims or {})}
     check_list = check_list if validate_dims is None else [dict(d) for d in validate_dims]
     check_list = [{**export_dims, **d} for d in check_list]  # fill symbols a dims entry leaves out
