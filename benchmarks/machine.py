@@ -71,4 +71,5 @@ def describe(info: dict) -> str:
     load = info.get("load_average")
     load_text = f", load {load[0]:.1f}" if load else ""
     gpu = f", GPU {info['cuda']}" if info.get("cuda") else ""
-    return f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads{load_text}{gpu}"
+    threads = f"{info['threads']} thread" + ("s" if info["threads"] != 1 else "")
+    return f"{info['cpu']}, {info['cores']} cores, {threads}{load_text}{gpu}"
