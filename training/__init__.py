@@ -9,6 +9,6 @@
 - :mod:`training.checkpoint`: atomic, resumable training state and the final diffusers UNet;
 - :mod:`training.sfv`: the SF-V loop under ``accelerate`` and its CLI (``python -m training.sfv``);
 - :mod:`training.teacher`: EDM denoising fine-tuning of a UNet (``python -m training.teacher``);
-- :mod:`training.frechet`, :mod:`training.features`: Frechet distance, FVD and the offline feature net;
+- :mod:`training.frechet`, :mod:`training.fvd`, :mod:`training.features`: Frechet distance, FVD (user-supplied I3D), offline feature net;
 - :mod:`training.reproduce`: the tiny-scale reproduction of the paper's claim.
 """
