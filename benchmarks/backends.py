@@ -66,6 +66,7 @@ def measure_backends(
         if b not in BACKENDS:
             raise BenchmarkError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     threads = set_threads(threads or usable_cores())
+    machine = machine_info(threads)  # before running: the load average should not include this run
     loaded = model if isinstance(model, SVDModel) else load_model(model)
     source = loaded.source
     frames, height, width = resolve_shape(loaded.config, frames, height, width)
@@ -78,7 +79,7 @@ def measure_backends(
 
     result = {
         "benchmark": "backends",
-        "machine": machine_info(threads),
+        "machine": machine,
         "model": model_info(loaded, source=source),
         "shapes": shapes_info(loaded.config, frames, height, width),
         "settings": {"repeats": repeats, "warmup": warmup, "threads": threads, "backends": list(backends)},

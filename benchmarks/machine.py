@@ -73,3 +73,14 @@ def describe(info: dict) -> str:
     gpu = f", GPU {info['cuda']}" if info.get("cuda") else ""
     threads = f"{info['threads']} thread" + ("s" if info["threads"] != 1 else "")
     return f"{info['cpu']}, {info['cores']} cores, {threads}{load_text}{gpu}"
+
+
+def contention_warning(info: dict) -> str | None:
+    """A warning when other processes load the CPU (``info`` taken before the run): timings at more than one thread then scatter
+    (OpenMP threads wait on each other whenever another process holds a core)."""
+    load = info.get("load_average")
+    if not load or load[0] < 0.5 * info["cores"]:
+        return None
+    return (f"load average {load[0]:.1f} on {info['cores']} cores: other processes compete for the CPU, so absolute "
+            f"times will scatter{' (especially at ' + str(info['threads']) + ' threads)' if info['threads'] > 1 else ''}; "
+            "read the same-run ratios, pass --threads 1, or rerun on an idle machine")

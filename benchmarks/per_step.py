@@ -168,6 +168,7 @@ def run_per_step(
         raise BenchmarkError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     run_configs = [RunConfig.parse(c) for c in configs]
     threads = set_threads(threads or usable_cores())
+    machine = machine_info(threads)  # before running: the load average should not include this run
     # The torch backend and the FLOP count need the PyTorch model; ONNX Runtime needs the bundle.
     loaded = load_model(model) if backend == "torch" or roofline else None
     bundle = ensure_bundle(model, bundle_dir) if backend == "onnxruntime" else None
@@ -193,7 +194,7 @@ def run_per_step(
     gemm_times = calls.pop("gemm", None)
     result = {
         "benchmark": "per_step",
-        "machine": machine_info(threads),
+        "machine": machine,
         "backend": backend,
         "model": info or model_info(loaded, bundle, source=str(model)),
         "shapes": shapes_info(config, frames, height, width),

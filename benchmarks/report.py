@@ -156,6 +156,11 @@ def header_lines(result: dict) -> list[str]:
         f"[quartiles]; mode {s['mode']}",
         f"paper: {PAPER_SETTING}",
     ]
+    from benchmarks.machine import contention_warning
+
+    warning = contention_warning(m)
+    if warning:
+        lines.append("warning: " + warning)
     if any(c.get("derived") for c in result["configs"]):
         lines.append("* derived: steps x measured per-step UNet time + stages measured once each (see per_step)")
     return lines

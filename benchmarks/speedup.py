@@ -77,6 +77,7 @@ def run_loops(
     if len({c.name for c in run_configs}) != len(run_configs):
         raise BenchmarkError(f"configurations repeat: {list(configs)}")
     threads = set_threads(threads or usable_cores())
+    machine = machine_info(threads)  # before running: the load average should not include this run
     loaded = load_model(model)
     bundle = ensure_bundle(model, bundle_dir) if backend == "onnxruntime" else None
     config = loaded.config
@@ -117,7 +118,7 @@ def run_loops(
     add_speedups(entries, reference="sfv-1")
     result = {
         "benchmark": "speedup",
-        "machine": machine_info(threads),
+        "machine": machine,
         "backend": backend,
         "model": model_info(loaded, source=str(model)),
         "shapes": shapes_info(config, frames, height, width),

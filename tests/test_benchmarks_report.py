@@ -211,3 +211,11 @@ def test_speedup_cli_reports_bad_options(capsys):
 
     assert main(["--configs", "svd-25", "lcm-4", "--mode", "loop"]) == 2
     assert "error: unknown configuration kind 'lcm'" in capsys.readouterr().err
+
+
+def test_contention_warning():
+    from benchmarks.machine import contention_warning
+
+    assert contention_warning({"load_average": [0.2, 0, 0], "cores": 2, "threads": 2}) is None
+    text = contention_warning({"load_average": [6.7, 5, 5], "cores": 2, "threads": 2})
+    assert "load average 6.7 on 2 cores" in text and "--threads 1" in text
