@@ -1,6 +1,6 @@
 """What the benchmarks run: the shapes each network sees in one clip, its inputs, and its engines.
 
-One clip of ``F`` frames at ``H x W`` pixels calls (REFERENCE.md section 3):
+One clip of ``F`` frames at ``H x W`` pixels calls (as diffusers' StableVideoDiffusionPipeline does):
 
 - ``image_encoder``  ``pixel_values [1, 3, 224, 224]``                      once;
 - ``vae_encoder``    ``image [1, 3, H, W]``                                 once;

@@ -125,7 +125,7 @@ def _tiny_configs() -> dict:
 
 
 def _svd_configs() -> dict:
-    """The configs of stabilityai/stable-video-diffusion-img2vid (REFERENCE.md section 3)."""
+    """The configs of stabilityai/stable-video-diffusion-img2vid (its unet/, vae/ and image_encoder/ config.json)."""
     return dict(
         unet=dict(
             sample_size=96,

@@ -55,7 +55,7 @@ def test_scalings_and_euler_step_equal_diffusers(steps):
 
 
 def test_edm_scalings_values():
-    """c_skip, c_out, c_in at sigma = 1 from the closed forms (REFERENCE section 1)."""
+    """c_skip, c_out, c_in at sigma = 1 from the closed forms (SF-V paper Eq. 6, v-prediction form)."""
     sigma = torch.tensor(1.0)
     x, F = torch.tensor(2.0), torch.tensor(3.0)
     assert scale_input(x, sigma).item() == pytest.approx(2.0 / 2**0.5)

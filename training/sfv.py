@@ -48,7 +48,7 @@ class ConfigError(ToolkitError):
 
 @dataclass(frozen=True)
 class SFVConfig:
-    """Every SF-V option with its default (REFERENCE.md section 1; unpublished values marked)."""
+    """Every SF-V option with its default (SF-V paper, arXiv 2406.04324; values it does not publish are marked)."""
 
     model: str = "tiny"  # teacher: diffusers SVD directory, 'tiny' or 'svd-random'
     unet: str | None = None  # optional teacher UNet directory replacing the model's (e.g. training.teacher's)
