@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.timing import Stats, interleave, set_threads, summarize, timed
+from benchmarks.timing import Stats, interleave, summarize, timed
 from export.cli import run_cli
 
 log = logging.getLogger(__name__)

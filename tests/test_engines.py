@@ -22,15 +22,6 @@ from export.specs import NETWORKS, expand_dims
 DIMS = [{"batch": 1, "frames": 3, "height": 64, "width": 64}, {"batch": 2, "frames": 5, "height": 48, "width": 64}]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared CPU, two threads per process contend and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ort_engines(tiny_bundle):
     engines = create_engines(tiny_bundle, "onnxruntime", threads=1)

@@ -16,15 +16,6 @@ IDS = ["3f-64x64", "5f-48x64"]
 ONE_STEP = dict(steps=1, min_guidance=1.0, max_guidance=1.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared CPU, two threads per process contend and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def image():
     """A non-square RGB image with smooth structure and some texture, 40 x 56."""

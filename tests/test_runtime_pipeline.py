@@ -15,15 +15,6 @@ from runtime.pipeline import VideoPipeline, VideoResult
 ONE_STEP = dict(steps=1, min_guidance=1.0, max_guidance=1.0, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared CPU, two threads per process contend and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pipe(tiny_model):
     return VideoPipeline.from_model(tiny_model)

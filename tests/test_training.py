@@ -17,15 +17,6 @@ from training.precondition import Conditioning, denoise, edm_scalings, unet_inpu
 from training.sampling import euler_sigmas, sample_euler
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes gain nothing from threads; one thread avoids oversubscription on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cond(batch=2, h=8, w=8, dim=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return Conditioning(
