@@ -16,7 +16,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import describe, machine_info, usable_cores
 from benchmarks.timing import interleave, set_threads, summarize, timed
