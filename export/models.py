@@ -280,6 +280,18 @@ def _unet_folder(path: Path) -> Path:
     )
 
 
+def _image_processor_class():
+    """CLIP's image processor: the torchvision-backed class when torchvision is installed, else
+    the PIL-backed one (what transformers falls back to anyway, minus its warning on every load)."""
+    import importlib.util
+
+    import transformers
+
+    if importlib.util.find_spec("torchvision") is None and hasattr(transformers, "CLIPImageProcessorPil"):
+        return transformers.CLIPImageProcessorPil
+    return transformers.CLIPImageProcessor
+
+
 def load_model(model: str | os.PathLike, unet: str | os.PathLike | None = None) -> SVDModel:
     """Load an SVD-family model directory (or a built-in name) with the diffusers/transformers classes.
 
@@ -288,7 +300,7 @@ def load_model(model: str | os.PathLike, unet: str | os.PathLike | None = None) 
         unet: optional UNet directory that replaces the model's UNet (e.g. a distilled SF-V UNet).
     """
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+    from transformers import CLIPVisionModelWithProjection
 
     path = resolve_model_dir(model)
     check_layout(path, components=("vae", "image_encoder", "feature_extractor", "scheduler") + (() if unet else ("unet",)))
@@ -302,7 +314,7 @@ def load_model(model: str | os.PathLike, unet: str | os.PathLike | None = None) 
         image_encoder = CLIPVisionModelWithProjection.from_pretrained(
             path / "image_encoder", use_safetensors=True, dtype=torch.float32
         )
-        feature_extractor = CLIPImageProcessor.from_pretrained(path / "feature_extractor")
+        feature_extractor = _image_processor_class().from_pretrained(path / "feature_extractor")
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLayoutError(f"could not load model from {path}: {exc}") from exc
     scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
