@@ -218,8 +218,10 @@ def plot(result: dict, path: str | os.PathLike) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.9 * len(configs) + 2.2))
     for ax, share in zip(axes, (False, True)):
         left = [0.0] * len(configs)
+        # Shares divide by the sum of the stage medians (not the median total), so each bar is 100%.
+        denominators = [sum(c["median"][s] for s in STAGES) if share else 1.0 for c in configs]
         for stage in STAGES:
-            values = [c["median"][stage] / (c["median"]["total"] if share else 1.0) for c in configs]
+            values = [c["median"][stage] / d for c, d in zip(configs, denominators)]
             values = [100 * v for v in values] if share else values
             ax.barh(labels, values, left=left, color=colors[stage], label=STAGE_LABELS[stage])
             left = [l + v for l, v in zip(left, values)]
