@@ -20,6 +20,7 @@ from benchmarks.errors import BenchmarkError
 from benchmarks.machine import describe, machine_info, usable_cores
 from benchmarks.timing import interleave, set_threads, summarize, timed
 from benchmarks.workload import (
+    add_clip_args,
     BACKENDS,
     CALLS,
     build_calls,
@@ -151,12 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny", help="tiny, svd-random or a diffusers SVD directory (default tiny)")
     p.add_argument("--bundle", help="exported bundle directory (default: export once and cache)")
     p.add_argument("--calls", nargs="+", default=list(CALLS), choices=list(CALLS))
-    p.add_argument("--frames", type=int, help="frames (default: the model's)")
-    p.add_argument("--height", type=int, help="pixel height (default: the model's)")
-    p.add_argument("--width", type=int, help="pixel width (default: the model's)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, help="intra-op threads for both backends (default: the usable cores)")
+    add_clip_args(p)
     p.add_argument("--roofline", action="store_true", help="also count FLOPs and report the fraction of GEMM peak")
     p.add_argument("--out", help="write backends.json here")
     return p

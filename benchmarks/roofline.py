@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.timing import Stats, interleave, summarize, timed
+from benchmarks.workload import add_clip_args
 from export.cli import run_cli
 
 log = logging.getLogger(__name__)
@@ -140,12 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny", help="tiny, svd-random or a diffusers SVD directory (default tiny)")
     p.add_argument("--bundle", help="exported bundle for the onnxruntime backend (default: export/cached)")
     p.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"], choices=["onnxruntime", "torch"])
-    p.add_argument("--frames", type=int, help="frames (default: the model's)")
-    p.add_argument("--height", type=int, help="pixel height (default: the model's)")
-    p.add_argument("--width", type=int, help="pixel width (default: the model's)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, help="intra-op threads for both backends (default: the usable cores)")
+    add_clip_args(p)
     p.add_argument("--gemm-size", type=int, default=1024)
     p.add_argument("--out", help="write roofline.json here")
     return p

@@ -237,3 +237,13 @@ def resolve_shape(config: ModelConfig, frames: int | None, height: int | None, w
     if frames < 1:
         raise BenchmarkError(f"frames must be >= 1, got {frames}")
     return frames, height, width
+
+
+def add_clip_args(parser) -> None:
+    """The clip-shape and timing options shared by the per-call benchmark CLIs (backends, roofline)."""
+    parser.add_argument("--frames", type=int, help="frames (default: the model's)")
+    parser.add_argument("--height", type=int, help="pixel height (default: the model's)")
+    parser.add_argument("--width", type=int, help="pixel width (default: the model's)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    parser.add_argument("--threads", type=int, help="intra-op threads for both backends (default: the usable cores)")
