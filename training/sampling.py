@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 import torch
 
-from training.noise import karras_sigmas
+from runtime.sampling import karras_sigmas
 
 
 def euler_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 700.0, rho: float = 7.0) -> torch.Tensor:
-    """``[steps + 1]`` levels: ``steps`` Karras levels then 0."""
-    return torch.cat([karras_sigmas(steps, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)]).float()
+    """``[steps + 1]`` levels: ``steps`` Karras levels then 0, the very schedule the runtime samples
+    with (equal to diffusers' for SVD), so teacher evaluation and deployment use the same levels."""
+    return karras_sigmas(steps, sigma_min, sigma_max, rho)
 
 
 @torch.no_grad()
