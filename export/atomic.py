@@ -10,6 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def usual_permissions(path: Path) -> None:
+    """Give a temporary file (0600) or directory (0700) the permissions ``open``/``mkdir`` would give
+    (0666 / 0777 less the umask), so a renamed artifact is not private to its writer."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only on success.
@@ -25,10 +33,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         if tmp_path.exists():
-            # mkstemp creates 0600; give the final file the usual permissions (0666 & ~umask).
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp_path, 0o666 & ~umask)
+            usual_permissions(tmp_path)  # mkstemp created it 0600
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():

@@ -36,6 +36,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from export.atomic import usual_permissions
 from export.bundle import MANIFEST, Bundle, new_manifest, sha256_file
 from export.cli import run_cli
 from export.cleanup import cleanup, load_lean, load_weights
@@ -393,10 +394,8 @@ def export_bundle(
             )
             staged += files
         # All networks passed: move the graphs into place (data before graph), then the manifest.
-        umask = os.umask(0)
-        os.umask(umask)
         for f in staged:
-            f.chmod(0o666 & ~umask)  # staged files are private (mkdtemp); the bundle is not
+            usual_permissions(f)  # staged files are private (mkdtemp); the bundle is not
             os.replace(f, out / f.name)
         for name in names:
             stale = out / f"{name}.onnx.data"

@@ -16,7 +16,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from export.atomic import atomic_path
+from export.atomic import atomic_path, usual_permissions
 from runtime.errors import InputError
 
 FILE_FORMATS = (".mp4", ".gif", ".webp", ".npy")
@@ -66,15 +66,7 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 7) -> Pa
     writer = {"mp4": _write_mp4, "gif": _write_gif, "webp": _write_webp, "npy": _write_npy}[kind]
     with atomic_path(path) as tmp:
         writer(frames, tmp, fps)
-        _umask_permissions(tmp)
     return path
-
-
-def _umask_permissions(path: Path) -> None:
-    """Give a temporary file (0600) or directory (0700) the permissions ``open``/``mkdir`` would give."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _write_mp4(frames: np.ndarray, tmp: Path, fps: int) -> None:
@@ -123,7 +115,7 @@ def _write_png_dir(frames: np.ndarray, final: Path) -> None:
         for i, frame in enumerate(frames):
             PIL.Image.fromarray(frame).save(tmp / f"frame_{i:04d}.png", format="PNG")
         if not final.exists():
-            _umask_permissions(tmp)  # mkdtemp made it 0700
+            usual_permissions(tmp)  # mkdtemp made it 0700
             os.replace(tmp, final)
             return
         stale = set(final.glob("frame_*.png"))
