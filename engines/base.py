@@ -1,8 +1,9 @@
-"""The engine interface: name-keyed torch tensors in, name-keyed torch tensors out.
+"""The engine interface: name-keyed numpy arrays in, name-keyed numpy arrays out.
 
 Lifecycle after Polygraphy's runners: ``activate()`` loads what is expensive (a session, an
 engine), ``run()`` executes, ``deactivate()`` releases; an engine is also a context manager.
-Inputs are checked against the network spec here, once, for every backend.
+Inputs are checked against the network spec here, once, for every backend. numpy at the
+interface keeps the runtime free of torch: a backend converts at its own boundary.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 
-import torch
+import numpy as np
 
 from export.specs import NetworkSpec
 
@@ -24,6 +25,9 @@ class Engine(abc.ABC):
         self.spec = spec
         self.precision = precision
         self.active = False
+        self.calls = 0  # run() calls so far, and the bytes that crossed the interface (proxies
+        self.bytes_in = 0  # the benchmarks' gate counts per clip)
+        self.bytes_out = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -46,15 +50,19 @@ class Engine(abc.ABC):
 
     # ------------------------------------------------------------------ running
 
-    def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Check ``inputs`` against the spec, run, and return ``{output name: tensor}`` (float32)."""
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Check ``inputs`` against the spec, run, and return ``{output name: array}`` (float32)."""
         dims = self.spec.check_inputs(inputs, precision=self.precision)
         self.check_dims(dims)
         if not self.active:
             self.activate()
-        return self._run(inputs)
+        outputs = self._run(inputs)
+        self.calls += 1
+        self.bytes_in += sum(a.nbytes for a in inputs.values())
+        self.bytes_out += sum(a.nbytes for a in outputs.values())
+        return outputs
 
-    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         return self.run(inputs)
 
     def check_dims(self, dims: Mapping[str, int]) -> None:
@@ -64,7 +72,7 @@ class Engine(abc.ABC):
     def _activate(self) -> None: ...
 
     @abc.abstractmethod
-    def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def _deactivate(self) -> None:
         pass

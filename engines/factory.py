@@ -1,8 +1,9 @@
 """Create the engines of a bundle (or of a model directory) for a backend: the one place that does.
 
-``create_engines(bundle, "onnxruntime")`` reads the manifest (which file belongs to which
-network, what it takes) and returns ``{network: Engine}`` in pipeline order. The torch backend
-loads the model the manifest names; ``torch_engines(model)`` skips the bundle altogether.
+``create_engines(bundle, "onnxruntime")`` reads the manifest (which graph variant belongs to which
+network, what it takes) and returns ``{network: Engine}``; :func:`pipeline_engines` wraps all of
+them in the typed :class:`Engines` the pipeline runs. The torch backend runs the PyTorch modules
+of the model the manifest names (its ``model.source``), not the bundle's graphs.
 """
 
 from __future__ import annotations
@@ -11,15 +12,46 @@ import importlib.util
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from engines.base import Engine
-from export.bundle import Bundle
+from export.bundle import PRECISIONS, Bundle
 from export.errors import BackendUnavailableError, BundleError, ToolkitError
-from export.specs import NETWORKS, ModelConfig, build_specs
+from export.specs import NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+ALL_NETWORKS = PREPROCESS_NETWORKS + NETWORKS
+
+
+@dataclass(frozen=True)
+class Engines:
+    """The engines one pipeline runs, by role; built by :func:`pipeline_engines` / :func:`model_engines`."""
+
+    clip_preprocess: Engine  # uint8 pixels -> CLIP pixel_values
+    image_encoder: Engine
+    vae_encoder: Engine
+    unet: Engine
+    vae_decoder: Engine
+    config: ModelConfig
+
+    def all(self) -> list[Engine]:
+        return [getattr(self, name) for name in ALL_NETWORKS]
+
+
+def pipeline_engines(bundle: Bundle | str | os.PathLike, backend: str = "onnxruntime", *, precision: str = "fp32",
+                     providers=None, threads: int | None = None) -> Engines:
+    """Every engine a pipeline needs from ``bundle`` on ``backend`` (see :func:`create_engines`)."""
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    engines = create_engines(bundle, backend, precision=precision, providers=providers, threads=threads)
+    return Engines(config=bundle.config, **engines)
+
+
+def model_engines(model, unet=None, device: str = "cpu") -> Engines:
+    """PyTorch engines for every network straight from a model (``tiny``, a diffusers directory)."""
+    engines, config = torch_engines(model, unet=unet, networks=ALL_NETWORKS, device=device)
+    return Engines(config=config, **engines)
 
 
 def create_engines(
@@ -27,50 +59,69 @@ def create_engines(
     backend: str = "onnxruntime",
     *,
     networks: Sequence[str] | None = None,
+    precision: str = "fp32",
     providers=None,
     threads: int | None = None,
     verify: bool = True,
 ) -> dict[str, Engine]:
-    """Engines for ``networks`` (default: all four) of ``bundle`` on ``backend``.
+    """Engines for ``networks`` (default: all, pre-processing included) of ``bundle`` on ``backend``.
 
     Args:
         bundle: a :class:`Bundle` or its directory (loaded and checked with ``Bundle.load``).
-        backend: ``torch`` (the model named in the manifest), ``onnxruntime`` or ``tensorrt``.
+        backend: ``torch`` (the PyTorch modules of the model named in the manifest),
+            ``onnxruntime`` or ``tensorrt``.
+        precision: which graph variant to run (``fp32``, ``fp16``, ``int8``, ``fp8``); networks
+            without that variant run their fp32 graph, and that is logged once.
         providers: ONNX Runtime execution providers (``["cpu"]`` by default; ``["cuda"]``, ...).
         threads: intra-op threads (ONNX Runtime) for the CPU.
         verify: check each ONNX file against the sha256 in the manifest before using it.
 
-    Engines are created inactive; they load on ``activate()`` or their first ``run``.
+    Engines are created inactive; they load on ``activate()`` or their first ``run``. The
+    pre-processing graph always runs in ONNX Runtime on the CPU (it is tiny) unless the backend
+    is torch, which runs its PyTorch reference.
     """
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    names = _network_names(networks)
+    names = check_network_names(ALL_NETWORKS if networks is None else networks, ALL_NETWORKS)
+    if precision not in PRECISIONS:
+        raise BackendUnavailableError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if backend not in BACKENDS:
+        raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    missing = [n for n in names if n not in bundle.manifest["networks"]]
+    if missing:
+        raise BundleError(
+            f"bundle {bundle.root} lacks {', '.join(missing)}; re-export it with this toolkit "
+            f"(`python -m export.onnx --model {bundle.manifest['model'].get('source') or 'DIR'} --out {bundle.root}`)"
+        )
     if backend == "torch":
         model = _load_manifest_model(bundle)
         from engines.torch_engine import TorchEngine
 
         return {name: TorchEngine(bundle.spec(name), model) for name in names}
-    if backend == "onnxruntime":
-        from engines.ort_engine import OnnxRuntimeEngine
+    from engines.ort_engine import OnnxRuntimeEngine
 
-        engines = {}
-        for name in names:
-            if verify:
-                bundle.verify(name)
-            precision = bundle.entry(name).get("precision", "fp32")
-            engines[name] = OnnxRuntimeEngine(
-                bundle.spec(name), bundle.path(name), precision=precision, providers=providers, threads=threads
-            )
-        return engines
-    if backend == "tensorrt":
-        engine_cls = tensorrt_engine_class()
-        engines = {}
-        for name in names:
+    variants = _variants(bundle, names, precision)
+    engines = {}
+    for name in names:
+        if backend == "tensorrt" and name not in PREPROCESS_NETWORKS:
             plan, entry = _plan(bundle, name)
-            engines[name] = engine_cls(
-                bundle.spec(name), plan, precision=entry.get("precision", "fp32"), cache_key=entry.get("cache_key")
-            )
-        return engines
-    raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+            engines[name] = tensorrt_engine_class()(bundle.spec(name), plan, precision=entry.get("precision", "fp32"),
+                                                    cache_key=entry.get("cache_key"))
+            continue
+        if verify:
+            bundle.verify(name, variants[name])
+        ort_providers = None if name in PREPROCESS_NETWORKS else providers
+        engines[name] = OnnxRuntimeEngine(bundle.spec(name), bundle.path(name, variants[name]), precision=variants[name],
+                                          providers=ort_providers, threads=threads)
+    return engines
+
+
+def _variants(bundle: Bundle, names: Sequence[str], precision: str) -> dict[str, str]:
+    """The graph variant each network runs: ``precision`` where the bundle has it, else fp32 (logged once)."""
+    chosen = {n: precision if precision in bundle.precisions(n) else "fp32" for n in names}
+    fallback = [n for n in names if chosen[n] != precision and n not in PREPROCESS_NETWORKS]
+    if fallback:
+        log.warning("bundle %s has no %s graph for %s; running fp32 there", bundle.root, precision, ", ".join(fallback))
+    return chosen
 
 
 def torch_engines(model, unet=None, networks: Sequence[str] | None = None, device: str = "cpu") -> tuple[dict[str, Engine], ModelConfig]:
@@ -84,7 +135,8 @@ def torch_engines(model, unet=None, networks: Sequence[str] | None = None, devic
     if not isinstance(model, SVDModel):
         model = load_model(model, unet=unet)
     specs = build_specs(model.config)
-    engines = {name: TorchEngine(specs[name], model, device=device) for name in _network_names(networks)}
+    names = check_network_names(NETWORKS if networks is None else networks, ALL_NETWORKS)
+    engines = {name: TorchEngine(specs[name], model, device=device) for name in names}
     return engines, model.config
 
 
@@ -108,15 +160,6 @@ def tensorrt_engine_class():
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _network_names(networks: Sequence[str] | None) -> list[str]:
-    if networks is None:
-        return list(NETWORKS)
-    unknown = [n for n in networks if n not in NETWORKS]
-    if unknown:
-        raise ToolkitError(f"unknown network(s) {unknown}; the networks are {', '.join(NETWORKS)}")
-    return [n for n in NETWORKS if n in networks]
 
 
 def _load_manifest_model(bundle: Bundle):

@@ -1,4 +1,4 @@
-"""TensorRT engine: a serialized plan run on torch CUDA tensors without copies.
+"""TensorRT engine: a serialized plan run on torch CUDA buffers.
 
 Per call: the input shapes are checked against the engine's optimization profile (before the
 GPU is touched), set on the execution context (``set_input_shape``), the torch tensors' device
@@ -7,8 +7,8 @@ CUDA stream (``execute_async_v3``), so results are ordered with later torch work
 without a synchronisation. With ``cuda_graph=True`` the enqueue is captured once per input
 shape into a CUDA graph and replayed (inputs are copied into the graph's static buffers).
 
-Outputs are float32 torch tensors on the device of the inputs (the GPU for CUDA inputs; CPU
-inputs are copied to the GPU and their outputs back, as the ONNX Runtime engine does).
+numpy arrays cross the interface like every engine's: inputs are copied to the GPU and the
+float32 outputs back.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engines.base import Engine
@@ -185,18 +186,16 @@ class TensorRTEngine(Engine):
             raise RuntimeError(f"TensorRT execution of {self.spec.name} failed (see the TensorRT log above)")
         return outputs
 
-    def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # Outputs go where the inputs came from, like the other backends: CUDA tensors stay on
-        # the GPU (no copy); CPU callers get CPU tensors back.
-        home = next(iter(inputs.values())).device
+    def _run(self, inputs) -> dict:
+        # numpy in and out, like every engine: host arrays are copied to the GPU and back.
         with torch.cuda.device(self.device):
-            feeds = {n: self._bind_input(n, inputs[n]) for n in self.spec.input_names}
+            feeds = {n: self._bind_input(n, torch.from_numpy(np.ascontiguousarray(inputs[n]))) for n in self.spec.input_names}
             if self.cuda_graph:
                 # The graph's output buffers are overwritten by the next replay: hand out copies.
                 outputs = {n: o.clone() for n, o in self._run_graph(feeds).items()}
             else:
                 outputs = self._enqueue(feeds, torch.cuda.current_stream(self.device))
-            return {n: o.to(device=home, dtype=torch.float32) for n, o in outputs.items()}
+            return {n: o.to(device="cpu", dtype=torch.float32).numpy() for n, o in outputs.items()}
 
     def _run_graph(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Replay the CUDA graph of these input shapes, capturing it first if needed."""

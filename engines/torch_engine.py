@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,9 +20,8 @@ class TorchEngine(Engine):
     """Runs ``export.networks.build_network(spec.name, model)`` eagerly.
 
     This is the reference every other backend is compared with: the module is exactly what the
-    ONNX exporter traces. Inputs move to ``device`` (and to fp16 under ``precision="fp16"``);
-    outputs come back float32 on the device of the first input, so the caller's tensors never
-    change device behind its back. ``precision="fp16"`` converts the model's network in place
+    ONNX exporter traces. numpy inputs move to ``device`` (and to fp16 under
+    ``precision="fp16"``); outputs come back as float32 numpy arrays. ``precision="fp16"`` converts the model's network in place
     (networks sharing a module, the VAE's encoder and decoder, then both run in fp16).
     """
 
@@ -48,13 +48,15 @@ class TorchEngine(Engine):
         # The wrapped networks belong to the model; only this engine's reference goes.
         self.module = None
 
-    def _run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        home = next(iter(inputs.values())).device
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [self._to_device(inputs[name]) for name in self.spec.input_names]
-        with torch.no_grad():  # not inference_mode: callers may update outputs in place
+        with torch.no_grad():
             out = self.module(*args)
-        return {self.spec.output_names[0]: out.to(home, torch.float32)}
+        return {self.spec.output_names[0]: out.to("cpu", torch.float32).numpy()}
 
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        # Strides are kept: PyTorch picks its convolution kernels by memory layout, and the
+        # callers' layouts are diffusers' (the VAE view is a transposed view, as in diffusers).
+        t = torch.from_numpy(a if a.flags.writeable else a.copy(order="K"))
         dtype = self.dtype if t.is_floating_point() else t.dtype
         return t.to(self.device, dtype)

@@ -15,11 +15,14 @@ from pathlib import Path
 
 from export.atomic import write_json_atomic
 from export.errors import BundleError
-from export.specs import NETWORKS, ModelConfig, NetworkSpec, TensorSpec
+from export.specs import NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, TensorSpec
 
 MANIFEST = "manifest.json"
 FORMAT = "sfv-bundle"
-FORMAT_VERSION = 1
+# 2: per-network graph ``variants`` keyed by precision, the ``clip_preprocess`` graph, and the
+# generation defaults in ``model.config``. A version-1 reader would misread all three.
+FORMAT_VERSION = 2
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -74,7 +77,23 @@ class Bundle:
 
     @property
     def networks(self) -> list[str]:
-        return [n for n in NETWORKS if n in self.manifest["networks"]]
+        """The networks this bundle holds, pre-processing graphs first, then pipeline order."""
+        return [n for n in PREPROCESS_NETWORKS + NETWORKS if n in self.manifest["networks"]]
+
+    def precisions(self, network: str) -> list[str]:
+        """The graph variants of ``network`` (e.g. ``["fp32", "int8"]``)."""
+        return [p for p in PRECISIONS if p in self.entry(network).get("variants", {})]
+
+    def variant(self, network: str, precision: str = "fp32") -> dict:
+        """The manifest entry of one graph variant: ``file``, ``sha256``, ``validation``, ..."""
+        variants = self.entry(network).get("variants") or {}
+        if precision not in variants:
+            have = ", ".join(variants) or "none"
+            raise BundleError(
+                f"bundle {self.root} has no {precision} graph for {network!r} (it has {have}); "
+                f"export it with `python -m export.onnx --out {self.root} --precision {precision}`"
+            )
+        return variants[precision]
 
     def entry(self, network: str) -> dict:
         try:
@@ -101,20 +120,18 @@ class Bundle:
             fp32_op_types=base.fp32_op_types,
         )
 
-    def path(self, network: str, key: str = "file") -> Path:
-        """Absolute path of a network's file, checked to exist."""
-        entry = self.entry(network)
-        if key not in entry or entry[key] is None:
-            raise BundleError(f"bundle {self.root}: network {network!r} has no {key!r}")
-        p = self.root / entry[key]
+    def path(self, network: str, precision: str = "fp32") -> Path:
+        """Absolute path of a network's graph variant, checked to exist."""
+        name = self.variant(network, precision)["file"]
+        p = self.root / name
         if not p.is_file():
-            raise BundleError(f"bundle {self.root}: {entry[key]} (network {network!r}) is missing; re-export the bundle")
+            raise BundleError(f"bundle {self.root}: {name} (network {network!r}, {precision}) is missing; re-export the bundle")
         return p
 
-    def verify(self, network: str) -> None:
-        """Check the network's ONNX file against the sha256 recorded in the manifest."""
-        p = self.path(network)
-        want = self.entry(network).get("sha256")
+    def verify(self, network: str, precision: str = "fp32") -> None:
+        """Check a graph variant's ONNX file against the sha256 recorded in the manifest."""
+        p = self.path(network, precision)
+        want = self.variant(network, precision).get("sha256")
         if want and sha256_file(p) != want:
             raise BundleError(f"{p} does not match the sha256 in the manifest (changed or corrupt); re-export the bundle")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -25,3 +26,16 @@ def run_cli(main):
             return 130
 
     return wrapper
+
+
+@contextlib.contextmanager
+def quiet_logging(quiet: bool):
+    """Within a CLI run: only warnings and errors when ``quiet``; the level is restored afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    if quiet:
+        root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

@@ -33,3 +33,7 @@ class BackendUnavailableError(ToolkitError):
 
 class EngineCacheError(ToolkitError):
     """An engine was built for another TensorRT version, GPU, precision or profile."""
+
+
+class UnknownNetworkError(ToolkitError):
+    """A network name that the toolkit does not know."""

@@ -292,6 +292,11 @@ def _image_processor_class():
     return transformers.CLIPImageProcessor
 
 
+def _source_name(model: str | os.PathLike) -> str:
+    """A built-in name as it is (``tiny``), a directory as its absolute path."""
+    return str(model) if str(model) in BUILTIN_MODELS else str(Path(model).resolve())
+
+
 def load_model(model: str | os.PathLike, unet: str | os.PathLike | None = None) -> SVDModel:
     """Load an SVD-family model directory (or a built-in name) with the diffusers/transformers classes.
 
@@ -328,6 +333,7 @@ def load_model(model: str | os.PathLike, unet: str | os.PathLike | None = None) 
         feature_extractor=feature_extractor,
         scheduler_config=scheduler_config,
         config=config,
-        source=str(model),
-        unet_source=str(unet_path) if unet else str(model),
+        # Absolute paths, so that a bundle's manifest names its sources from any working directory.
+        source=_source_name(model),
+        unet_source=str(unet_path.resolve()) if unet else _source_name(model),
     )

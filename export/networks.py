@@ -61,8 +61,35 @@ class VaeDecoderNet(nn.Module):
         return self.vae.decode(latent, num_frames=latent.shape[0]).sample
 
 
+class ClipPreprocessNet(nn.Module):
+    """CLIP's view of the image as diffusers' ``StableVideoDiffusionPipeline._encode_image`` computes it:
+    ``pixels`` uint8 ``[H, W, 3]`` -> ``pixel_values [1, 3, S, S]``.
+
+    Scale to [-1, 1] *before* the antialiased resize (to match the original implementation), back
+    to [0, 1], then ``(x - mean) / std``. diffusers' own resize is called, so this reference never
+    drifts from it; :mod:`export.preprocess_graph` is its ONNX lowering.
+    """
+
+    def __init__(self, size: int, mean, std):
+        super().__init__()
+        self.size = size
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+
+        x = (pixels.to(torch.float32) / 255.0).permute(2, 0, 1)[None]
+        x = _resize_with_antialiasing(x * 2.0 - 1.0, (self.size, self.size))
+        x = (x + 1.0) / 2.0
+        return (x - self.mean) / self.std
+
+
 def build_network(name: str, model) -> nn.Module:
     """The wrapper for network ``name`` around the loaded :class:`export.models.SVDModel`."""
+    if name == "clip_preprocess":
+        cfg = model.config
+        return ClipPreprocessNet(cfg.clip_image_size, cfg.image_mean, cfg.image_std).eval()
     if name == "image_encoder":
         return ImageEncoderNet(model.image_encoder).eval()
     if name == "vae_encoder":

@@ -40,11 +40,20 @@ from export.atomic import usual_permissions
 from export.bundle import MANIFEST, Bundle, new_manifest, sha256_file
 from export.cli import run_cli
 from export.cleanup import cleanup, load_lean, load_weights
-from export.errors import BundleError, ShapeError, ToolkitError
+from export.errors import BundleError, ShapeError, ToolkitError, UnknownNetworkError
 from export.fp16 import to_fp16
 from export.models import BUILTIN_MODELS, SVDModel, load_model
 from export.networks import build_network
-from export.specs import NETWORKS, ModelConfig, NetworkSpec, build_specs, check_resolution, expand_dims
+from export.specs import (
+    NETWORKS,
+    PREPROCESS_NETWORKS,
+    ModelConfig,
+    NetworkSpec,
+    build_specs,
+    check_network_names,
+    check_resolution,
+    expand_dims,
+)
 from export.validate import check, compare, reference_outputs
 
 log = logging.getLogger(__name__)
@@ -58,12 +67,9 @@ EXTERNAL_DATA_BYTES = 1_800_000_000
 # A UNet above this many parameters is "full size": export and validate at small latents.
 LARGE_UNET_PARAMS = 100_000_000
 # Which model component each network wraps (a component is freed once no network needs it).
-_COMPONENT = {"image_encoder": "image_encoder", "vae_encoder": "vae", "unet": "unet", "vae_decoder": "vae"}
+_COMPONENT = {"clip_preprocess": None, "image_encoder": "image_encoder", "vae_encoder": "vae", "unet": "unet", "vae_decoder": "vae"}
+ALL_NETWORKS = PREPROCESS_NETWORKS + NETWORKS
 _VERSIONED = ("torch", "onnx", "onnxruntime", "diffusers", "transformers", "polygraphy", "onnx_graphsurgeon")
-
-
-class UnknownNetworkError(ToolkitError):
-    """A network name that the specs do not define."""
 
 
 # --------------------------------------------------------------------------- shapes
@@ -152,7 +158,7 @@ def export_network(
     say=log.info,
     release: bool = False,
 ) -> tuple[dict, list[Path]]:
-    """Export, clean, convert and validate one network into directory ``stage``.
+    """Trace, clean up, (convert,) save and validate one network into directory ``stage``.
 
     Args:
         model: the loaded model; the network is wrapped with :func:`export.networks.build_network`.
@@ -161,8 +167,8 @@ def export_network(
             PyTorch weights are freed before its ONNX weights are read back.
 
     Returns:
-        the manifest entry and the files written in ``stage`` (the external data file first,
-        so that it is moved into the bundle first).
+        the manifest entry (with one graph variant) and the files written in ``stage`` (the
+        external data file first, so that it is moved into the bundle first).
     """
     t0 = time.perf_counter()
     net = build_network(name, model)
@@ -172,18 +178,59 @@ def export_network(
 
     # PyTorch references first: a full-size network is then no longer needed after tracing.
     refs = reference_outputs(net, spec, config, validate_dims)
-
     raw_dir = stage / f"{name}.raw"
-    raw_dir.mkdir()
-    inputs = spec.sample_inputs(expand_dims(dict(sample_dims), config))
+    _trace(net, spec, spec.sample_inputs(expand_dims(dict(sample_dims), config), config), raw_dir / f"{name}.onnx", opset)
+    t_export = time.perf_counter() - t0
+    del net
+    if release:
+        setattr(model, _COMPONENT[name], None)
+    _free_memory()
+
+    graph, raw_nodes = _clean(raw_dir / f"{name}.onnx")
+    fp32_ops: list[str] = []
+    if fp16:
+        graph, fp32_ops = to_fp16(graph, spec.fp32_op_types)
+    precision = "fp16" if fp16 else "fp32"
+    variant, files = _save(graph, stage / f"{name}.onnx", large)
+    del graph
+    _free_memory()
+    say(f"{name}: exported in {time.perf_counter() - t0:.1f} s (trace {t_export:.1f} s), "
+        f"{raw_nodes} -> {variant['nodes']} nodes after clean-up, {_human(variant['bytes'])}")
+    variant.update(fp32_ops=fp32_ops, validation=_validate(files[-1], spec, refs, precision, say))
+    entry = {**spec.to_json(), "parameters": params, "sample_dims": dict(sample_dims), "variants": {precision: variant}}
+    return entry, files
+
+
+def export_preprocess(name: str, model: SVDModel, spec: NetworkSpec, config: ModelConfig, stage: Path,
+                      opset: int = DEFAULT_OPSET, validate: bool = True, say=log.info) -> tuple[dict, list[Path]]:
+    """Build a pre-processing graph (``clip_preprocess``) and validate it against its PyTorch reference.
+
+    Validated at image sizes from 2x3 pixels to larger than 576x1024, up- and downscaling.
+    """
+    from export.preprocess_graph import build_clip_preprocess
+
+    graph = build_clip_preprocess(spec, config, opset=max(opset, 11))
+    variant, files = _save(graph, stage / f"{name}.onnx", large=False)
+    sizes = [(2, 3), (64, 48), (320, 240), (576, 1024), (1200, 700)] if validate else []
+    refs = reference_outputs(build_network(name, model), spec, config, [{"image_height": h, "image_width": w} for h, w in sizes])
+    variant.update(fp32_ops=[], validation=_validate(files[-1], spec, refs, "fp32", say))
+    return {**spec.to_json(), "parameters": 0, "variants": {"fp32": variant}}, files
+
+
+# --------------------------------------------------------------------------- steps of one export
+
+
+def _trace(net: torch.nn.Module, spec: NetworkSpec, inputs: Mapping, path: Path, opset: int) -> None:
+    """``torch.onnx.export`` (TorchScript) of ``net`` at ``inputs`` with the spec's names and dynamic axes."""
+    path.parent.mkdir()
     with torch.no_grad(), warnings.catch_warnings():
         # Tracer warnings about Python ints from shapes are expected: the dynamic axes were
         # checked by validating at other shapes, which is what matters.
         warnings.simplefilter("ignore")
         torch.onnx.export(
             net,
-            tuple(inputs[n] for n in spec.input_names),
-            str(raw_dir / f"{name}.onnx"),
+            tuple(torch.from_numpy(inputs[n]) for n in spec.input_names),
+            str(path),
             input_names=spec.input_names,
             output_names=spec.output_names,
             dynamic_axes=spec.dynamic_axes(),
@@ -191,81 +238,59 @@ def export_network(
             do_constant_folding=True,
             dynamo=False,
         )
-    t_export = time.perf_counter() - t0
-    del net, inputs
-    if release:
-        setattr(model, _COMPONENT[name], None)
-    _free_memory()
 
-    # Above 2 GB the exporter wrote one external file per weight: clean up with the large
-    # weights left on disk, then read them once to write a single <network>.onnx.data.
-    graph = load_lean(raw_dir / f"{name}.onnx")
+
+def _clean(raw: Path) -> tuple[onnx.ModelProto, int]:
+    """Constant folding and shape inference, weights read back once; the raw directory goes.
+
+    Above 2 GB the exporter wrote one external file per weight: the clean-up runs with the large
+    weights left on disk, then reads them once (the save writes a single ``.onnx.data``).
+    """
+    graph = load_lean(raw)
     raw_nodes = len(graph.graph.node)
-    graph = cleanup(graph, external_data_dir=raw_dir)
-    load_weights(graph, raw_dir)
-    shutil.rmtree(raw_dir)
-    fp32_ops: list[str] = []
-    if fp16:
-        graph, fp32_ops = to_fp16(graph, spec.fp32_op_types)
+    graph = cleanup(graph, external_data_dir=raw.parent)
+    load_weights(graph, raw.parent)
+    shutil.rmtree(raw.parent)
+    return graph, raw_nodes
+
+
+def _save(graph: onnx.ModelProto, path: Path, large: bool) -> tuple[dict, list[Path]]:
+    """Write ``graph`` to ``path`` (weights to ``<name>.data`` when ``large``); return its variant entry."""
+    data_name = f"{path.name}.data" if large else None
     nodes = len(graph.graph.node)
+    onnx.save_model(graph, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
+                    location=data_name, size_threshold=1024)
+    files = ([path.parent / data_name] if data_name else []) + [path]
+    entry = {"file": path.name, "external_data": data_name, "sha256": sha256_file(path),
+             "bytes": sum(f.stat().st_size for f in files), "nodes": nodes}
+    return entry, files
 
-    path = stage / f"{name}.onnx"
-    data_name = f"{name}.onnx.data" if large else None
-    onnx.save_model(
-        graph,
-        str(path),
-        save_as_external_data=large,
-        all_tensors_to_one_file=True,
-        location=data_name,
-        size_threshold=1024,
-    )
-    del graph
-    _free_memory()
-    files = ([stage / data_name] if data_name else []) + [path]
-    size = sum(f.stat().st_size for f in files)
-    say(f"{name}: exported in {time.perf_counter() - t0:.1f} s (trace {t_export:.1f} s), "
-        f"{raw_nodes} -> {nodes} nodes after clean-up, {_human(size)}")
 
-    precision = "fp16" if fp16 else "fp32"
-    atol = spec.atol_fp16 if fp16 else spec.atol
+def _validate(path: Path, spec: NetworkSpec, refs, precision: str, say) -> list[dict]:
+    """ONNX Runtime vs the PyTorch references; raise :class:`ValidationError` past the tolerance."""
+    atol = spec.atol_fp16 if precision == "fp16" else spec.atol
     t1 = time.perf_counter()
     results = compare(path, spec, refs, atol)
     for r in results:
-        say(f"{name}: {precision} vs torch at {r['dims']}: max_abs {r['max_abs']:.3g}, max_rel {r['max_rel']:.3g} "
+        say(f"{spec.name}: {precision} vs torch at {r['dims']}: max_abs {r['max_abs']:.3g}, max_rel {r['max_rel']:.3g} "
             f"(atol {atol:g}) {'ok' if r['passed'] else 'FAILED'}")
     check(spec, results, precision)
     if results:
-        say(f"{name}: validated at {len(results)} shapes in {time.perf_counter() - t1:.1f} s")
-
-    entry = {
-        "file": path.name,
-        "external_data": data_name,
-        "sha256": sha256_file(path),
-        "bytes": size,
-        "precision": precision,
-        "fp32_ops": fp32_ops,
-        **spec.to_json(),
-        "validation": results,
-        "nodes": nodes,
-        "parameters": params,
-        "sample_dims": dict(sample_dims),
-    }
-    return entry, files
+        say(f"{spec.name}: validated at {len(results)} shapes in {time.perf_counter() - t1:.1f} s")
+    return results
 
 
 # --------------------------------------------------------------------------- the bundle
 
 
 def _check_networks(networks: Iterable[str] | None) -> list[str]:
+    """The networks to export in bundle order (default: the pre-processing graph and all four)."""
     if networks is None:
-        return list(NETWORKS)
+        return list(ALL_NETWORKS)
     networks = list(networks)
-    unknown = [n for n in networks if n not in NETWORKS]
-    if unknown:
-        raise UnknownNetworkError(f"unknown network {', '.join(map(repr, unknown))}; choose from {', '.join(NETWORKS)}")
     if not networks:
-        raise UnknownNetworkError(f"no network to export; choose from {', '.join(NETWORKS)}")
-    return [n for n in NETWORKS if n in networks]  # pipeline order, duplicates dropped
+        raise UnknownNetworkError(f"no network to export; choose from {', '.join(ALL_NETWORKS)}")
+    return check_network_names(networks, ALL_NETWORKS)
 
 
 def _prepare_out(out: Path) -> None:
@@ -376,6 +401,11 @@ def export_bundle(
         entries, staged = {}, []
         for i, name in enumerate(names):
             say(f"[{i + 1}/{len(names)}] {name}")
+            if name in PREPROCESS_NETWORKS:
+                entries[name], files = export_preprocess(name, model, specs[name], config, stage, opset,
+                                                         validate=bool(check_list), say=say)
+                staged += files
+                continue
             component = _COMPONENT[name]
             # A model loaded here frees each component (the 6 GB UNet) once no later network needs it.
             last_use = owned and component not in {_COMPONENT[n] for n in names[i + 1 :]}
@@ -398,13 +428,14 @@ def export_bundle(
             usual_permissions(f)  # staged files are private (mkdtemp); the bundle is not
             os.replace(f, out / f.name)
         for name in names:
-            stale = out / f"{name}.onnx.data"
-            if entries[name]["external_data"] is None and stale.exists():
-                stale.unlink()
+            for variant in entries[name]["variants"].values():
+                stale = out / f"{variant['file']}.data"
+                if variant["external_data"] is None and stale.exists():
+                    stale.unlink()
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
-    manifest["networks"] = {n: ({**kept, **entries})[n] for n in NETWORKS if n in kept or n in entries}
+    manifest["networks"] = {n: ({**kept, **entries})[n] for n in ALL_NETWORKS if n in kept or n in entries}
     manifest["engines"] = engines
     bundle = Bundle(root=out, manifest=manifest)
     bundle.save()
@@ -439,7 +470,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write (created if missing)")
     p.add_argument("--unet", metavar="DIR", help="UNet directory replacing the model's, e.g. a distilled SF-V UNet")
     p.add_argument("--networks", nargs="+", metavar="NAME",
-                   help=f"networks to export (default: all): {', '.join(NETWORKS)}")
+                   help=f"networks to export (default: all): {', '.join(ALL_NETWORKS)}")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     p.add_argument("--fp16", action="store_true",
                    help="convert weights/activations to fp16; fragile ops (VAE norms) stay fp32 (listed in the manifest)")

@@ -17,13 +17,17 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-import torch
+import numpy as np
 
 from export.errors import ShapeError
 
+# The four neural networks of SVD, in pipeline order.
 NETWORKS = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
-SYMBOLS = ("batch", "frames", "height", "width", "latent_height", "latent_width")
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
+# Small graphs that hold the runtime's pre-processing numerics, so that every runtime (Python,
+# C++) computes them identically: CLIP's antialiased resize and normalisation.
+PREPROCESS_NETWORKS = ("clip_preprocess",)
+SYMBOLS = ("batch", "frames", "height", "width", "latent_height", "latent_width", "image_height", "image_width")
+_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "uint8": np.uint8}
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,13 @@ class ModelConfig:
     sigma_min: float = 0.002  # EDM schedule range from the scheduler config
     sigma_max: float = 700.0
     prediction_type: str = "v_prediction"
+    # Generation defaults (diffusers' StableVideoDiffusionPipeline.__call__): the one place they live.
+    steps: int = 25  # Euler steps (SF-V: 1)
+    min_guidance: float = 1.0  # CFG weight of the first frame
+    max_guidance: float = 3.0  # CFG weight of the last frame (<= 1 turns CFG off)
+    fps: int = 7  # frame rate; the UNet is conditioned on fps - 1
+    motion_bucket_id: int = 127  # motion conditioning
+    noise_aug_strength: float = 0.02  # noise added to the conditioning image
 
     @property
     def pixel_multiple(self) -> int:
@@ -136,7 +147,7 @@ class NetworkSpec:
 
     # ------------------------------------------------------------------ checking
 
-    def check_inputs(self, inputs: Mapping[str, torch.Tensor], precision: str = "fp32") -> dict[str, int]:
+    def check_inputs(self, inputs: Mapping[str, np.ndarray], precision: str = "fp32") -> dict[str, int]:
         """Check names, dtypes, ranks and symbolic dims; return the bound symbol values.
 
         The one place where engine inputs are checked. A symbol used twice must bind the same
@@ -152,15 +163,10 @@ class NetworkSpec:
         bound: dict[str, int] = {}
         for t in self.inputs:
             value = inputs[t.name]
-            if not isinstance(value, torch.Tensor):
-                raise ShapeError(f"{self.name}.{t.name}: expected a torch.Tensor, got {type(value).__name__}")
-            want = _DTYPES[t.dtype]
-            if want.is_floating_point and precision == "fp16":
-                ok = value.dtype in (torch.float16, torch.float32)
-            else:
-                ok = value.dtype == want
-            if not ok:
-                raise ShapeError(f"{self.name}.{t.name}: dtype {value.dtype}, expected {want}")
+            if not isinstance(value, np.ndarray):
+                raise ShapeError(f"{self.name}.{t.name}: expected a numpy array, got {type(value).__name__}")
+            if value.dtype != _DTYPES[t.dtype]:
+                raise ShapeError(f"{self.name}.{t.name}: dtype {value.dtype}, expected {t.dtype}")
             if value.ndim != len(t.shape):
                 raise ShapeError(
                     f"{self.name}.{t.name}: rank {value.ndim} (shape {list(value.shape)}), "
@@ -184,22 +190,28 @@ class NetworkSpec:
 
     # ------------------------------------------------------------------ samples and profiles
 
-    def sample_inputs(self, dims: Mapping[str, int], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Random inputs at ``dims`` (symbol -> size) with realistic value ranges."""
-        g = generator or torch.Generator().manual_seed(0)
+    def sample_inputs(self, dims: Mapping[str, int], config: "ModelConfig", seed: int = 0) -> dict[str, np.ndarray]:
+        """Random numpy inputs at ``dims`` (symbol -> size) with the value ranges the pipeline feeds.
+
+        ``timestep`` is ``c_noise = 0.25 ln sigma`` over the model's sigma range; ``added_time_ids``
+        are the model's default conditioning; ``image`` is in [-1, 1]; uint8 inputs are pixels.
+        """
+        rng = np.random.default_rng(seed)
         out = {}
         for t in self.inputs:
             shape = t.resolve(dims)
             if t.name == "timestep":
-                # c_noise = 0.25 * log(sigma) for sigma in [0.002, 700]
-                out[t.name] = 0.25 * torch.empty(shape).uniform_(math.log(0.002), math.log(700.0), generator=g)
+                low, high = math.log(config.sigma_min), math.log(config.sigma_max)
+                out[t.name] = (0.25 * rng.uniform(low, high, shape)).astype(np.float32)
             elif t.name == "added_time_ids":
-                base = torch.tensor([6.0, 127.0, 0.02])[: shape[-1]]
-                out[t.name] = base.expand(shape).clone()
+                ids = [config.fps - 1, config.motion_bucket_id, config.noise_aug_strength][: shape[-1]]
+                out[t.name] = np.broadcast_to(np.asarray(ids, np.float32), shape).copy()
             elif t.name == "image":
-                out[t.name] = torch.rand(shape, generator=g) * 2 - 1
+                out[t.name] = rng.uniform(-1, 1, shape).astype(np.float32)
+            elif t.dtype == "uint8":
+                out[t.name] = rng.integers(0, 256, shape, dtype=np.uint8)
             else:
-                out[t.name] = torch.randn(shape, generator=g)
+                out[t.name] = rng.standard_normal(shape, dtype=np.float32)
         return out
 
     def profile(self, config: ModelConfig, ranges: Mapping[str, tuple[int, int, int]]) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -250,10 +262,32 @@ def check_resolution(config: ModelConfig, height: int, width: int) -> None:
         )
 
 
+def check_network_names(names, known=NETWORKS) -> list[str]:
+    """``names`` in pipeline order, or :class:`UnknownNetworkError` naming the known ones."""
+    from export.errors import UnknownNetworkError
+
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UnknownNetworkError(f"unknown network(s) {', '.join(map(repr, unknown))}; the networks are {', '.join(known)}")
+    return [n for n in known if n in names]
+
+
 def build_specs(config: ModelConfig) -> dict[str, NetworkSpec]:
-    """The four network specs for a model config, keyed by network name (in pipeline order)."""
+    """Every network spec for a model config, keyed by network name (in pipeline order)."""
     c, lat, emb, clip = config.unet_in_channels, config.latent_channels, config.embed_dim, config.clip_image_size
     return {
+        # CLIP's view of the conditioning image: RGB8 pixels of any size -> the encoder's input,
+        # with diffusers' antialiased resize (Gaussian blur + bicubic) and CLIP normalisation.
+        "clip_preprocess": NetworkSpec(
+            name="clip_preprocess",
+            inputs=(TensorSpec("pixels", "uint8", ("image_height", "image_width", 3)),),
+            outputs=(TensorSpec("pixel_values", "float32", (1, 3, clip, clip)),),
+            # ONNX Runtime's bicubic resize rounds differently from PyTorch's: measured <= 9e-5
+            # from 2x2 to 1000x300 images (values span about [-2, 2]).
+            atol=2e-4,
+            atol_fp16=2e-4,
+            profile_symbols=(),
+        ),
         # CLIP image encoder: normalised 224x224 pixels -> projected image embedding.
         "image_encoder": NetworkSpec(
             name="image_encoder",

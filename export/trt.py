@@ -71,7 +71,7 @@ def onnx_digest(bundle: Bundle, network: str) -> str:
     the same graph leaves the ``.onnx`` unchanged.
     """
     bundle.verify(network)
-    entry = bundle.entry(network)
+    entry = bundle.variant(network)
     digest = entry.get("sha256") or sha256_file(bundle.path(network))
     data = entry.get("external_data")
     if data:
@@ -175,7 +175,7 @@ def build_engines(
     """Build (or reuse) the engines of ``networks``; return ``{network: "built" | "reused"}``."""
     machine = machine or detect_machine()
     result = {}
-    for network in networks or bundle.networks:
+    for network in networks or [n for n in bundle.networks if n in NETWORKS]:  # not the pre-processing graphs
         job = plan_job(bundle, network, ranges, options, machine)
         if job.decision.reuse:
             log.info("%s: reusing %s (%s)", network, job.plan_file, job.decision.reason)
@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if exists:
         bundle = Bundle.load(root)
         ranges = resolve_ranges(bundle.config, _overrides(args))
-        networks = _check_networks(bundle.networks, args.networks, root)
+        networks = _check_networks([n for n in bundle.networks if n in NETWORKS], args.networks, root)
         if args.model is not None:
             log.info("%s already holds a bundle: building from it, not re-exporting --model (re-export with python -m export.onnx)", root)
     elif args.model is None:
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bundle = export_bundle(model, root, networks=args.networks, opset=args.opset)
         del model
         gc.collect()
-        networks = _check_networks(bundle.networks, args.networks, root)
+        networks = _check_networks([n for n in bundle.networks if n in NETWORKS], args.networks, root)
 
     # 4. Build or reuse.
     result = build_engines(bundle, networks, ranges, options, machine)

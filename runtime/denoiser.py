@@ -3,34 +3,49 @@
 ``D(x; sigma) = c_skip(sigma) * x + c_out(sigma) * F(c_in(sigma) * x; c_noise(sigma), cond)``
 (Karras et al. 2022, Eq. 7; SF-V paper Eq. 6) with SVD's v-prediction scalings, sigma_data = 1:
 ``c_skip = 1/(s^2+1)``, ``c_out = -s/sqrt(s^2+1)``, ``c_in = 1/sqrt(s^2+1)``, ``c_noise = 0.25 ln s``.
+
+The scalings are operator arithmetic on float32 values, shared by the runtime (numpy) and
+training (torch tensors); the C++ runtime repeats the same operations in the same order.
 """
 
 from __future__ import annotations
 
 import time
 
-import torch
+import numpy as np
 
 from engines.base import Engine
+from runtime.sampling import sqrt
 
 
-def c_noise(sigma: torch.Tensor) -> torch.Tensor:
-    """The UNet's time input for noise level ``sigma``: ``0.25 ln sigma``."""
-    return 0.25 * torch.log(sigma)
+def c_noise(sigma):
+    """The UNet's time input for noise level ``sigma``: ``0.25 ln sigma``, in float64, rounded to float32.
+
+    float64 then one rounding makes the value portable (any libm gives the same float32);
+    float32 logarithms differ between libraries in the last bit.
+    """
+    if hasattr(sigma, "double"):  # torch
+        return (0.25 * sigma.double().log()).float()
+    return (0.25 * np.log(np.asarray(sigma, dtype=np.float64))).astype(np.float32)
 
 
-def scale_input(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def scale_input(x, sigma):
     """``c_in * x = x / sqrt(sigma^2 + 1)``: the UNet's noisy-latent input."""
-    return x / (sigma**2 + 1) ** 0.5
+    return x / sqrt(sigma * sigma + 1)
 
 
-def denoised_from_output(F: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def denoised_from_output(F, x, sigma):
     """``x0_hat = c_out * F + c_skip * x`` with ``c_out = -sigma / sqrt(sigma^2+1)``, ``c_skip = 1 / (sigma^2+1)``.
 
     Written with divisions in diffusers' order: at sigma = 700 the Euler step subtracts numbers
     of size 700, so a different rounding here would show at 1e-4 in one-step outputs.
     """
-    return F * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
+    return F * (-sigma / sqrt(sigma * sigma + 1)) + x / (sigma * sigma + 1)
+
+
+def guide(F_uncond, F_cond, weights):
+    """Classifier-free guidance per frame: ``F_u + w_f * (F_c - F_u)``; ``weights [1, F, 1, 1, 1]``."""
+    return F_uncond + weights * (F_cond - F_uncond)
 
 
 class SVDDenoiser:
@@ -38,36 +53,29 @@ class SVDDenoiser:
 
     The conditioning is batched once here. With guidance, the batch is doubled as
     ``[unconditional, conditional]`` with zero image embedding and zero image latent for the
-    unconditional half (SVD's convention), and the raw outputs are combined per frame,
-    ``F = F_u + w_f * (F_c - F_u)``, before the preconditioning.
+    unconditional half (SVD's convention), and the raw outputs are combined per frame with
+    :func:`guide` before the preconditioning.
 
     Args:
         unet: engine with the UNet spec (``sample [B, F, 8, h, w]``, ``timestep [B]``,
             ``encoder_hidden_states [B, 1, D]``, ``added_time_ids [B, 3]`` -> ``noise_pred``).
-        image_embeds: CLIP embedding ``[1, D]``.
+        image_embeds: CLIP embedding ``[1, D]`` float32.
         image_latent: VAE latent of the noise-augmented image ``[1, C, h, w]`` (unscaled).
         time_ids: ``[1, 3]`` added time ids.
         num_frames: F.
         guidance: per-frame weights ``[F]``, or ``None`` for no guidance (batch 1).
     """
 
-    def __init__(
-        self,
-        unet: Engine,
-        image_embeds: torch.Tensor,
-        image_latent: torch.Tensor,
-        time_ids: torch.Tensor,
-        num_frames: int,
-        guidance: torch.Tensor | None = None,
-    ):
+    def __init__(self, unet: Engine, image_embeds: np.ndarray, image_latent: np.ndarray, time_ids: np.ndarray,
+                 num_frames: int, guidance: np.ndarray | None = None):
         self.unet = unet
-        embeds = image_embeds.unsqueeze(1)  # [1, 1, D]
-        latent = image_latent.unsqueeze(1).repeat(1, num_frames, 1, 1, 1)  # [1, F, C, h, w]
+        embeds = image_embeds[:, None]  # [1, 1, D]
+        latent = np.repeat(image_latent[:, None], num_frames, axis=1)  # [1, F, C, h, w]
         if guidance is not None:
-            embeds = torch.cat([torch.zeros_like(embeds), embeds])
-            latent = torch.cat([torch.zeros_like(latent), latent])
-            time_ids = torch.cat([time_ids, time_ids])
-            guidance = guidance.view(1, -1, 1, 1, 1)  # one weight per frame
+            embeds = np.concatenate([np.zeros_like(embeds), embeds])
+            latent = np.concatenate([np.zeros_like(latent), latent])
+            time_ids = np.concatenate([time_ids, time_ids])
+            guidance = guidance.reshape(1, -1, 1, 1, 1).astype(np.float32)  # one weight per frame
         self.encoder_hidden_states = embeds
         self.image_latents = latent
         self.added_time_ids = time_ids
@@ -76,14 +84,14 @@ class SVDDenoiser:
         self.unet_seconds = 0.0
         self.unet_calls = 0
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """``x [1, F, C, h, w]`` at noise level ``sigma`` (0-d) -> ``x0_hat [1, F, C, h, w]``."""
-        x_in = scale_input(torch.cat([x] * self.batch), sigma)
+    def __call__(self, x: np.ndarray, sigma: np.float32) -> np.ndarray:
+        """``x [1, F, C, h, w]`` at noise level ``sigma`` (float32) -> ``x0_hat [1, F, C, h, w]``."""
+        x_in = scale_input(np.concatenate([x] * self.batch), sigma)
         start = time.perf_counter()
         F = self.unet.run(
             {
-                "sample": torch.cat([x_in, self.image_latents], dim=2),
-                "timestep": c_noise(sigma).expand(self.batch).contiguous(),
+                "sample": np.concatenate([x_in, self.image_latents], axis=2),
+                "timestep": np.full(self.batch, c_noise(sigma), dtype=np.float32),
                 "encoder_hidden_states": self.encoder_hidden_states,
                 "added_time_ids": self.added_time_ids,
             }
@@ -91,6 +99,6 @@ class SVDDenoiser:
         self.unet_seconds += time.perf_counter() - start
         self.unet_calls += 1
         if self.guidance is not None:
-            F_uncond, F_cond = F.chunk(2)
-            F = F_uncond + self.guidance * (F_cond - F_uncond)
+            F_uncond, F_cond = F[:1], F[1:]
+            F = guide(F_uncond, F_cond, self.guidance)
         return denoised_from_output(F, x, sigma)

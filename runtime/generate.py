@@ -1,9 +1,5 @@
 """``python -m runtime.generate``: one image in, one clip out.
 
-    python -m runtime.generate --bundle B --image in.png --out clip.mp4 --backend onnxruntime
-    python -m runtime.generate --model tiny --image in.png --out frames/ --steps 1 --max-guidance 1
-    python -m runtime.generate --bundle B --image in.png --out clip.npy --backend tensorrt --frames 14
-
 Everything is checked before the engines load (the image, the output path's kind, the sizes),
 and the clip is written atomically, so a failed run leaves nothing at ``--out``.
 """
@@ -14,45 +10,63 @@ import argparse
 import logging
 import sys
 
-from export.cli import run_cli
-from export.specs import check_resolution
+from export.cli import quiet_logging, run_cli
 from runtime.errors import InputError
+from runtime.options import add_arguments, from_arguments
+from runtime.pipeline import STAGES
 
 log = logging.getLogger(__name__)
 
-STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder")
+EXAMPLES = """examples:
+  # SVD: 25 Euler steps with guidance 1 -> 3 (the model's defaults), ONNX Runtime on the CPU
+  python -m runtime.generate --bundle bundle --image examples/sample.png --out svd.mp4
+  # SF-V: one step, no guidance (a bundle exported with an SF-V UNet)
+  python -m runtime.generate --bundle bundle --image examples/sample.png --out sfv.mp4 --steps 1 --max-guidance 1
+  # int8 UNet graph where the bundle has one; TensorRT engines on an NVIDIA GPU
+  python -m runtime.generate --bundle bundle --image in.png --out clip.gif --precision int8
+  python -m runtime.generate --bundle bundle --image in.png --out frames/ --backend tensorrt
+  # the same random numbers in two runtimes (e.g. this one and the C++ sfv-generate)
+  python -m runtime.generate --bundle bundle --image in.png --out a.npy --generator splitmix --save-noise noise.npz
+  python -m runtime.generate --bundle bundle --image in.png --out b.npy --noise noise.npz
+
+The built-in `tiny` model has random weights: its clips are coloured noise, which is expected.
+Options left out take the model's defaults from the bundle's manifest."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.generate", description="Generate a video clip from one image with an exported bundle or a model directory.")
+    p = argparse.ArgumentParser(prog="python -m runtime.generate", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Generate a video clip from one image with an exported bundle (or a model directory).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--bundle", help="exported bundle directory (manifest.json + graphs/engines)")
-    src.add_argument("--model", help="run the torch backend straight from a diffusers SVD directory or 'tiny'")
+    src.add_argument("--model", help="run the PyTorch modules straight from a diffusers SVD directory or 'tiny' (needs torch)")
     p.add_argument("--unet", help="with --model: a UNet directory replacing the model's (e.g. an SF-V generator)")
     p.add_argument("--image", required=True, help="conditioning image (PNG, JPEG, WebP, ...)")
     p.add_argument("--out", required=True, help="clip.mp4 | clip.gif | clip.webp | clip.npy | a directory (PNG frames)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"),
-                   help="engines for --bundle (default onnxruntime); --model runs on torch")
+    p.add_argument("--backend", choices=("onnxruntime", "torch", "tensorrt"),
+                   help="engines for --bundle (default onnxruntime). torch runs the PyTorch modules of the model the "
+                        "bundle was exported from (its manifest's model.source) in fp32, not the bundle's graphs")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8", "fp8"),
+                   help="graph variant to run where the bundle has it, fp32 elsewhere (default fp32)")
     p.add_argument("--providers", help="ONNX Runtime execution providers, comma-separated: cpu (default), cuda, tensorrt")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads on the CPU")
-    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25; 1 with --max-guidance 1 is SF-V's one step)")
-    p.add_argument("--frames", type=int, help="frames to generate (default: the model's, 14 for SVD)")
-    p.add_argument("--height", type=int, help="pixels (default: the model's, 576 for SVD)")
-    p.add_argument("--width", type=int, help="pixels (default: the model's, 1024 for SVD)")
-    p.add_argument("--fps", type=int, default=7, help="frame rate of the file and the fps conditioning (default 7)")
-    p.add_argument("--motion-bucket-id", type=int, default=127, help="motion conditioning (default 127; higher moves more)")
-    p.add_argument("--noise-aug", type=float, default=0.02, help="noise added to the conditioning image (default 0.02)")
-    p.add_argument("--min-guidance", type=float, default=1.0, help="guidance weight of the first frame (default 1.0)")
-    p.add_argument("--max-guidance", type=float, default=3.0, help="guidance weight of the last frame (default 3.0; <= 1 turns CFG off)")
-    p.add_argument("--decode-chunk", type=int, help="frames per VAE decoder call (default: all frames)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the host noise generator (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads on the CPU (default: ONNX Runtime's choice)")
+    add_arguments(p)
+    p.add_argument("--noise", metavar="NPZ", help="explicit noise: an .npz with 'augmentation' [1,3,H,W] and 'latents' "
+                                                  "[1,F,C,h,w] (unit normal; overrides --seed/--generator)")
+    p.add_argument("--save-noise", metavar="NPZ", help="write the noise this run drew (for --noise elsewhere)")
+    p.add_argument("--save-latents", metavar="NPY", help="also write the final latents [1,F,C,h,w] float32")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only errors")
     return p
 
 
 @run_cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    with quiet_logging(args.quiet):
+        return _generate(args)
+
+
+def _generate(args) -> int:
     from runtime.video import output_kind, write_video
 
     # 1. Cheap checks first: nothing heavy loads before the inputs are known to be usable.
@@ -61,45 +75,51 @@ def main(argv=None) -> int:
     if args.model and args.backend not in (None, "torch"):
         raise InputError(f"--model runs on the torch backend; for --backend {args.backend} export a bundle and pass --bundle")
     output_kind(args.out)
+    options = from_arguments(args)
+    from runtime.noise import ExplicitNoise, RecordingNoise, noise_source, save_noise
     from runtime.pipeline import VideoPipeline
     from runtime.preprocess import load_image
 
     image = load_image(args.image)
+    noise = ExplicitNoise.load(args.noise) if args.noise else noise_source(options.generator, options.seed)
+    noise = RecordingNoise(noise)
 
     # 2. Engines.
     if args.model:
         pipe = VideoPipeline.from_model(args.model, unet=args.unet)
     else:
-        pipe = VideoPipeline.from_bundle(args.bundle, backend=args.backend or "onnxruntime", providers=args.providers, threads=args.threads)
+        pipe = VideoPipeline.from_bundle(args.bundle, backend=args.backend or "onnxruntime", precision=args.precision,
+                                         providers=args.providers, threads=args.threads)
+    options.resolve(pipe.config)  # sizes and ranges checked before the engines activate
 
-    # 3. Generate and write (sizes checked before the engines activate).
-    check_resolution(pipe.config, args.height or pipe.config.default_height, args.width or pipe.config.default_width)
+    # 3. Generate and write.
     with pipe:
-        result = pipe(
-            image,
-            num_frames=args.frames,
-            height=args.height,
-            width=args.width,
-            steps=args.steps,
-            min_guidance=args.min_guidance,
-            max_guidance=args.max_guidance,
-            fps=args.fps,
-            motion_bucket_id=args.motion_bucket_id,
-            noise_aug_strength=args.noise_aug,
-            decode_chunk_size=args.decode_chunk,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
-    path = write_video(result.frames, args.out, fps=args.fps)
-    print(f"wrote {path}: {len(result.frames)} frames {result.frames.shape[2]}x{result.frames.shape[1]} at {args.fps} fps")
-    print(format_timings(result.timings))
+        result = pipe(image, options, noise=noise, progress=not args.quiet)
+    path = write_video(result.frames, args.out, fps=result.options.fps)
+    if args.save_noise:
+        save_noise(args.save_noise, noise.drawn["augmentation"], noise.drawn["latents"])
+    if args.save_latents:
+        write_video_array(args.save_latents, result.latents)
+    if not args.quiet:
+        print(f"wrote {path}: {len(result.frames)} frames {result.frames.shape[2]}x{result.frames.shape[1]} at {result.options.fps} fps")
+        print(format_timings(result.timings))
     return 0
+
+
+def write_video_array(path, array) -> None:
+    """An ``.npy`` of any float array, atomically."""
+    import numpy as np
+
+    from export.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
 
 
 def format_timings(timings: dict) -> str:
     """One line: seconds per stage, the UNet's calls, and the total."""
-    parts = [f"{stage} {timings[stage]:.2f}s" for stage in STAGES if stage in timings]
-    parts[STAGES.index("unet")] += f" ({timings['unet_calls']} calls)"
+    parts = [f"{stage} {timings[stage]:.2f}s" + (f" ({timings['unet_calls']} calls)" if stage == "unet" else "")
+             for stage in STAGES if stage in timings]
     return "timings: " + " | ".join(parts) + f" | total {timings['total']:.2f}s"
 
 

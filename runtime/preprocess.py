@@ -1,73 +1,72 @@
-"""Image preprocessing exactly as diffusers' ``StableVideoDiffusionPipeline`` does it.
+"""The conditioning image: loading, and the VAE's view of it, as diffusers' SVD pipeline computes them.
 
-Two views of the conditioning image:
+- the VAE view: resized to ``height x width`` with Pillow's Lanczos filter (diffusers'
+  ``VideoProcessor``), then ``x / 255`` and ``2x - 1`` in float32;
+- the CLIP view is the bundle's ``clip_preprocess`` graph (see :mod:`export.preprocess_graph`),
+  run by an engine like the networks, so every runtime computes it the same way.
 
-- the CLIP view: the image as given (any size), scaled to [-1, 1], resized to the encoder's
-  224 x 224 with SVD's antialiasing (Gaussian blur + bicubic), back to [0, 1], then CLIP
-  normalisation with the model's ``image_mean`` / ``image_std``;
-- the VAE view: resized to ``height x width`` by diffusers' ``VideoProcessor`` (Lanczos) and
-  scaled to [-1, 1].
-
-The resizing is diffusers' own code, imported, so that the two never drift apart.
+Needs numpy and Pillow only. Silent changes to the image are logged once per call: an alpha
+channel dropped, an aspect ratio changed by the resize.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
-import torch
-from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
-from diffusers.video_processor import VideoProcessor
 
-from export.specs import ModelConfig
 from runtime.errors import InputError
 
+log = logging.getLogger(__name__)
+
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
+MIN_SIDE = 2  # the antialiasing blur reflects at the border: one pixel has nothing to reflect
 
 
 def load_image(image: ImageInput) -> PIL.Image.Image:
-    """An RGB PIL image from a path, a PIL image or a uint8 array ``[H, W, 3]`` / ``[H, W]``."""
-    if isinstance(image, PIL.Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
+    """An RGB PIL image from a path, a PIL image or a uint8 array ``[H, W, 3]`` / ``[H, W]`` / ``[H, W, 4]``."""
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
             raise InputError(
                 f"image array must be uint8 [H, W, 3] (or [H, W] / [H, W, 4]); got {image.dtype} {list(image.shape)}"
             )
-        return PIL.Image.fromarray(image).convert("RGB")
-    if isinstance(image, (str, os.PathLike)):
+        image = PIL.Image.fromarray(image)
+    elif isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
             raise InputError(f"input image {path} does not exist (or is not a file); pass --image PATH to a PNG/JPEG/WebP")
         try:
             with PIL.Image.open(path) as im:
                 im.load()
-                return im.convert("RGB")
+                image = im.copy()
         except (PIL.UnidentifiedImageError, OSError) as exc:
             raise InputError(f"{path} is not a readable image ({exc}); pass a PNG, JPEG or WebP file") from None
-    raise InputError(f"unsupported image type {type(image).__name__}; pass a path, a PIL image or a uint8 array")
+    elif not isinstance(image, PIL.Image.Image):
+        raise InputError(f"unsupported image type {type(image).__name__}; pass a path, a PIL image or a uint8 array")
+    if min(image.size) < MIN_SIDE:
+        raise InputError(
+            f"the image is {image.width}x{image.height} pixels; each side needs at least {MIN_SIDE} pixels "
+            "(CLIP's antialiased resize reflects at the borders)"
+        )
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        log.warning("the image's alpha channel is dropped (SVD conditions on RGB); flatten it yourself to choose a background")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def clip_pixels(image: PIL.Image.Image, config: ModelConfig) -> torch.Tensor:
-    """The CLIP encoder's input ``pixel_values [1, 3, S, S]`` (S = ``config.clip_image_size``).
-
-    As ``StableVideoDiffusionPipeline._encode_image``: normalise to [-1, 1] *before* the
-    antialiased resize (to match the original implementation), back to [0, 1], then
-    ``(x - mean) / std``.
-    """
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-    size = config.clip_image_size
-    x = _resize_with_antialiasing(x * 2.0 - 1.0, (size, size))
-    x = (x + 1.0) / 2.0
-    mean = torch.tensor(config.image_mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(config.image_std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - mean) / std
+def pixels(image: PIL.Image.Image) -> np.ndarray:
+    """The ``clip_preprocess`` graph's input: uint8 ``[H, W, 3]``."""
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
-def vae_pixels(image: PIL.Image.Image, config: ModelConfig, height: int, width: int) -> torch.Tensor:
-    """The VAE encoder's input ``image [1, 3, height, width]`` in [-1, 1] (diffusers' VideoProcessor)."""
-    processor = VideoProcessor(do_resize=True, vae_scale_factor=config.vae_scale_factor)
-    return processor.preprocess(image, height=height, width=width).to(torch.float32)
+def vae_pixels(image: PIL.Image.Image, height: int, width: int) -> np.ndarray:
+    """The VAE encoder's input ``image [1, 3, height, width]`` float32 in [-1, 1] (diffusers' VideoProcessor)."""
+    if abs(image.width / image.height - width / height) > 0.01:
+        log.warning("the %dx%d image is resized to %dx%d without keeping its aspect ratio (as diffusers does); "
+                    "crop it first to avoid stretching", image.width, image.height, width, height)
+    if image.size != (width, height):
+        image = image.resize((width, height), resample=PIL.Image.LANCZOS)
+    x = np.asarray(image, dtype=np.float32) / 255.0
+    return np.ascontiguousarray((2.0 * x - 1.0).transpose(2, 0, 1)[None], dtype=np.float32)

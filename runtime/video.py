@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
-import torch
 
 from export.atomic import atomic_path, usual_permissions
 from runtime.errors import InputError
@@ -42,13 +41,14 @@ def output_kind(path: str | os.PathLike) -> str:
     return suffix[1:]
 
 
-def to_uint8(video: torch.Tensor) -> np.ndarray:
+def to_uint8(video: np.ndarray) -> np.ndarray:
     """Decoder output ``[F, 3, H, W]`` in about [-1, 1] -> uint8 ``[F, H, W, 3]``.
 
-    The same arithmetic as diffusers' postprocessing (``x / 2 + 0.5``, clamp, ``* 255``, round).
+    The same float32 arithmetic as diffusers' postprocessing (``x / 2 + 0.5``, clamp to [0, 1],
+    ``* 255``, round half to even).
     """
-    x = (video.float() / 2 + 0.5).clamp(0, 1)
-    return (x.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    x = np.clip(np.asarray(video, dtype=np.float32) / 2 + 0.5, 0, 1)
+    return np.round(x.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
 
 
 def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 7) -> Path:

@@ -8,6 +8,7 @@ import shutil
 import types
 import warnings
 
+import numpy as np
 import onnxruntime
 import pytest
 import torch
@@ -42,13 +43,13 @@ def test_onnxruntime_matches_torch(ort_engines, torch_refs, tiny_model, network,
     dims = expand_dims(dict(dims), tiny_model.config)
     if network == "vae_decoder":
         dims["frames"] = dims["frames"] * dims["batch"]  # the decoder's axis 0 is a chunk of frames
-    inputs = ort_engines[network].spec.sample_inputs(dims, torch.Generator().manual_seed(1))
+    inputs = ort_engines[network].spec.sample_inputs(dims, tiny_model.config, seed=1)
     ours = ort_engines[network].run(inputs)
     ref = torch_refs[network].run(inputs)
     assert list(ours) == ort_engines[network].spec.output_names == list(ref)
     for name in ref:
-        assert ours[name].dtype == torch.float32 and ours[name].shape == ref[name].shape
-        assert (ours[name] - ref[name]).abs().max().item() < ort_engines[network].spec.atol
+        assert ours[name].dtype == np.float32 and ours[name].shape == ref[name].shape
+        assert np.abs(ours[name] - ref[name]).max() < ort_engines[network].spec.atol
 
 
 def test_torch_engine_is_the_exported_module(tiny_model):
@@ -56,26 +57,29 @@ def test_torch_engine_is_the_exported_module(tiny_model):
 
     engines, config = torch_engines(tiny_model, networks=["image_encoder"])
     assert list(engines) == ["image_encoder"] and config == tiny_model.config
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224), dtype=np.float32)
     with engines["image_encoder"] as engine:
         assert engine.active
         out = engine(pixel_values=x)["image_embeds"]
     assert not engine.active and engine.module is None
     with torch.no_grad():
-        assert torch.equal(out, build_network("image_encoder", tiny_model)(x))
+        assert np.array_equal(out, build_network("image_encoder", tiny_model)(torch.from_numpy(x)).numpy())
 
 
-def test_inputs_checked_before_running(ort_engines):
+def test_inputs_checked_before_running(ort_engines, tiny_model):
     engine = ort_engines["unet"]
-    good = engine.spec.sample_inputs({"batch": 1, "frames": 2, "latent_height": 4, "latent_width": 4})
+    good = engine.spec.sample_inputs({"batch": 1, "frames": 2, "latent_height": 4, "latent_width": 4}, tiny_model.config)
     with pytest.raises(ShapeError, match="missing"):
         engine.run({k: v for k, v in good.items() if k != "timestep"})
     with pytest.raises(ShapeError, match="dtype"):
-        engine.run({**good, "timestep": good["timestep"].long()})
+        engine.run({**good, "timestep": good["timestep"].astype(np.int64)})
     with pytest.raises(ShapeError, match="axis 2"):
-        engine.run({**good, "sample": torch.zeros(1, 2, 4, 4, 4)})
+        engine.run({**good, "sample": np.zeros((1, 2, 4, 4, 4), np.float32)})
     with pytest.raises(ShapeError, match="batch"):
-        engine.run({**good, "added_time_ids": torch.zeros(2, 3)})
+        engine.run({**good, "added_time_ids": np.zeros((2, 3), np.float32)})
+    with pytest.raises(ShapeError, match="numpy array"):
+        engine.run({**good, "timestep": torch.zeros(1)})
+    assert engine.calls == 0  # nothing ran
 
 
 def test_onnxruntime_lifecycle_and_threads(tiny_bundle):
@@ -115,7 +119,7 @@ def test_gpu_provider_listed_but_unusable(tiny_bundle, monkeypatch):
 
 def test_factory_backends(tiny_bundle):
     ort = create_engines(tiny_bundle, "onnxruntime")
-    assert list(ort) == list(NETWORKS) and all(isinstance(e, OnnxRuntimeEngine) for e in ort.values())
+    assert list(ort) == ["clip_preprocess", *NETWORKS] and all(isinstance(e, OnnxRuntimeEngine) for e in ort.values())
     assert all(not e.active for e in ort.values())  # sessions load on activate
     torch_from_bundle = create_engines(tiny_bundle, "torch", networks=["vae_decoder", "unet"])
     assert list(torch_from_bundle) == ["unet", "vae_decoder"]
@@ -123,7 +127,16 @@ def test_factory_backends(tiny_bundle):
     assert torch_from_bundle["unet"].spec == Bundle.load(tiny_bundle).spec("unet")
     assert BACKENDS == ("torch", "onnxruntime", "tensorrt")
     with pytest.raises(BackendUnavailableError, match="unknown backend"):
-        create_engines(tiny_bundle, "openvino")
+        create_engines(tiny_bundle, "tvm")
+    with pytest.raises(BackendUnavailableError, match="unknown precision"):
+        create_engines(tiny_bundle, "onnxruntime", precision="int4")
+
+
+def test_precision_falls_back_to_fp32_once(tiny_bundle, caplog):
+    with caplog.at_level("WARNING"):
+        engines = create_engines(tiny_bundle, "onnxruntime", precision="int8")
+    assert all(e.precision == "fp32" for e in engines.values())
+    assert caplog.text.count("no int8 graph") == 1 and "unet" in caplog.text
 
 
 def test_tensorrt_unavailable_says_why(tiny_bundle, monkeypatch):
@@ -168,7 +181,7 @@ def test_missing_network_and_corrupt_manifest(bundle_copy):
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     del manifest["networks"]["vae_decoder"]
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="no network 'vae_decoder'"):
+    with pytest.raises(BundleError, match="lacks vae_decoder"):
         create_engines(bundle_copy, "onnxruntime")
     (bundle_copy / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):

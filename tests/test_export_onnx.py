@@ -22,27 +22,30 @@ OTHER_DIMS = [
 ]
 
 
-def test_bundle_has_four_validated_networks(tiny_bundle, tiny_model):
+def test_bundle_has_validated_networks(tiny_bundle, tiny_model):
     bundle = Bundle.load(tiny_bundle)
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert bundle.networks == list(NETWORKS)
+    assert manifest["format_version"] == 2
+    assert bundle.networks == ["clip_preprocess", *NETWORKS]
     specs = build_specs(tiny_model.config)
-    for name in NETWORKS:
+    for name in bundle.networks:
         entry = manifest["networks"][name]
-        path = tiny_bundle / entry["file"]
-        assert entry["file"] == f"{name}.onnx" and path.is_file()
-        assert entry["external_data"] is None
-        assert entry["sha256"] == sha256_file(path)
-        assert entry["bytes"] == path.stat().st_size
-        assert entry["precision"] == "fp32" and entry["fp32_ops"] == []
+        assert list(entry["variants"]) == ["fp32"] and bundle.precisions(name) == ["fp32"]
+        variant = entry["variants"]["fp32"]
+        path = tiny_bundle / variant["file"]
+        assert variant["file"] == f"{name}.onnx" and path.is_file()
+        assert variant["external_data"] is None
+        assert variant["sha256"] == sha256_file(path)
+        assert variant["bytes"] == path.stat().st_size
+        assert variant["fp32_ops"] == []
         assert {"inputs": entry["inputs"], "outputs": entry["outputs"]} == specs[name].to_json()
         graph = onnx.load(str(path))
-        assert entry["nodes"] == len(graph.graph.node) > 0
+        assert variant["nodes"] == len(graph.graph.node) > 0
         assert entry["parameters"] == sum(p.numel() for p in build_network(name, tiny_model).parameters())
         assert [i.name for i in graph.graph.input] == specs[name].input_names
         assert [o.name for o in graph.graph.output] == specs[name].output_names
-        assert len(entry["validation"]) >= 2
-        for result in entry["validation"]:
+        assert len(variant["validation"]) >= 2
+        for result in variant["validation"]:
             assert set(result) == {"dims", "max_abs", "max_rel", "atol", "passed"}
             assert result["passed"] and result["max_abs"] <= result["atol"] == specs[name].atol
         bundle.verify(name)
@@ -51,7 +54,7 @@ def test_bundle_has_four_validated_networks(tiny_bundle, tiny_model):
     assert set(export["versions"]) >= {"torch", "onnx", "onnxruntime", "diffusers", "transformers", "polygraphy"}
     assert all(export["versions"][k] for k in ("torch", "onnx", "onnxruntime", "polygraphy"))
     # Validated at batch 1 and 2, several frame counts and a non-square resolution.
-    dims = manifest["networks"]["unet"]["validation"]
+    dims = manifest["networks"]["unet"]["variants"]["fp32"]["validation"]
     assert {d["dims"]["batch"] for d in dims} >= {1, 2}
     assert {d["dims"]["frames"] for d in dims} >= {8, 14, 25}
     assert any(d["dims"]["height"] != d["dims"]["width"] for d in dims)
@@ -72,10 +75,10 @@ def test_parity_at_shapes_not_exported_or_validated(tiny_bundle, tiny_model, nam
     net = build_network(name, tiny_model)
     session = ort_session(tiny_bundle / f"{name}.onnx")
     for dims in OTHER_DIMS:
-        inputs = spec.sample_inputs(expand_dims(dims, tiny_model.config), generator=torch.Generator().manual_seed(1))
+        inputs = spec.sample_inputs(expand_dims(dims, tiny_model.config), tiny_model.config, seed=1)
         with torch.no_grad():
-            want = net(*(inputs[n] for n in spec.input_names)).numpy()
-        (got,) = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+            want = net(*(torch.from_numpy(inputs[n]) for n in spec.input_names)).numpy()
+        (got,) = session.run(None, inputs)
         assert got.shape == want.shape
         assert np.abs(got - want).max() <= spec.atol, dims
 
@@ -83,10 +86,10 @@ def test_parity_at_shapes_not_exported_or_validated(tiny_bundle, tiny_model, nam
 def test_unet_traced_at_batch_1_runs_at_batch_2_with_cfg_layout(tiny_bundle, tiny_model):
     """CFG doubles the batch: an unconditional and a conditional half must stay independent."""
     spec = build_specs(tiny_model.config)["unet"]
-    inputs = spec.sample_inputs(expand_dims({"batch": 2, "frames": 14, "height": 64, "width": 64}, tiny_model.config))
+    inputs = spec.sample_inputs(expand_dims({"batch": 2, "frames": 14, "height": 64, "width": 64}, tiny_model.config), tiny_model.config)
     session = ort_session(tiny_bundle / "unet.onnx")
-    (both,) = session.run(None, {k: v.numpy() for k, v in inputs.items()})
-    (second,) = session.run(None, {k: v[1:].numpy() for k, v in inputs.items()})
+    (both,) = session.run(None, inputs)
+    (second,) = session.run(None, {k: v[1:] for k, v in inputs.items()})
     assert both.shape == (2, 14, 4, 8, 8)
     np.testing.assert_allclose(both[1:], second, atol=1e-5)
 
@@ -99,12 +102,12 @@ def test_subset_export_keeps_other_entries(tiny_bundle, tiny_model, tmp_path):
     before = json.loads((out / "manifest.json").read_text())
     bundle = export_bundle(tiny_model, out, networks=["vae_encoder"], validate_dims=[{"batch": 2, "height": 32, "width": 48}])
     after = json.loads((out / "manifest.json").read_text())
-    assert bundle.networks == list(NETWORKS)
-    for name in ("image_encoder", "unet", "vae_decoder"):
+    assert bundle.networks == ["clip_preprocess", *NETWORKS]
+    for name in ("clip_preprocess", "image_encoder", "unet", "vae_decoder"):
         assert after["networks"][name] == before["networks"][name]
-    (result,) = after["networks"]["vae_encoder"]["validation"]
+    (result,) = after["networks"]["vae_encoder"]["variants"]["fp32"]["validation"]
     assert result["dims"] == {"batch": 2, "height": 32, "width": 48} and result["passed"]
-    assert after["networks"]["vae_encoder"]["sha256"] == sha256_file(out / "vae_encoder.onnx")
+    assert after["networks"]["vae_encoder"]["variants"]["fp32"]["sha256"] == sha256_file(out / "vae_encoder.onnx")
     assert not list(out.glob(".export-*"))
 
 
@@ -113,8 +116,7 @@ def test_fp16_keeps_fragile_ops_in_fp32(tiny_model, tmp_path):
 
     spec = build_specs(tiny_model.config)["vae_decoder"]
     export_bundle(tiny_model, tmp_path, networks=["vae_decoder"], fp16=True)
-    entry = Bundle.load(tmp_path).entry("vae_decoder")
-    assert entry["precision"] == "fp16"
+    entry = Bundle.load(tmp_path).variant("vae_decoder", "fp16")
     assert "InstanceNormalization" in entry["fp32_ops"]  # GroupNorm at opset 17
     assert set(entry["fp32_ops"]) <= set(spec.fp32_op_types) | {"Range", "Resize", "Upsample", "CumSum"}
     assert all(r["passed"] and r["atol"] == spec.atol_fp16 for r in entry["validation"])

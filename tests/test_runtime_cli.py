@@ -54,6 +54,27 @@ def test_model_one_step_to_npy_matches_api(tiny_model, image_path, tmp_path):
     assert np.array_equal(np.load(out), ref.frames)
 
 
+def test_explicit_noise_reproduces_a_run(tiny_bundle, image_path, tmp_path):
+    """--save-noise then --noise: the same frames and latents (how two runtimes are compared)."""
+    common = ["--bundle", str(tiny_bundle), "--image", str(image_path), "--frames", "3", "--steps", "2", "--threads", "1", "--quiet"]
+    a, b, c = (tmp_path / f"{n}.npy" for n in "abc")
+    assert main(common + ["--out", str(a), "--generator", "splitmix", "--seed", "3", "--save-noise", str(tmp_path / "n.npz"),
+                          "--save-latents", str(tmp_path / "la.npy")]) == 0
+    assert main(common + ["--out", str(b), "--noise", str(tmp_path / "n.npz"), "--save-latents", str(tmp_path / "lb.npy")]) == 0
+    assert main(common + ["--out", str(c), "--generator", "splitmix", "--seed", "4"]) == 0
+    assert np.array_equal(np.load(a), np.load(b)) and not np.array_equal(np.load(a), np.load(c))
+    assert np.array_equal(np.load(tmp_path / "la.npy"), np.load(tmp_path / "lb.npy"))
+    with np.load(tmp_path / "n.npz") as noise:
+        assert noise["augmentation"].shape == (1, 3, 64, 64) and noise["latents"].shape == (1, 3, 4, 8, 8)
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--steps 1 --max-guidance 1" in out and "coloured noise" in out
+
+
 def _fails(args, capsys, match):
     rc = main(args)
     err = capsys.readouterr().err
@@ -73,6 +94,10 @@ def test_errors_leave_nothing_at_out(tiny_bundle, image_path, tmp_path, capsys):
     _fails(bundle + ["--image", str(image_path), "--out", str(tmp_path / "clip.avi")], capsys, "unknown extension")
     _fails(["--bundle", str(tmp_path / "nowhere")] + base, capsys, "does not exist")
     _fails(["--model", "tiny", "--backend", "onnxruntime"] + base, capsys, "torch backend")
+    (tmp_path / "noise.npz").write_bytes(b"")
+    _fails(bundle + base + ["--noise", str(tmp_path / "noise.npz")], capsys, "noise")
+    (tmp_path / "noise.npz").unlink()
+    _fails(bundle + ["--image", str(image_path), "--out", str(out), "--steps", "0"], capsys, "steps (--steps)")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.png"]
 
 

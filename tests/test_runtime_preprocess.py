@@ -7,10 +7,11 @@ import PIL.Image
 import pytest
 import torch
 
+from export.networks import ClipPreprocessNet
 from export.specs import ModelConfig
 from runtime.conditioning import augment_image
 from runtime.errors import InputError
-from runtime.preprocess import clip_pixels, load_image, vae_pixels
+from runtime.preprocess import load_image, pixels, vae_pixels
 
 
 @pytest.fixture(scope="module")
@@ -31,24 +32,57 @@ def test_clip_pixels_equal_svd_pipeline(image, tiny_model_dir):
     ref = (_resize_with_antialiasing(ref, (224, 224)) + 1.0) / 2.0
     ref = processor(images=ref, do_normalize=True, do_center_crop=False, do_resize=False, do_rescale=False,
                     return_tensors="pt").pixel_values
-    ours = clip_pixels(image, ModelConfig(image_mean=tuple(processor.image_mean), image_std=tuple(processor.image_std)))
+    net = ClipPreprocessNet(224, tuple(processor.image_mean), tuple(processor.image_std))
+    ours = net(torch.from_numpy(pixels(image)))
     assert ours.shape == (1, 3, 224, 224) and ours.dtype == torch.float32
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("size", [(2, 2), (40, 56), (240, 320), (700, 1200)])
+def test_clip_preprocess_graph_matches_its_reference(size):
+    """The bundle's clip_preprocess graph (any image size, one graph) against diffusers' resize."""
+    import onnxruntime as ort
+
+    from export.preprocess_graph import build_clip_preprocess
+    from export.specs import build_specs
+
+    config = ModelConfig()
+    spec = build_specs(config)["clip_preprocess"]
+    session = ort.InferenceSession(build_clip_preprocess(spec, config).SerializeToString(), providers=["CPUExecutionProvider"])
+    px = np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8)
+    (got,) = session.run(None, {"pixels": px})
+    want = ClipPreprocessNet(224, config.image_mean, config.image_std)(torch.from_numpy(px)).numpy()
+    assert got.shape == want.shape == (1, 3, 224, 224)
+    assert np.abs(got - want).max() <= spec.atol
+
+
 def test_vae_pixels_resize_and_range(image):
-    x = vae_pixels(image, ModelConfig(), 48, 64)
-    assert x.shape == (1, 3, 48, 64) and x.dtype == torch.float32
+    from diffusers.video_processor import VideoProcessor
+
+    x = vae_pixels(image, 48, 64)
+    assert x.shape == (1, 3, 48, 64) and x.dtype == np.float32
     assert x.min() >= -1.0 and x.max() <= 1.0 and x.std() > 0.1
+    ref = VideoProcessor(do_resize=True, vae_scale_factor=8).preprocess(image, height=48, width=64).numpy()
+    assert np.array_equal(x, ref)  # diffusers' VideoProcessor, bit for bit
 
 
-def test_noise_augmentation_draws_from_the_generator():
-    x = torch.zeros(1, 3, 4, 4)
-    a = augment_image(x, 0.02, torch.Generator().manual_seed(1))
-    b = augment_image(x, 0.02, torch.Generator().manual_seed(1))
-    assert torch.equal(a, b)
-    torch.testing.assert_close(a, 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1)))
-    assert torch.equal(augment_image(x, 0.0, torch.Generator()), x)
+def test_noise_augmentation_adds_scaled_noise():
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    noise = np.random.default_rng(1).standard_normal(x.shape, dtype=np.float32)
+    a = augment_image(x, 0.02, noise)
+    assert a.dtype == np.float32 and np.array_equal(a, np.float32(0.02) * noise)
+    assert np.array_equal(augment_image(x, 0.0, noise), x)
+
+
+def test_tiny_and_transparent_images(caplog):
+    with pytest.raises(InputError, match="at least 2 pixels"):
+        load_image(np.zeros((1, 40, 3), np.uint8))
+    with caplog.at_level("WARNING"):
+        assert load_image(np.zeros((4, 4, 4), np.uint8)).mode == "RGB"
+    assert "alpha" in caplog.text
+    with caplog.at_level("WARNING"):
+        vae_pixels(load_image(np.zeros((240, 320, 3), np.uint8)), 64, 64)
+    assert "aspect ratio" in caplog.text
 
 
 def test_load_image_sources(tmp_path, image):
