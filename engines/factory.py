@@ -99,13 +99,17 @@ def create_engines(
         return {name: TorchEngine(bundle.spec(name), model) for name in names}
     from engines.ort_engine import OnnxRuntimeEngine
 
+    trt_engine = tensorrt_engine_class() if backend == "tensorrt" else None  # says what is missing, first
     variants = _variants(bundle, names, precision)
+    if precision == "fp16" and backend == "onnxruntime" and providers in (None, "cpu", ["cpu"]):
+        log.warning("fp16 graphs on ONNX Runtime's CPU provider run no faster than fp32 (the CPU kernels are fp32; "
+                    "casts are added): fp16 is for GPUs (--providers cuda, --backend tensorrt)")
     engines = {}
     for name in names:
         if backend == "tensorrt" and name not in PREPROCESS_NETWORKS:
             plan, entry = _plan(bundle, name)
-            engines[name] = tensorrt_engine_class()(bundle.spec(name), plan, precision=entry.get("precision", "fp32"),
-                                                    cache_key=entry.get("cache_key"))
+            engines[name] = trt_engine(bundle.spec(name), plan, precision=entry.get("precision", "fp32"),
+                                       cache_key=entry.get("cache_key"))
             continue
         if verify:
             bundle.verify(name, variants[name])

@@ -45,7 +45,7 @@ def resolve_providers(providers: Sequence[Provider] | str | None) -> list[tuple[
         name, options = (p, {}) if isinstance(p, str) else (p[0], dict(p[1]))
         out.append((PROVIDER_ALIASES.get(name.lower(), name), options))
     if not out:
-        raise BackendUnavailableError("no ONNX Runtime execution provider given; use e.g. providers=['cpu']")
+        raise BackendUnavailableError("no ONNX Runtime execution provider given; use e.g. --providers cpu")
     return out
 
 
@@ -90,7 +90,7 @@ class OnnxRuntimeEngine(Engine):
                 raise BackendUnavailableError(
                     f"ONNX Runtime {ort.__version__} here has no {name} (it has {', '.join(installed)}); "
                     "for CUDA/TensorRT install onnxruntime-gpu in place of onnxruntime "
-                    "(`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`), or use providers=['cpu']"
+                    "(`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`), or run on the CPU (--providers cpu)"
                 )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -113,7 +113,7 @@ class OnnxRuntimeEngine(Engine):
             raise BackendUnavailableError(
                 f"ONNX Runtime could not initialise {', '.join(lost)} for {self.spec.name} (running {', '.join(active)}): "
                 "no usable NVIDIA GPU, or the CUDA/cuDNN/TensorRT libraries are missing; "
-                "install them, or run with providers=['cpu']"
+                "install them, or run on the CPU (--providers cpu)"
             )
         graph_inputs = {i.name: i.type for i in session.get_inputs()}
         graph_outputs = [o.name for o in session.get_outputs()]

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "[1,F,C,h,w] (unit normal; overrides --seed/--generator)")
     p.add_argument("--save-noise", metavar="NPZ", help="write the noise this run drew (for --noise elsewhere)")
     p.add_argument("--save-latents", metavar="NPY", help="also write the final latents [1,F,C,h,w] float32")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only errors")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines (the result line is still printed)")
     return p
 
 
@@ -100,9 +100,9 @@ def _generate(args) -> int:
         save_noise(args.save_noise, noise.drawn["augmentation"], noise.drawn["latents"])
     if args.save_latents:
         write_video_array(args.save_latents, result.latents)
-    if not args.quiet:
-        print(f"wrote {path}: {len(result.frames)} frames {result.frames.shape[2]}x{result.frames.shape[1]} at {result.options.fps} fps")
-        print(format_timings(result.timings))
+    # The result is printed under --quiet too (which silences progress bars and log lines).
+    print(f"wrote {path}: {len(result.frames)} frames {result.frames.shape[2]}x{result.frames.shape[1]} at {result.options.fps} fps")
+    print(format_timings(result.timings))
     return 0
 
 

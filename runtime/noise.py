@@ -111,7 +111,7 @@ class ExplicitNoise:
                 arrays = {k: np.asarray(data[k]) for k in ("augmentation", "latents")}
         except KeyError as exc:
             raise InputError(f"{path} lacks the array {exc.args[0]!r}; a noise file holds 'augmentation' and 'latents'") from None
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise InputError(f"{path} is not a readable .npz of arrays ({exc})") from None
         return cls(arrays["augmentation"], arrays["latents"], source=str(path))
 

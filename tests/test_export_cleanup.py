@@ -19,11 +19,11 @@ def _export_raw(tiny_model, directory):
     """The tiny VAE encoder as the exporter writes a > 2 GB model: one external file per tensor."""
     spec = build_specs(tiny_model.config)["vae_encoder"]
     net = build_network("vae_encoder", tiny_model)
-    x = spec.sample_inputs(expand_dims({"batch": 1, "height": 64, "width": 64}, tiny_model.config))
+    x = spec.sample_inputs(expand_dims({"batch": 1, "height": 64, "width": 64}, tiny_model.config), tiny_model.config)
     path = directory / "vae_encoder.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x["image"],), str(path), input_names=spec.input_names, output_names=spec.output_names,
+        torch.onnx.export(net, (torch.from_numpy(x["image"]),), str(path), input_names=spec.input_names, output_names=spec.output_names,
                           dynamic_axes=spec.dynamic_axes(), opset_version=17, dynamo=False)
     onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
     return net, spec, path
@@ -43,8 +43,8 @@ def test_lean_cleanup_matches_full_cleanup(tiny_model, tmp_path):
 
     out = tmp_path / "clean.onnx"
     onnx.save_model(lean, str(out))
-    x = spec.sample_inputs(expand_dims({"batch": 2, "height": 48, "width": 80}, tiny_model.config))
+    x = spec.sample_inputs(expand_dims({"batch": 2, "height": 48, "width": 80}, tiny_model.config), tiny_model.config)
     with torch.no_grad():
-        want = net(x["image"]).numpy()
-    (got,) = ort_session(out).run(None, {"image": x["image"].numpy()})
+        want = net(torch.from_numpy(x["image"])).numpy()
+    (got,) = ort_session(out).run(None, {"image": x["image"]})
     assert np.abs(got - want).max() < 1e-4
