@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import PIL.Image
+from tqdm.auto import tqdm
 
 from engines.factory import Engines
 from export.specs import ModelConfig
@@ -194,6 +195,4 @@ def _timed(timings: dict, stage: str):
 
 def _progress(total: int, desc: str, unit: str, enabled: bool):
     """A tqdm bar on a terminal; nothing in logs and pipes (no carriage-return lines in files)."""
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None if enabled else True)
