@@ -30,12 +30,20 @@ def run_cli(main):
 
 @contextlib.contextmanager
 def quiet_logging(quiet: bool):
-    """Within a CLI run: only warnings and errors when ``quiet``; the level is restored afterwards."""
+    """Within a CLI run: only warnings and errors when ``quiet``, and no weight-loading bars of the
+    Hugging Face libraries (they read ``HF_HUB_DISABLE_PROGRESS_BARS``); both restored afterwards."""
+    import os
+
     root = logging.getLogger()
-    level = root.level
+    level, bars = root.level, os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
     if quiet:
         root.setLevel(logging.WARNING)
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     try:
         yield
     finally:
         root.setLevel(level)
+        if bars is None:
+            os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+        else:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = bars
