@@ -13,8 +13,9 @@ from training.discriminator import DiscriminatorHeads, UNetEncoder, discriminate
 from training.frechet import frechet_distance, frechet_distance_features
 from training.losses import GeneratorLoss, HingeDiscriminatorLoss, PseudoHuberLoss, R1Penalty
 from training.noise import DiscriminatorSigmas, GeneratorSigmas, karras_sigmas
-from training.precondition import Conditioning, denoise, edm_scalings, unet_inputs
-from training.sampling import euler_sigmas, sample_euler
+from runtime.conditioning import added_time_ids
+from training.precondition import Conditioning, denoise, unet_inputs
+from training.sampling import euler_sigmas, sample
 
 
 def _cond(batch=2, h=8, w=8, dim=32, seed=0):
@@ -107,29 +108,60 @@ def test_generator_loss_combines_terms():
 # --------------------------------------------------------------------------- preconditioning and sampler vs diffusers
 
 
-def test_preconditioning_and_euler_match_diffusers_scheduler():
-    from diffusers import EulerDiscreteScheduler
+def _svd_conditioning(model, frames: int, size: int, seed: int = 0) -> tuple[torch.Tensor, Conditioning]:
+    """Unit noise ``[1, F, C, h, w]`` and a random SVD conditioning of ``model``'s shapes."""
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    h = size // cfg.vae_scale_factor
+    noise = torch.randn(1, frames, cfg.latent_channels, h, h, generator=g)
+    cond = Conditioning(
+        image_embeds=torch.randn(1, 1, cfg.embed_dim, generator=g),
+        image_latent=torch.randn(1, cfg.latent_channels, h, h, generator=g),
+        added_time_ids=added_time_ids(7, 127, 0.02),
+    )
+    return noise, cond
 
-    from export.models import SVD_SCHEDULER_CONFIG
 
-    sched = EulerDiscreteScheduler(**SVD_SCHEDULER_CONFIG)
-    sched.set_timesteps(4)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 2, 4, 3, 3, generator=g) * 50
-    v = torch.randn(1, 2, 4, 3, 3, generator=g)
-    sigma = sched.sigmas[0]
-    c_skip, c_out, c_in, c_noise = edm_scalings(sigma[None])
-    assert torch.allclose(sched.timesteps[0].float(), c_noise[0], atol=1e-5)
-    assert torch.allclose(sched.scale_model_input(x, sched.timesteps[0]), c_in * x, rtol=1e-5)
-    step = sched.step(v, sched.timesteps[0], x, generator=g)
-    x0 = c_skip * x + c_out * v
-    assert torch.allclose(step.pred_original_sample, x0, rtol=1e-4, atol=1e-4)
-    # one Euler step of our sampler (with D returning x0) equals the scheduler's step
-    ours = sample_euler(lambda x_, s_: x0, x, torch.stack([sched.sigmas[0], sched.sigmas[1], torch.tensor(0.0)]))
-    ref = x + (x - x0) / sigma * (sched.sigmas[1] - sigma)
-    assert torch.allclose(step.prev_sample, ref, rtol=1e-4, atol=1e-3)
-    assert torch.allclose(sample_euler(lambda x_, s_: x0, x, torch.stack([sigma, torch.tensor(0.0)])), x0)
-    assert ours.shape == x.shape
+@pytest.mark.parametrize("steps", [1, 3])
+def test_training_evaluation_equals_the_runtime(tiny_model, steps):
+    """The same numbers come out of training's evaluation and the runtime for the same UNet and noise."""
+    from engines.factory import torch_engines
+    from runtime.denoiser import SVDDenoiser
+    from runtime.sampling import initial_noise_scale, karras_sigmas
+    from runtime.sampling import sample_euler as runtime_sample_euler
+
+    frames = 2
+    noise, cond = _svd_conditioning(tiny_model, frames, 32)
+    cfg = tiny_model.config
+    ours = sample(tiny_model.unet, noise, cond, euler_sigmas(steps, cfg.sigma_min, cfg.sigma_max))
+
+    engines, _ = torch_engines(tiny_model, networks=["unet"])
+    denoiser = SVDDenoiser(engines["unet"], cond.image_embeds[:, 0], cond.image_latent, cond.added_time_ids, frames)
+    sigmas = karras_sigmas(steps, cfg.sigma_min, cfg.sigma_max)
+    with engines["unet"]:
+        deployed = runtime_sample_euler(denoiser, noise * initial_noise_scale(sigmas), sigmas)
+    assert torch.equal(ours, torch.as_tensor(deployed))
+
+
+def test_training_euler_sampler_follows_the_ode_with_a_linear_model():
+    """Training's evaluation sampler against the closed form of Euler's method for a UNet output
+    linear in its input, ``F = k * c_in * x``: then ``D(x; s) = x (1 - k s) / (s^2 + 1)`` and every
+    step multiplies ``x`` by ``1 + (s + k)(s' - s) / (s^2 + 1)``. A sign flipped in the step, the
+    scalings or the initial noise scale changes the result by orders of magnitude more than rounding."""
+    k = 0.3
+
+    def linear_unet(sample, timestep, encoder_hidden_states, added_time_ids, return_dict):
+        return (k * sample[:, :, :4],)  # the c_in * x half of the UNet's input
+
+    noise = torch.randn(2, 3, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    cond = Conditioning(torch.zeros(2, 1, 8), torch.zeros(2, 4, 2, 2), torch.zeros(2, 3))
+    sigmas = euler_sigmas(6, 0.002, 700.0)
+    ours = sample(linear_unet, noise, cond, sigmas)
+
+    s = sigmas.double()
+    factor = torch.sqrt(s[0] ** 2 + 1) * torch.prod(1 + (s[:-1] + k) * (s[1:] - s[:-1]) / (s[:-1] ** 2 + 1))
+    assert torch.allclose(ours.double(), noise.double() * factor, rtol=1e-4, atol=0)
+    assert not torch.allclose(ours, torch.zeros_like(ours))
 
 
 def test_euler_sigmas_end_in_zero_and_one_step_is_sigma_max():

@@ -1,8 +1,8 @@
 """SF-V adversarial distillation (arXiv 2406.04324) and SVD fine-tuning on the toolkit's models.
 
-- :mod:`training.precondition`: SVD's EDM preconditioning (v-prediction), one small function;
+- :mod:`training.precondition`: SVD's EDM preconditioning (v-prediction) with the runtime's arithmetic;
 - :mod:`training.noise`: Karras levels and the noise-level samplers of the generator and discriminator;
-- :mod:`training.sampling`: a pure Euler EDM sampler (teacher evaluation; one step = SF-V);
+- :mod:`training.sampling`: teacher evaluation with the runtime's schedule, noise and Euler sampler (one step = SF-V);
 - :mod:`training.discriminator`: frozen UNet-encoder backbone + spatial/temporal projection heads;
 - :mod:`training.losses`: hinge, R1, pseudo-Huber and the generator loss as callable objects;
 - :mod:`training.data`: video clips (directory, Big Buck Bunny, synthetic motion) -> SVD latents;

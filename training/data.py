@@ -25,11 +25,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import PIL.Image
 import torch
 import torch.nn.functional as F
 
 from export.atomic import atomic_path
 from export.errors import ToolkitError
+from runtime.conditioning import added_time_ids
+from runtime.preprocess import clip_pixels, vae_pixels
 from training.precondition import Conditioning
 
 log = logging.getLogger(__name__)
@@ -224,6 +227,12 @@ class LatentSet:
         return cls(**{f.name: tensors[f.name] for f in fields(cls)})
 
 
+def first_frame_image(frame: torch.Tensor) -> PIL.Image.Image:
+    """A frame ``[3, H, W]`` in [-1, 1] as the RGB uint8 image the runtime would be given."""
+    pixels = ((frame.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return PIL.Image.fromarray(pixels.permute(1, 2, 0).numpy())
+
+
 @torch.no_grad()
 def encode_clips(
     model,
@@ -235,25 +244,30 @@ def encode_clips(
     seed: int = 0,
     batch_size: int = 8,
 ) -> LatentSet:
-    """Encode clips ``[F, 3, H, W]`` with the model's frozen VAE and CLIP as SVD conditions on them."""
+    """Encode clips ``[F, 3, H, W]`` with the model's frozen VAE and CLIP as SVD conditions on them.
+
+    The conditioning views come from the runtime's own preprocessing of the first frame as the
+    uint8 image a user would pass (:func:`runtime.preprocess.clip_pixels` and
+    :func:`runtime.preprocess.vae_pixels`), and the time ids from
+    :func:`runtime.conditioning.added_time_ids`: the student is trained on the conditioning it is
+    served with.
+    """
     g = torch.Generator().manual_seed(seed)
     config = model.config
-    mean = torch.tensor(config.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(config.image_std).view(1, 3, 1, 1)
     latents, image_latents, embeds = [], [], []
     for start in range(0, len(clips), batch_size):
         video = torch.stack(clips[start : start + batch_size])  # [b, F, 3, H, W]
-        b, f = video.shape[:2]
+        b, f, _, height, width = video.shape
         x0 = model.vae.encode(video.flatten(0, 1)).latent_dist.mode() * config.scaling_factor
         latents.append(x0.reshape(b, f, *x0.shape[1:]))
-        first = video[:, 0]
+        images = [first_frame_image(frame) for frame in video[:, 0]]
+        first = torch.cat([torch.as_tensor(vae_pixels(im, config, height, width)) for im in images])  # [b, 3, H, W]
         noisy = first + noise_aug_strength * torch.randn(first.shape, generator=g)
         image_latents.append(model.vae.encode(noisy).latent_dist.mode())
-        size = config.clip_image_size
-        pixels = F.interpolate((first + 1) / 2, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-        embeds.append(model.image_encoder(pixel_values=(pixels - mean) / std).image_embeds[:, None])
+        pixels = torch.cat([torch.as_tensor(clip_pixels(im, config)) for im in images])  # [b, 3, S, S]
+        embeds.append(model.image_encoder(pixel_values=pixels).image_embeds[:, None])
     n = len(clips)
-    ids = torch.tensor([[fps - 1, motion_bucket_id, noise_aug_strength]], dtype=torch.float32).expand(n, -1).clone()
+    ids = torch.as_tensor(added_time_ids(fps, motion_bucket_id, noise_aug_strength), dtype=torch.float32).expand(n, -1).clone()
     lab = torch.tensor(labels if labels is not None else [-1] * n, dtype=torch.int64)
     return LatentSet(torch.cat(latents), torch.cat(image_latents), torch.cat(embeds), ids, lab)
 
@@ -278,7 +292,7 @@ def load_latents(
     """
     key = None
     if cache_dir is not None:
-        ident = [str(data), frames, height, width, num_clips, stride, seed, str(model.source), motion_bucket_id, noise_aug_strength]
+        ident = [str(data), frames, height, width, num_clips, stride, seed, str(model.source), motion_bucket_id, noise_aug_strength, "runtime-preprocess"]
         key = Path(cache_dir) / f"latents-{hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]}.safetensors"
         if key.is_file():
             log.info("using cached latents %s", key)

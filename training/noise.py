@@ -13,16 +13,18 @@ import math
 
 import torch
 
+from runtime.sampling import karras_sigmas as runtime_karras_sigmas
+
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 700.0, rho: float = 7.0) -> torch.Tensor:
-    """``n`` decreasing levels from sigma_max to sigma_min (Karras et al. 2022, Eq. 5), ``[n]`` float64."""
+    """``n`` decreasing levels from sigma_max to sigma_min (Karras et al. 2022, Eq. 5), ``[n]``.
+
+    The runtime's schedule without its final 0 (the same float32 values; returned as float64 for
+    the log-space bins below), so the generator trains at the levels the deployed sampler visits.
+    """
     if n < 1:
         raise ValueError("need at least one level")
-    if n == 1:
-        return torch.tensor([sigma_max], dtype=torch.float64)
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return (hi + ramp * (lo - hi)) ** rho
+    return torch.as_tensor(runtime_karras_sigmas(n, sigma_min, sigma_max, rho))[:-1].double()
 
 
 class GeneratorSigmas:

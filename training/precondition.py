@@ -7,6 +7,9 @@ With sigma_data = 1 the denoised estimate is
 
 ``c_out`` carries the minus sign of diffusers' ``EulerDiscreteScheduler`` for ``v_prediction``
 (``denoised = model_output * (-s / sqrt(s^2+1)) + sample / (s^2+1)``), which SVD's weights follow.
+
+The arithmetic is the runtime's (:mod:`runtime.denoiser`: ``scale_input``, ``c_noise``,
+``denoised_from_output``), imported, so training computes what deployment runs, bit for bit.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from runtime.denoiser import c_noise, denoised_from_output, scale_input
 
 
 @dataclass
@@ -33,16 +38,6 @@ class Conditioning:
         return Conditioning(*(t.to(device=device, dtype=dtype) for t in (self.image_embeds, self.image_latent, self.added_time_ids)))
 
 
-def edm_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(c_skip, c_out, c_in, c_noise)`` for ``sigma [B]``, each ``[B]`` (Eq. 6, sigma_data = 1)."""
-    sigma = sigma.float()
-    c_skip = 1.0 / (sigma**2 + 1.0)
-    c_out = -sigma / (sigma**2 + 1.0).sqrt()
-    c_in = 1.0 / (sigma**2 + 1.0).sqrt()
-    c_noise = 0.25 * sigma.log()
-    return c_skip, c_out, c_in, c_noise
-
-
 def _bcast(v: torch.Tensor) -> torch.Tensor:
     return v[:, None, None, None, None]  # [B] -> [B, 1, 1, 1, 1] over [B, F, C, h, w]
 
@@ -51,15 +46,16 @@ def unet_inputs(x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> dic
     """The UNet's keyword inputs for noisy latents ``x [B, F, C, h, w]`` at ``sigma [B]``.
 
     ``sample = cat([c_in * x, image_latent per frame], dim=2)`` is ``[B, F, 2C, h, w]``;
-    ``timestep = c_noise [B]``.
+    ``timestep = c_noise [B]``. The scalings are the runtime's functions, evaluated in float32
+    (``sigma^2`` overflows fp16 at sigma 700) and cast to ``x``'s dtype afterwards.
     """
-    _, _, c_in, c_noise = edm_scalings(sigma)
+    sigma = sigma.float()
     frames = x.shape[1]
     image = cond.image_latent[:, None].expand(-1, frames, -1, -1, -1).to(x.dtype)
-    sample = torch.cat([_bcast(c_in).to(x.dtype) * x, image], dim=2)
+    sample = torch.cat([scale_input(x.float(), _bcast(sigma)).to(x.dtype), image], dim=2)
     return dict(
         sample=sample,
-        timestep=c_noise.to(x.dtype),
+        timestep=c_noise(sigma).to(x.dtype),
         encoder_hidden_states=cond.image_embeds.to(x.dtype),
         added_time_ids=cond.added_time_ids.to(x.dtype),
     )
@@ -67,9 +63,9 @@ def unet_inputs(x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> dic
 
 def denoise(unet, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
     """``x0_hat [B, F, C, h, w]`` = D(x; sigma, cond) (Eq. 6) with ``unet`` any callable UNet
-    (a diffusers ``UNetSpatioTemporalConditionModel``, possibly wrapped by DDP)."""
+    (a diffusers ``UNetSpatioTemporalConditionModel``, possibly wrapped by DDP); ``sigma`` is
+    ``[B]`` or 0-d (one level for the batch, as the runtime's sampler passes it)."""
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])
-    c_skip, c_out, _, _ = edm_scalings(sigma)
     out = unet(**unet_inputs(x, sigma, cond), return_dict=False)[0]
-    return _bcast(c_skip).to(out.dtype) * x + _bcast(c_out).to(out.dtype) * out
+    return denoised_from_output(out.float(), x.float(), _bcast(sigma.float())).to(out.dtype)

@@ -76,9 +76,8 @@ def closed_form_check(dim: int = 8, n: int = 20000, seed: int = 0) -> dict:
 
 @torch.no_grad()
 def generate(unet, latents, steps: int, sigma_min: float, sigma_max: float, seed: int, batch: int = 16) -> torch.Tensor:
-    """Videos ``[N, F, 4, h, w]`` for every conditioning of ``latents`` with an Euler sampler of ``steps``."""
-    from training.precondition import denoise
-    from training.sampling import euler_sigmas, sample_euler
+    """Videos ``[N, F, 4, h, w]`` for every conditioning of ``latents`` with the deployed Euler sampler of ``steps``."""
+    from training.sampling import euler_sigmas, sample
 
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(latents.latents.shape, generator=g)  # same start for every method
@@ -88,8 +87,7 @@ def generate(unet, latents, steps: int, sigma_min: float, sigma_max: float, seed
     for s in range(0, len(latents), batch):
         idx = torch.arange(s, min(s + batch, len(latents)))
         _, cond = latents.batch(idx)
-        x = noise[idx] * sigmas[0]
-        out.append(sample_euler(lambda x, sigma: denoise(unet, x, sigma, cond), x, sigmas))
+        out.append(sample(unet, noise[idx], cond, sigmas))
     return torch.cat(out)
 
 
