@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -26,20 +27,9 @@ log = logging.getLogger(__name__)
 # it in the file. The exporter already folds weight transposes (do_constant_folding=True).
 FOLD_SIZE_THRESHOLD = 16 << 20
 
-
-@contextlib.contextmanager
-def _working_dir(path: str | os.PathLike | None):
-    """Run inside ``path``: ONNX Runtime and onnx-graphsurgeon resolve the external data of a
-    model held in memory relative to the working directory (and refuse paths outside it)."""
-    if path is None:
-        yield
-        return
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
+# Symbolic shape inference reads the values of the initializers that take part in shape
+# arithmetic (Reshape / Slice operands, the scalars of Mul / Div on shapes): tensors this small.
+SHAPE_DATA_ELEMENTS = 64
 
 
 def cleanup(
@@ -57,23 +47,67 @@ def cleanup(
     from polygraphy.backend.onnx import fold_constants, infer_shapes
     from polygraphy.logger import G_LOGGER
 
-    # Polygraphy is chatty at INFO, and ORT (which evaluates the folded subgraphs) warns about
-    # every optimisation it cannot apply; keep errors only.
-    G_LOGGER.module_severity = G_LOGGER.ERROR
-    ort.set_default_logger_severity(3)
     before = len(model.graph.node)
-    with _working_dir(external_data_dir):
-        model = fold_constants(
-            model,
-            num_passes=num_passes,
-            do_shape_inference=True,
-            fold_shapes=True,
-            error_ok=True,  # a subgraph ORT cannot evaluate is left as it is, not an export failure
-            size_threshold=FOLD_SIZE_THRESHOLD,
-        )
-        model = infer_shapes(model, error_ok=True)
-    log.debug("constant folding: %d -> %d nodes", before, len(model.graph.node))
+    passes = 0
+    # Polygraphy is chatty at INFO, and ORT (which evaluates the folded subgraphs) warns about
+    # every optimisation it cannot apply; keep errors only, for the duration of the folding.
+    with G_LOGGER.verbosity(G_LOGGER.ERROR), _ort_errors_only(ort):
+        while num_passes is None or passes < num_passes:
+            # The folders read external tensors relative to the working directory; read the ones
+            # the next pass can fold here instead (shape folding makes new ones foldable).
+            loaded = _load_foldable(model, Path(external_data_dir), small_bytes=0) if external_data_dir else 0
+            nodes = len(model.graph.node)
+            model = fold_constants(
+                model,
+                num_passes=1,
+                do_shape_inference=False,  # below, told where the external data lives
+                fold_shapes=True,
+                error_ok=True,  # a subgraph ORT cannot evaluate is left as it is, not an export failure
+                size_threshold=FOLD_SIZE_THRESHOLD,
+            )
+            model = infer_shapes(model, error_ok=True, external_data_dir=external_data_dir)
+            passes += 1
+            log.debug("folding pass %d: %d tensors read, %d -> %d nodes", passes, loaded, nodes, len(model.graph.node))
+            if len(model.graph.node) == nodes and not loaded:
+                break
+    log.debug("constant folding: %d -> %d nodes in %d passes", before, len(model.graph.node), passes)
     return model
+
+
+@contextlib.contextmanager
+def _ort_errors_only(ort):
+    """ORT's default logger at ERROR while the block runs, then back at WARNING: ORT has no getter
+    for this process-wide setting, and WARNING is its default (nothing else here changes it)."""
+    ort.set_default_logger_severity(3)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def _load_foldable(model: onnx.ModelProto, base_dir: Path, small_bytes: int) -> int:
+    """Read into ``model`` the external tensors that feed a constant-foldable node, may hold shape
+    data (at most ``SHAPE_DATA_ELEMENTS`` values), or are smaller than ``small_bytes``, from ``base_dir``; the rest stay references on disk. Returns
+    how many tensors were read."""
+    graph = model.graph
+    constant = {t.name for t in graph.initializer}
+    foldable_inputs: set[str] = set()
+    loaded = 0
+    for node in graph.node:  # ONNX graphs are topologically sorted: one pass propagates
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Constant" or (inputs and all(i in constant for i in inputs)):
+            constant.update(node.output)
+            foldable_inputs.update(inputs)
+    for tensor in graph.initializer:
+        if uses_external_data(tensor):
+            info = {e.key: e.value for e in tensor.external_data}
+            shape_data = math.prod(tensor.dims) <= SHAPE_DATA_ELEMENTS
+            if shape_data or tensor.name in foldable_inputs or int(info.get("length", small_bytes)) < small_bytes:
+                load_external_data_for_tensor(tensor, str(base_dir))
+                tensor.data_location = onnx.TensorProto.DEFAULT
+                del tensor.external_data[:]
+                loaded += 1
+    return loaded
 
 
 def load_lean(path: str | os.PathLike, small_bytes: int = 1 << 20) -> onnx.ModelProto:
@@ -88,21 +122,7 @@ def load_lean(path: str | os.PathLike, small_bytes: int = 1 << 20) -> onnx.Model
     """
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
-    graph = model.graph
-    constant = {t.name for t in graph.initializer}
-    foldable_inputs: set[str] = set()
-    for node in graph.node:  # ONNX graphs are topologically sorted: one pass propagates
-        inputs = [i for i in node.input if i]
-        if node.op_type == "Constant" or (inputs and all(i in constant for i in inputs)):
-            constant.update(node.output)
-            foldable_inputs.update(inputs)
-    for tensor in graph.initializer:
-        if uses_external_data(tensor):
-            info = {e.key: e.value for e in tensor.external_data}
-            if tensor.name in foldable_inputs or int(info.get("length", small_bytes)) < small_bytes:
-                load_external_data_for_tensor(tensor, str(path.parent))
-                tensor.data_location = onnx.TensorProto.DEFAULT
-                del tensor.external_data[:]
+    _load_foldable(model, path.parent, small_bytes)
     return model
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -29,8 +30,18 @@ def _export_raw(tiny_model, directory):
     return net, spec, path
 
 
-def test_lean_cleanup_matches_full_cleanup(tiny_model, tmp_path):
+def test_lean_cleanup_matches_full_cleanup(tiny_model, tmp_path, monkeypatch):
+    """Also: clean-up changes no process-wide state (it neither changes the working directory to
+    find the external data nor leaves Polygraphy's logger severity changed)."""
+    from polygraphy.logger import G_LOGGER
+
     net, spec, path = _export_raw(tiny_model, tmp_path)
+    severity = G_LOGGER.module_severity.get()
+
+    def no_chdir(path):
+        raise AssertionError(f"library code changed the working directory to {path}")
+
+    monkeypatch.setattr(os, "chdir", no_chdir)
     full = cleanup(onnx.load(str(path)))
     lean = load_lean(path, small_bytes=0)  # only what folding can use is read
     raw_nodes = len(lean.graph.node)
@@ -38,6 +49,7 @@ def test_lean_cleanup_matches_full_cleanup(tiny_model, tmp_path):
     assert any(len(t.dims) == 4 for t in on_disk)  # conv weights stay on disk
     lean = cleanup(lean, external_data_dir=tmp_path)
     assert len(lean.graph.node) == len(full.graph.node) < raw_nodes
+    assert G_LOGGER.module_severity.get() == severity
     load_weights(lean, tmp_path)
     assert not any(uses_external_data(t) for t in lean.graph.initializer)
 
