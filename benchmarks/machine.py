@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import platform
 from datetime import datetime, timezone
-from importlib import metadata
 
 import torch
+
+from export.environment import library_versions
 
 _VERSIONED = ("torch", "onnxruntime", "onnx", "diffusers", "transformers", "numpy", "pytest-benchmark")
 
@@ -32,16 +33,6 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def versions() -> dict[str, str | None]:
-    out = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def machine_info(threads: int | None = None) -> dict:
     """A JSON-ready description of this machine and run.
 
@@ -62,7 +53,7 @@ def machine_info(threads: int | None = None) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "versions": versions(),
+        "versions": library_versions(_VERSIONED),
     }
 
 

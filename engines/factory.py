@@ -8,7 +8,6 @@ of the model the manifest names (its ``model.source``), not the bundle's graphs.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from engines.base import Engine
 from export.bundle import PRECISIONS, Bundle
 from export.errors import BackendUnavailableError, BundleError, ToolkitError
+from export.environment import require_gpu_and_tensorrt
 from export.specs import NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
 
 log = logging.getLogger(__name__)
@@ -146,18 +146,7 @@ def torch_engines(model, unet=None, networks: Sequence[str] | None = None, devic
 
 def tensorrt_engine_class():
     """The TensorRT engine class, or :class:`BackendUnavailableError` saying what is missing."""
-    if importlib.util.find_spec("tensorrt") is None:
-        raise BackendUnavailableError(
-            "the tensorrt backend needs NVIDIA TensorRT, which is not installed: on a machine with an NVIDIA GPU "
-            "run `pip install -e .[gpu]` (TensorRT >= 10), or use --backend onnxruntime"
-        )
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError(
-            "the tensorrt backend needs a CUDA GPU, and PyTorch sees none (no NVIDIA GPU/driver, or a CPU-only "
-            "torch build); run on a GPU machine with a CUDA build of torch, or use --backend onnxruntime"
-        )
+    require_gpu_and_tensorrt("the tensorrt backend")
     from engines.tensorrt_engine import TensorRTEngine
 
     return TensorRTEngine

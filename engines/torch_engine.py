@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from engines.base import Engine
-from export.errors import BackendUnavailableError
+from export.environment import require_gpu
 from export.networks import build_network
 from export.specs import NetworkSpec
 
@@ -37,11 +37,8 @@ class TorchEngine(Engine):
         self.module: nn.Module | None = None
 
     def _activate(self) -> None:
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailableError(
-                "the torch backend was asked for device 'cuda' but this PyTorch build sees no CUDA GPU; "
-                "use device='cpu' or install a CUDA build of torch on a machine with an NVIDIA GPU"
-            )
+        if self.device.type == "cuda":
+            require_gpu("the torch backend on device 'cuda'")
         self.module = build_network(self.spec.name, self.model).to(self.device, self.dtype)
 
     def _deactivate(self) -> None:

@@ -10,12 +10,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only read by setting,
+    which races with other threads creating files)."""
+    try:  # Linux 4.7+
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with tempfile.TemporaryDirectory() as probe:  # elsewhere: the mode a new file gets
+        path = os.path.join(probe, "probe")
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o777))
+        return 0o777 & ~os.stat(path).st_mode
+
+
 def usual_permissions(path: Path) -> None:
     """Give a temporary file (0600) or directory (0700) the permissions ``open``/``mkdir`` would give
     (0666 / 0777 less the umask), so a renamed artifact is not private to its writer."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~current_umask())
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from export.environment import quiet_torchvision_fallback
 from export.errors import ModelLayoutError
 from export.specs import ModelConfig
 
@@ -175,19 +176,25 @@ def write_random_model(path: str | os.PathLike, configs: dict, seed: int = 0) ->
     written under a temporary name and renamed when complete.
     """
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-    from diffusers import StableVideoDiffusionPipeline
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    with quiet_torchvision_fallback():
+        from diffusers import StableVideoDiffusionPipeline
+        from transformers import CLIPImageProcessor
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        torch.manual_seed(seed)
-        unet = UNetSpatioTemporalConditionModel(**configs["unet"])
-        torch.manual_seed(seed + 1)
-        vae = AutoencoderKLTemporalDecoder(**configs["vae"])
-        torch.manual_seed(seed + 2)
-        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**configs["image_encoder"]))
+        # The constructors draw from torch's global RNG; seed it inside a fork so the caller's
+        # random state is the same afterwards.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            unet = UNetSpatioTemporalConditionModel(**configs["unet"])
+            torch.manual_seed(seed + 1)
+            vae = AutoencoderKLTemporalDecoder(**configs["vae"])
+            torch.manual_seed(seed + 2)
+            image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**configs["image_encoder"]))
         size = configs["image_encoder"]["image_size"]
         feature_extractor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
         scheduler = EulerDiscreteScheduler(**SVD_SCHEDULER_CONFIG)

@@ -30,7 +30,6 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import onnx
@@ -40,6 +39,7 @@ from export.atomic import usual_permissions
 from export.bundle import MANIFEST, Bundle, new_manifest, sha256_file
 from export.cli import run_cli
 from export.cleanup import cleanup, load_lean, load_weights
+from export.environment import library_versions
 from export.errors import BundleError, ShapeError, ToolkitError, UnknownNetworkError
 from export.fp16 import to_fp16
 from export.models import BUILTIN_MODELS, SVDModel, load_model
@@ -108,16 +108,6 @@ def check_dims(config: ModelConfig, dims: Mapping[str, int]) -> None:
             raise ShapeError(f"{key} must be at least 1, got {dims[key]}")
     if "height" in dims or "width" in dims:
         check_resolution(config, int(dims["height"]), int(dims["width"]))
-
-
-def library_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 # --------------------------------------------------------------------------- one network
@@ -387,7 +377,7 @@ def export_bundle(
         {
             "exporter": EXPORTER,
             "opset": int(opset),
-            "versions": library_versions(),
+            "versions": library_versions(_VERSIONED),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "sample_dims": export_dims,
         },

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,11 +25,11 @@ from pathlib import Path
 import torch
 
 from export.bundle import sha256_file
+from export.environment import INSTALL_HINT, missing_requirements, require_gpu_and_tensorrt  # noqa: F401 (re-exported)
 from export.errors import BackendUnavailableError, EngineCacheError
 
 KEY_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision", "fp32_layers", "profile")
 MACHINE_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability")
-INSTALL_HINT = "on a machine with an NVIDIA GPU and driver, run `pip install '.[gpu]'` (TensorRT >= 10, onnxruntime-gpu, cuda-python) with a CUDA build of torch"
 
 
 @dataclass(frozen=True)
@@ -53,43 +52,6 @@ def import_tensorrt():
         raise BackendUnavailableError(
             f"TensorRT is not available: the tensorrt module cannot be imported ({exc}); {INSTALL_HINT}"
         ) from None
-
-
-def nvidia_driver_present() -> bool:
-    """Whether an NVIDIA kernel driver or its ``nvidia-smi`` is installed (Linux, Windows)."""
-    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
-
-
-def missing_requirements() -> list[str]:
-    """What this machine lacks to build or run TensorRT engines (empty when nothing)."""
-    missing = []
-    try:
-        importlib.import_module("tensorrt")
-    except (ImportError, OSError) as exc:
-        missing.append(f"the tensorrt Python module ({type(exc).__name__}: {exc})")
-    if torch.cuda.is_available():
-        return missing
-    # Which part of the GPU stack is absent (only for the message; PyTorch decides).
-    has_driver = nvidia_driver_present()
-    if not has_driver:
-        missing.append("an NVIDIA GPU and driver (no nvidia-smi, no /proc/driver/nvidia)")
-    if torch.version.cuda is None:
-        missing.append(f"a CUDA build of PyTorch (torch {torch.__version__} is a CPU-only build)")
-    elif has_driver:
-        missing.append(
-            "a GPU visible to PyTorch (torch.cuda.is_available() is False; check `nvidia-smi` and CUDA_VISIBLE_DEVICES)"
-        )
-    return missing
-
-
-def require_gpu_and_tensorrt(what: str = "building TensorRT engines") -> None:
-    """Raise :class:`BackendUnavailableError` naming everything that is missing, and how to get it."""
-    missing = missing_requirements()
-    if missing:
-        raise BackendUnavailableError(
-            f"{what} needs TensorRT and an NVIDIA GPU; missing here: " + "; ".join(missing) + f". Fix: {INSTALL_HINT}. "
-            "Without a GPU, use the onnxruntime or torch backend instead."
-        )
 
 
 def detect_machine(device: int | None = None) -> MachineInfo:

@@ -141,15 +141,24 @@ def test_precision_falls_back_to_fp32_once(tiny_bundle, caplog):
 
 
 def test_tensorrt_unavailable_says_why(tiny_bundle, monkeypatch):
-    import importlib.util
+    """The factory says what is missing with the same check as export.trt (export.environment)."""
+    import importlib
 
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else real_find_spec(name, *a))
-    with pytest.raises(BackendUnavailableError, match="not installed"):
+    import export.environment as environment
+
+    real_import = importlib.import_module
+
+    def without_tensorrt(name, *a):
+        if name == "tensorrt":
+            raise ModuleNotFoundError("No module named 'tensorrt'")
+        return real_import(name, *a)
+
+    monkeypatch.setattr(environment.importlib, "import_module", without_tensorrt)
+    with pytest.raises(BackendUnavailableError, match="missing here: the tensorrt Python module"):
         create_engines(tiny_bundle, "tensorrt")
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: types.SimpleNamespace(name=name))
+    monkeypatch.setattr(environment.importlib, "import_module", lambda name, *a: types.SimpleNamespace(name=name))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(BackendUnavailableError, match="CUDA GPU"):
+    with pytest.raises(BackendUnavailableError, match="needs TensorRT and an NVIDIA GPU; missing here: (an NVIDIA|a CUDA|a GPU)"):
         tensorrt_engine_class()
 
 

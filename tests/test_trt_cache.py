@@ -178,7 +178,7 @@ def test_missing_parts_are_named(monkeypatch):
     """Each missing piece of the GPU stack gets its own line (PyTorch decides whether a GPU is usable)."""
     import torch
 
-    import export.trt_cache as tc
+    import export.environment as tc
 
     have_trt = not any("tensorrt" in m for m in missing_requirements())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -39,9 +39,10 @@ def train_feature_net(latents: torch.Tensor, labels: torch.Tensor, steps: int = 
     """Train on ``latents [N, F, C, h, w]`` with ``labels [N]``; returns the frozen net and its train accuracy."""
     if (labels < 0).any():
         raise ValueError("the offline feature net needs labelled clips (use --data synthetic)")
-    torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    net = LatentVideoFeatures(latents.shape[2], int(labels.max()) + 1)
+    with torch.random.fork_rng(devices=[]):  # initialised from the seed alone; the caller's RNG untouched
+        torch.manual_seed(seed)
+        net = LatentVideoFeatures(latents.shape[2], int(labels.max()) + 1)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in range(steps):
         idx = torch.randint(len(latents), (batch_size,), generator=g)

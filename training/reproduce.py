@@ -29,6 +29,7 @@ import torch
 
 from export.atomic import write_json_atomic
 from export.cli import run_cli
+from export.environment import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, torch threads {args.threads}",
-        "versions": {"torch": torch.__version__, **_versions()},
+        "versions": library_versions(("torch", "diffusers", "accelerate")),
         "args": vars(args),
         "feature_net": {"train_accuracy": train_acc, "eval_accuracy": eval_acc},
         "real_vs_real_floor": round(floor, 3),
@@ -230,13 +231,6 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| {names.get(row['method'], row['method'])} | {row['steps']} | {row['frechet']:.2f} | {row['motion']:.4f} |")
     lines.append(f"| Real held-out clips (reference) | – | {result['real_vs_real_floor']:.2f} (train vs held-out real) | {result['real_motion']:.4f} |")
     return "\n".join(lines)
-
-
-def _versions() -> dict:
-    import accelerate
-    import diffusers
-
-    return {"diffusers": diffusers.__version__, "accelerate": accelerate.__version__}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""What this machine has: installed library versions, the NVIDIA GPU stack, and a quiet import
+of transformers' image processors. One place for each check so every command says the same.
+
+Nothing here imports torch or TensorRT at module import: the runtime imports this module too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import shutil
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+
+from export.errors import BackendUnavailableError
+
+INSTALL_HINT = (
+    "on a machine with an NVIDIA GPU and driver, run `pip install '.[gpu]'` "
+    "(TensorRT >= 10, onnxruntime-gpu, cuda-python) with a CUDA build of torch"
+)
+
+
+def library_versions(names: Iterable[str]) -> dict[str, str | None]:
+    """``{name: installed version}`` of distributions ``names`` (``None`` when not installed);
+    ``onnx_graphsurgeon`` and ``onnx-graphsurgeon`` name the same distribution."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA kernel driver or its ``nvidia-smi`` is installed (Linux, Windows)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def missing_gpu() -> list[str]:
+    """What this machine lacks for PyTorch to use a CUDA GPU (empty when it can)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    # Which part of the GPU stack is absent (only for the message; PyTorch decides).
+    missing = []
+    has_driver = nvidia_driver_present()
+    if not has_driver:
+        missing.append("an NVIDIA GPU and driver (no nvidia-smi, no /proc/driver/nvidia)")
+    if torch.version.cuda is None:
+        missing.append(f"a CUDA build of PyTorch (torch {torch.__version__} is a CPU-only build)")
+    elif has_driver:
+        missing.append(
+            "a GPU visible to PyTorch (torch.cuda.is_available() is False; check `nvidia-smi` and CUDA_VISIBLE_DEVICES)"
+        )
+    return missing
+
+
+def missing_requirements() -> list[str]:
+    """What this machine lacks to build or run TensorRT engines (empty when nothing)."""
+    missing = []
+    try:
+        importlib.import_module("tensorrt")
+    except (ImportError, OSError) as exc:
+        missing.append(f"the tensorrt Python module ({type(exc).__name__}: {exc})")
+    return missing + missing_gpu()
+
+
+def require_gpu_and_tensorrt(what: str = "building TensorRT engines") -> None:
+    """Raise :class:`BackendUnavailableError` naming everything that is missing, and how to get it."""
+    missing = missing_requirements()
+    if missing:
+        raise BackendUnavailableError(
+            f"{what} needs TensorRT and an NVIDIA GPU; missing here: " + "; ".join(missing) + f". Fix: {INSTALL_HINT}. "
+            "Without a GPU, use the onnxruntime or torch backend instead."
+        )
+
+
+def require_gpu(what: str) -> None:
+    """Raise :class:`BackendUnavailableError` when PyTorch sees no CUDA GPU, naming what is missing."""
+    missing = missing_gpu()
+    if missing:
+        raise BackendUnavailableError(
+            f"{what} needs an NVIDIA GPU; missing here: " + "; ".join(missing) + f". Fix: {INSTALL_HINT}. "
+            "Without a GPU, run on the CPU instead."
+        )
+
+
+class _TorchvisionFallbackFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_torchvision_fallback():
+    """Import transformers' image processors (or diffusers' SVD pipeline module, which imports
+    them) without the warning that ``CLIPImageProcessor`` falls back to its PIL twin when
+    torchvision is absent: the toolkit reads only the processor's mean and std, so every command
+    would print a warning nobody needs to act on. The filter sits on transformers' import logger
+    for the duration of the block only."""
+    logger = logging.getLogger("transformers.utils.import_utils")
+    quiet = _TorchvisionFallbackFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
