@@ -131,7 +131,7 @@ def test_training_evaluation_equals_the_runtime(tiny_model, steps):
     from runtime.sampling import sample_euler as runtime_sample_euler
 
     frames = 2
-    noise, cond = _svd_conditioning(tiny_model, frames, 32)
+    noise, cond = _svd_conditioning(tiny_model, frames, 64)
     cfg = tiny_model.config
     ours = sample(tiny_model.unet, noise, cond, euler_sigmas(steps, cfg.sigma_min, cfg.sigma_max))
 
@@ -353,6 +353,24 @@ def test_encoded_latents_follow_svd_conditioning(tiny_model, tiny_latents):
     # x0 latents are scaled; the conditioning latent (noise-augmented first frame) is not
     ratio = tiny_latents.latents[:, 0].std() / tiny_latents.image_latents.std()
     assert ratio.item() == pytest.approx(tiny_model.config.scaling_factor, rel=0.1)
+
+
+def test_encoded_conditioning_is_what_the_runtime_computes(tiny_model):
+    """Training's CLIP embedding, conditioning latent and time ids of a clip are the runtime's for
+    its first frame given as an image (no train/serve skew in the conditioning)."""
+    from runtime.preprocess import clip_pixels, vae_pixels
+    from training.data import encode_clips, first_frame_image, synthetic_clips
+
+    clips, _ = synthetic_clips(2, 3, 32, seed=1)
+    encoded = encode_clips(tiny_model, clips, fps=9.0, motion_bucket_id=100.0, noise_aug_strength=0.0)
+    with torch.no_grad():
+        for i, clip in enumerate(clips):
+            image = first_frame_image(clip[0])
+            embeds = tiny_model.image_encoder(pixel_values=torch.as_tensor(clip_pixels(image, tiny_model.config))).image_embeds
+            latent = tiny_model.vae.encode(torch.as_tensor(vae_pixels(image, tiny_model.config, 32, 32))).latent_dist.mode()
+            assert torch.allclose(encoded.image_embeds[i], embeds, atol=1e-6)
+            assert torch.allclose(encoded.image_latents[i], latent[0], atol=1e-6)
+    assert torch.equal(encoded.added_time_ids, torch.as_tensor(added_time_ids(9, 100, 0.0)).expand(2, -1))
 
 
 def test_video_directory_and_bigbuckbunny(tmp_path):
