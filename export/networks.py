@@ -77,7 +77,10 @@ class ClipPreprocessNet(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+        from export.environment import quiet_torchvision_fallback
+
+        with quiet_torchvision_fallback():
+            from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 
         x = (pixels.to(torch.float32) / 255.0).permute(2, 0, 1)[None]
         x = _resize_with_antialiasing(x * 2.0 - 1.0, (self.size, self.size))

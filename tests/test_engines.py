@@ -140,7 +140,7 @@ def test_precision_falls_back_to_fp32_once(tiny_bundle, caplog):
     assert caplog.text.count("no int8 graph") == 1 and "unet" in caplog.text
 
 
-def test_tensorrt_unavailable_says_why(tiny_bundle, monkeypatch):
+def test_tensorrt_unavailable_says_why(monkeypatch):
     """The factory says what is missing with the same check as export.trt (export.environment)."""
     import importlib
 
@@ -155,7 +155,7 @@ def test_tensorrt_unavailable_says_why(tiny_bundle, monkeypatch):
 
     monkeypatch.setattr(environment.importlib, "import_module", without_tensorrt)
     with pytest.raises(BackendUnavailableError, match="missing here: the tensorrt Python module"):
-        create_engines(tiny_bundle, "tensorrt")
+        tensorrt_engine_class()
     monkeypatch.setattr(environment.importlib, "import_module", lambda name, *a: types.SimpleNamespace(name=name))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BackendUnavailableError, match="needs TensorRT and an NVIDIA GPU; missing here: (an NVIDIA|a CUDA|a GPU)"):

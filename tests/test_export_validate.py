@@ -4,7 +4,6 @@ over it fails (and :func:`export.validate.check` names it)."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from export.bundle import Bundle
 from export.errors import ValidationError
@@ -19,13 +18,13 @@ def test_errors_just_below_the_limit_pass_and_just_above_fail(tiny_bundle, tiny_
     path = bundle.path("vae_encoder")
     atol = spec.atol_fp16 if precision == "fp16" else spec.atol
     dims = {"batch": 1, "height": 32, "width": 48}
-    inputs = spec.sample_inputs(expand_dims(dims, tiny_model.config), generator=torch.Generator().manual_seed(0))
-    (graph_output,) = ort_session(path).run(spec.output_names, {n: inputs[n].numpy() for n in spec.input_names})
+    inputs = spec.sample_inputs(expand_dims(dims, tiny_model.config), tiny_model.config)
+    (graph_output,) = ort_session(path).run(spec.output_names, {n: inputs[n] for n in spec.input_names})
 
     def validate(error: float) -> dict:
         """The graph against a 'PyTorch' reference that differs from it by ``error`` in one element."""
-        reference = torch.from_numpy(graph_output.copy())
-        reference.view(-1)[7] -= error
+        reference = graph_output.copy()
+        reference.reshape(-1)[7] -= error
         (result,) = compare(path, spec, [Reference(dims, inputs, reference)], atol)
         return result
 

@@ -31,8 +31,9 @@ import torch.nn.functional as F
 
 from export.atomic import atomic_path
 from export.errors import ToolkitError
+from export.networks import build_network
 from runtime.conditioning import added_time_ids
-from runtime.preprocess import clip_pixels, vae_pixels
+from runtime.preprocess import pixels, vae_pixels
 from training.precondition import Conditioning
 
 log = logging.getLogger(__name__)
@@ -247,13 +248,14 @@ def encode_clips(
     """Encode clips ``[F, 3, H, W]`` with the model's frozen VAE and CLIP as SVD conditions on them.
 
     The conditioning views come from the runtime's own preprocessing of the first frame as the
-    uint8 image a user would pass (:func:`runtime.preprocess.clip_pixels` and
-    :func:`runtime.preprocess.vae_pixels`), and the time ids from
+    uint8 image a user would pass (the ``clip_preprocess`` network, whose ONNX graph the runtime
+    runs, and :func:`runtime.preprocess.vae_pixels`), and the time ids from
     :func:`runtime.conditioning.added_time_ids`: the student is trained on the conditioning it is
     served with.
     """
     g = torch.Generator().manual_seed(seed)
     config = model.config
+    clip_preprocess = build_network("clip_preprocess", model)  # the bundle graph's PyTorch reference
     latents, image_latents, embeds = [], [], []
     for start in range(0, len(clips), batch_size):
         video = torch.stack(clips[start : start + batch_size])  # [b, F, 3, H, W]
@@ -261,11 +263,11 @@ def encode_clips(
         x0 = model.vae.encode(video.flatten(0, 1)).latent_dist.mode() * config.scaling_factor
         latents.append(x0.reshape(b, f, *x0.shape[1:]))
         images = [first_frame_image(frame) for frame in video[:, 0]]
-        first = torch.cat([torch.as_tensor(vae_pixels(im, config, height, width)) for im in images])  # [b, 3, H, W]
+        first = torch.cat([torch.from_numpy(vae_pixels(im, height, width)) for im in images])  # [b, 3, H, W]
         noisy = first + noise_aug_strength * torch.randn(first.shape, generator=g)
         image_latents.append(model.vae.encode(noisy).latent_dist.mode())
-        pixels = torch.cat([torch.as_tensor(clip_pixels(im, config)) for im in images])  # [b, 3, S, S]
-        embeds.append(model.image_encoder(pixel_values=pixels).image_embeds[:, None])
+        clip_view = torch.cat([clip_preprocess(torch.tensor(pixels(im))) for im in images])  # [b, 3, S, S]
+        embeds.append(model.image_encoder(pixel_values=clip_view).image_embeds[:, None])
     n = len(clips)
     ids = torch.as_tensor(added_time_ids(fps, motion_bucket_id, noise_aug_strength), dtype=torch.float32).expand(n, -1).clone()
     lab = torch.tensor(labels if labels is not None else [-1] * n, dtype=torch.int64)
