@@ -48,8 +48,10 @@ def test_runtime_and_model_loading_print_no_torchvision_warning(tmp_path):
     """transformers warns that CLIPImageProcessor needs torchvision whenever diffusers' SVD pipeline
     module is imported without it; the toolkit's commands import it quietly."""
     code = (
-        "import runtime.generate, runtime.preprocess, export.onnx, training.data\n"
-        "from export.models import load_model; load_model('tiny')\n"
+        "import torch, runtime.generate, runtime.preprocess, export.onnx, training.data\n"
+        "from export.models import load_model; from export.networks import build_network\n"
+        "model = load_model('tiny')\n"
+        "build_network('clip_preprocess', model)(torch.zeros(8, 8, 3, dtype=torch.uint8))  # imports diffusers' SVD pipeline\n"
     )
     env = {"SFV_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
