@@ -44,15 +44,20 @@ def test_torch_engine_on_cuda_names_what_is_missing(tiny_model):
         require_gpu("this")
 
 
-def test_runtime_and_model_loading_print_no_torchvision_warning(tmp_path):
+@pytest.mark.parametrize("step", ["write", "run"])
+def test_runtime_and_model_loading_print_no_torchvision_warning(tiny_model_dir, tmp_path, step):
     """transformers warns that CLIPImageProcessor needs torchvision whenever diffusers' SVD pipeline
-    module is imported without it; the toolkit's commands import it quietly."""
-    code = (
-        "import torch, runtime.generate, runtime.preprocess, export.onnx, training.data\n"
-        "from export.models import load_model; from export.networks import build_network\n"
-        "model = load_model('tiny')\n"
-        "build_network('clip_preprocess', model)(torch.zeros(8, 8, 3, dtype=torch.uint8))  # imports diffusers' SVD pipeline\n"
-    )
+    module is first imported without it; the toolkit imports it quietly, both where a built-in
+    model is written and where the clip_preprocess network runs (each in a fresh process: the
+    warning is printed once per process)."""
+    code = {
+        "write": "from export.models import _tiny_configs, write_random_model\n"
+                 f"write_random_model({str(tmp_path / 'model')!r}, _tiny_configs())\n",
+        "run": "import torch, runtime.generate, export.onnx, training.data\n"
+               "from export.models import load_model; from export.networks import build_network\n"
+               f"model = load_model({str(tiny_model_dir)!r})\n"
+               "build_network('clip_preprocess', model)(torch.zeros(8, 8, 3, dtype=torch.uint8))\n",
+    }[step]
     env = {"SFV_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
