@@ -2,7 +2,7 @@
 # Configure, build and unit-test the C++ runtime (idempotent; incremental on a second run).
 #
 #   runtime/cpp/scripts/build.sh                 # build/release: library, sfv-generate, ctest
-#   runtime/cpp/scripts/build.sh --sanitize      # build/asan: ASan/LSan/UBSan build of sfv-generate, no tests
+#   runtime/cpp/scripts/build.sh --sanitize      # build/asan: ASan/LSan build of sfv-generate, no tests
 #   runtime/cpp/scripts/build.sh --install DIR   # also install (lib, header, CMake package) into DIR
 #
 # PYTHON (default: python3) must import onnxruntime: its wheel's libonnxruntime is what we link.
@@ -12,7 +12,7 @@ python="${PYTHON:-python3}"
 variant=release cmake_args=() install_dir=""
 while [ $# -gt 0 ]; do
     case "$1" in
-        --sanitize) variant=asan; cmake_args+=(-DSFV_SANITIZE=ON -DSFV_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
+        --sanitize) variant=asan; cmake_args+=(-DSFV_SANITIZE=ON -DSFV_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release) ;;
         --install) install_dir="$2"; shift ;;
         *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
     esac
