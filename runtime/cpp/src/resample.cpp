@@ -65,55 +65,63 @@ inline std::uint8_t clip8(int ss) {
     return std::uint8_t(std::min(255, std::max(0, v)));
 }
 
+/// One horizontal pass: rows [row0, row0 + rows) of `in` (width in_w) -> `rows` rows of width out_w.
+std::vector<std::uint8_t> horizontal(const std::uint8_t* in, int in_w, int row0, int rows, const Coeffs& c, int out_w) {
+    std::vector<std::uint8_t> out(std::size_t(out_w) * rows * 3);
+    for (int yy = 0; yy < rows; ++yy) {
+        const std::uint8_t* line = in + std::size_t(yy + row0) * in_w * 3;
+        std::uint8_t* o = out.data() + std::size_t(yy) * out_w * 3;
+        for (int xx = 0; xx < out_w; ++xx) {
+            const int xmin = c.bounds[2 * xx], n = c.bounds[2 * xx + 1];
+            const std::int32_t* k = &c.k[std::size_t(xx) * c.ksize];
+            for (int ch = 0; ch < 3; ++ch) {
+                int ss = 1 << (kPrecisionBits - 1);
+                for (int x = 0; x < n; ++x) ss += line[(x + xmin) * 3 + ch] * k[x];
+                o[xx * 3 + ch] = clip8(ss);
+            }
+        }
+    }
+    return out;
+}
+
+/// One vertical pass over an image of width w: -> out_h rows, row bounds relative to `in`.
+std::vector<std::uint8_t> vertical(const std::uint8_t* in, int w, const Coeffs& c, int out_h) {
+    std::vector<std::uint8_t> out(std::size_t(w) * out_h * 3);
+    for (int yy = 0; yy < out_h; ++yy) {
+        const int ymin = c.bounds[2 * yy], n = c.bounds[2 * yy + 1];
+        const std::int32_t* k = &c.k[std::size_t(yy) * c.ksize];
+        std::uint8_t* line = out.data() + std::size_t(yy) * w * 3;
+        for (int xx = 0; xx < w * 3; ++xx) {
+            int ss = 1 << (kPrecisionBits - 1);
+            for (int y = 0; y < n; ++y) ss += in[std::size_t(y + ymin) * w * 3 + xx] * k[y];
+            line[xx] = clip8(ss);
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 std::vector<std::uint8_t> resize_lanczos_rgb8(const std::uint8_t* in, int in_w, int in_h, int out_w, int out_h) {
     const bool need_h = out_w != in_w, need_v = out_h != in_h;
+    if (!need_h && !need_v) return std::vector<std::uint8_t>(in, in + std::size_t(in_w) * in_h * 3);
+    if (!need_h) return vertical(in, in_w, precompute(in_h, out_h), out_h);
+    Coeffs hor = precompute(in_w, out_w);
+    if (!need_v) return horizontal(in, in_w, 0, in_h, hor, out_w);
     Coeffs vert = precompute(in_h, out_h);
+    // Pillow >= 13: when the height shrinks more than twice as much as the width, the vertical
+    // pass runs first (fewer rows for the horizontal pass). The order changes the uint8 rounding.
+    const bool horizontal_first = !((in_h - out_h) > 0 && (in_h - out_h) > (in_w - out_w) * 2);
+    if (!horizontal_first) {
+        auto tmp = vertical(in, in_w, vert, out_h);
+        return horizontal(tmp.data(), in_w, 0, out_h, hor, out_w);
+    }
+    // Horizontal pass over the rows the vertical pass reads only.
     const int y_first = vert.bounds[0];
     const int y_last = vert.bounds[2 * out_h - 2] + vert.bounds[2 * out_h - 1];
-
-    std::vector<std::uint8_t> cur;  // the image the next pass reads
-    int cur_w = in_w, cur_h = in_h;
-    const std::uint8_t* src = in;
-    if (need_h) {
-        Coeffs hor = precompute(in_w, out_w);
-        cur_h = y_last - y_first;
-        cur_w = out_w;
-        cur.resize(std::size_t(cur_w) * cur_h * 3);
-        for (int yy = 0; yy < cur_h; ++yy) {
-            const std::uint8_t* line = in + std::size_t(yy + y_first) * in_w * 3;
-            std::uint8_t* out = cur.data() + std::size_t(yy) * cur_w * 3;
-            for (int xx = 0; xx < out_w; ++xx) {
-                const int xmin = hor.bounds[2 * xx], n = hor.bounds[2 * xx + 1];
-                const std::int32_t* k = &hor.k[std::size_t(xx) * hor.ksize];
-                for (int ch = 0; ch < 3; ++ch) {
-                    int ss = 1 << (kPrecisionBits - 1);
-                    for (int x = 0; x < n; ++x) ss += line[(x + xmin) * 3 + ch] * k[x];
-                    out[xx * 3 + ch] = clip8(ss);
-                }
-            }
-        }
-        for (int i = 0; i < out_h; ++i) vert.bounds[2 * i] -= y_first;
-        src = cur.data();
-    }
-    if (!need_v) {
-        if (need_h) return cur;
-        return std::vector<std::uint8_t>(in, in + std::size_t(in_w) * in_h * 3);
-    }
-    std::vector<std::uint8_t> out(std::size_t(cur_w) * out_h * 3);
-    for (int yy = 0; yy < out_h; ++yy) {
-        const int ymin = vert.bounds[2 * yy], n = vert.bounds[2 * yy + 1];
-        const std::int32_t* k = &vert.k[std::size_t(yy) * vert.ksize];
-        std::uint8_t* line = out.data() + std::size_t(yy) * cur_w * 3;
-        for (int xx = 0; xx < cur_w * 3; ++xx) {
-            int ss = 1 << (kPrecisionBits - 1);
-            for (int y = 0; y < n; ++y) ss += src[std::size_t(y + ymin) * cur_w * 3 + xx] * k[y];
-            line[xx] = clip8(ss);
-        }
-    }
-    (void)cur_h;
-    return out;
+    for (int i = 0; i < out_h; ++i) vert.bounds[2 * i] -= y_first;
+    auto tmp = horizontal(in, in_w, y_first, y_last - y_first, hor, out_w);
+    return vertical(tmp.data(), out_w, vert, out_h);
 }
 
 }  // namespace sfv::detail

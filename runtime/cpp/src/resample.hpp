@@ -2,8 +2,11 @@
 // that the VAE's view of the image is byte for byte what `PIL.Image.resize((w, h), LANCZOS)` gives
 // (diffusers' VideoProcessor, and the Python runtime).
 //
-// Coefficients in double, normalised, then fixed point with PRECISION_BITS = 22; a horizontal pass
-// into an intermediate uint8 image (only the rows the vertical pass reads), then a vertical pass.
+// Coefficients in double, normalised, then fixed point with PRECISION_BITS = 22; two passes through
+// an intermediate uint8 image, in Pillow 13's order: horizontal first (over only the rows the
+// vertical pass reads) unless the height shrinks more than twice as much as the width. Pillow
+// before 13 always went horizontal first; the order changes a few rounding steps, so the Python
+// runtime's Pillow must be >= 13 for byte equality (the unit test compares with the installed one).
 #pragma once
 
 #include <cstdint>
