@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch what the C++ runtime builds against, through the package registries, idempotently.
 #
-#   - nlohmann-json and stb: Debian packages (apt-get; needs root, as in CI), skipped when present.
+#   - nlohmann-json, stb, OpenSSL's libcrypto: Debian packages (apt-get; needs root, as in CI), skipped when present.
 #   - ONNX Runtime headers: the onnxruntime wheel ships libonnxruntime.so but no headers and
 #     Debian 12 has none, so the headers come from Debian 13's libonnxruntime-dev .deb, downloaded
 #     with a private apt configuration (nothing is installed system-wide) and unpacked under
@@ -18,6 +18,7 @@ mkdir -p "$deps"
 need_apt=()
 [ -f /usr/include/nlohmann/json.hpp ] || need_apt+=(nlohmann-json3-dev)
 [ -f /usr/include/stb/stb_image.h ] || need_apt+=(libstb-dev)
+[ -f /usr/include/openssl/evp.h ] || need_apt+=(libssl-dev)  # sha256 with the CPU's SHA extensions
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "fetch_deps: missing ${need_apt[*]}; run as root or: sudo apt-get install -y ${need_apt[*]}" >&2

@@ -21,7 +21,8 @@ class Sha256 {
     std::uint64_t total_ = 0;
 };
 
-/// Hex digest of a file's bytes; throws std::runtime_error if it cannot be read.
-std::string sha256_file(const std::string& path);
+/// Hex digest of a file's bytes (OpenSSL's where the build found it, unless `portable`);
+/// throws std::runtime_error if it cannot be read.
+std::string sha256_file(const std::string& path, bool portable = false);
 
 }  // namespace sfv::detail

@@ -71,6 +71,17 @@ int test_sha256() {
     std::string a(1000000, 'a');
     for (std::size_t i = 0, n = 1; i < a.size(); i += n, n = n % 97 + 1) h.update(a.data() + i, std::min(n, a.size() - i));
     CHECK(h.hexdigest() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    // Files: both implementations (OpenSSL's where built with it, and the portable one).
+    char path[] = "/tmp/sfv-sha-XXXXXX";
+    const int fd = ::mkstemp(path);
+    CHECK(fd >= 0);
+    std::string data(5000001, 'x');
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = char(i * 7919 % 251);
+    CHECK(::write(fd, data.data(), data.size()) == ssize_t(data.size()));
+    ::close(fd);
+    CHECK(sfv::detail::sha256_file(path) == sha(data));
+    CHECK(sfv::detail::sha256_file(path, true) == sha(data));
+    ::unlink(path);
     return 0;
 }
 
