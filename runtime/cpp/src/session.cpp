@@ -62,6 +62,7 @@ std::string names(const std::vector<std::string>& v) {
 }  // namespace
 
 struct Session::Impl {
+    std::string file;
     Ort::Session session{nullptr};
     std::vector<std::string> input_names, output_names;
     std::vector<ONNXTensorElementDataType> input_types;
@@ -69,6 +70,7 @@ struct Session::Impl {
 };
 
 Session::Session(const NetworkInfo& network, const RuntimeOptions& options) : impl_(new Impl) {
+    impl_->file = network.file;
     Ort::SessionOptions so;
     so.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
     if (options.threads > 0) so.SetIntraOpNumThreads(options.threads);
@@ -109,6 +111,9 @@ std::vector<float> Session::run(const std::vector<Feed>& feeds, std::vector<std:
     halves.reserve(feeds.size());
     for (const Feed& f : feeds) {
         auto it = std::find(impl_->input_names.begin(), impl_->input_names.end(), f.name);
+        if (it == impl_->input_names.end())
+            throw BundleError(impl_->file + " has no input '" + f.name + "' (it takes " + names(impl_->input_names) +
+                              "); re-export the bundle with this version of the toolkit");
         const auto type = impl_->input_types[it - impl_->input_names.begin()];
         const std::size_t n = std::accumulate(f.shape.begin(), f.shape.end(), std::size_t(1), std::multiplies<>());
         if (f.u8) {
