@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -39,7 +40,7 @@ const char* kUsage =
     "usage: sfv-generate --bundle DIR --image IN.png|jpg --out CLIP.npy|DIR [--steps N] [--frames N] [--height PX]\n"
     "                    [--width PX] [--seed N] [--noise NOISE.npz] [--min-guidance W] [--max-guidance W] [--fps N]\n"
     "                    [--motion-bucket-id N] [--noise-aug S] [--decode-chunk N] [--save-latents LAT.npy]\n"
-    "                    [--provider cpu|cuda|tensorrt] [--threads N] [--precision fp32|fp16|int8|fp8]\n"
+    "                    [--provider cpu|cuda|tensorrt] [--threads N] [--precision fp32|fp16|int8|fp8] [--generator splitmix]\n"
     "                    [--timings-json PATH] [--quiet]\n";
 
 bool is_dir(const std::string& p) {
@@ -99,7 +100,7 @@ int run(int argc, char** argv) {
     bool quiet = false;
     const std::string valued[] = {"--bundle", "--image", "--out", "--steps", "--frames", "--height", "--width", "--seed", "--noise",
                                   "--min-guidance", "--max-guidance", "--fps", "--motion-bucket-id", "--noise-aug", "--decode-chunk",
-                                  "--save-latents", "--provider", "--threads", "--precision", "--timings-json"};
+                                  "--save-latents", "--provider", "--threads", "--precision", "--timings-json", "--generator"};
     for (int i = 1; i < argc; ++i) {
         std::string k = argv[i];
         if (k == "-h" || k == "--help") {
@@ -123,12 +124,15 @@ int run(int argc, char** argv) {
     // 1. Cheap checks first: nothing heavy loads before the inputs are known to be usable.
     const std::string kind = output_kind(a["--out"]);
     sfv::GenerateOptions o;
-    auto opt_int = [&](const char* flag, int& into) { if (a.count(flag)) into = parse_int(flag, a[flag]); };
-    auto opt_dbl = [&](const char* flag, double& into) { if (a.count(flag)) into = parse_double(flag, a[flag]); };
-    opt_int("--steps", o.steps), opt_int("--frames", o.frames), opt_int("--height", o.height), opt_int("--width", o.width);
-    opt_int("--fps", o.fps), opt_int("--motion-bucket-id", o.motion_bucket_id), opt_int("--decode-chunk", o.decode_chunk);
-    opt_dbl("--min-guidance", o.min_guidance), opt_dbl("--max-guidance", o.max_guidance), opt_dbl("--noise-aug", o.noise_aug);
-    if (a.count("--seed")) o.seed = std::stoll(a["--seed"]);
+    auto opt_int = [&](const char* flag, std::optional<int>& into) { if (a.count(flag)) into = parse_int(flag, a[flag]); };
+    auto opt_dbl = [&](const char* flag, std::optional<double>& into) { if (a.count(flag)) into = parse_double(flag, a[flag]); };
+    opt_int("--steps", o.steps), opt_int("--frames", o.num_frames), opt_int("--height", o.height), opt_int("--width", o.width);
+    opt_int("--fps", o.fps), opt_int("--motion-bucket-id", o.motion_bucket_id), opt_int("--decode-chunk", o.decode_chunk_size);
+    opt_dbl("--min-guidance", o.min_guidance), opt_dbl("--max-guidance", o.max_guidance), opt_dbl("--noise-aug", o.noise_aug_strength);
+    if (a.count("--seed")) o.seed = parse_int("--seed", a["--seed"]);
+    if (a.count("--generator") && a["--generator"] != "splitmix")
+        throw sfv::InputError("sfv-generate draws its noise with the portable splitmix generator only; for torch's draws save them with "
+                              "`python -m runtime.generate --generator torch --save-noise noise.npz` and pass --noise noise.npz");
     sfv::RuntimeOptions ro;
     if (a.count("--threads")) ro.threads = parse_int("--threads", a["--threads"]);
     if (a.count("--precision")) ro.precision = a["--precision"];
@@ -140,12 +144,15 @@ int run(int argc, char** argv) {
         else throw sfv::InputError("--provider must be cpu, cuda or tensorrt, got '" + p + "'");
     }
     sfv::Noise noise;
-    if (a.count("--noise")) {
-        auto arrays = npy::load_npz(a["--noise"]);
+    if (a.count("--noise")) {  // messages as runtime.noise.ExplicitNoise
+        const std::string path = a["--noise"];
+        if (!std::ifstream(path)) throw sfv::InputError("noise file " + path + " does not exist; write one with runtime.noise.save_noise or --save-noise");
+        auto arrays = npy::load_npz(path);
         for (const char* key : {"augmentation", "latents"})
-            if (!arrays.count(key)) throw sfv::InputError(a["--noise"] + " has no array '" + key + "'; save it with np.savez(path, augmentation=..., latents=...)");
-        noise.augmentation = arrays["augmentation"].as_float32();
-        noise.latents = arrays["latents"].as_float32();
+            if (!arrays.count(key)) throw sfv::InputError(path + " lacks the array '" + key + "'; a noise file holds 'augmentation' and 'latents'");
+        noise.augmentation = arrays["augmentation"].as_float32(), noise.augmentation_shape = arrays["augmentation"].shape;
+        noise.latents = arrays["latents"].as_float32(), noise.latents_shape = arrays["latents"].shape;
+        noise.source = path;
         o.noise = &noise;
     }
     int w = 0, h = 0, n = 0;
@@ -171,8 +178,9 @@ int run(int argc, char** argv) {
     const auto& t = clip.timings;
     char json[512];
     std::snprintf(json, sizeof json,
-                  "{\"preprocess\": %.6f, \"image_encoder\": %.6f, \"vae_encoder\": %.6f, \"unet\": %.6f, \"vae_decoder\": %.6f, \"total\": %.6f}",
-                  t.preprocess, t.image_encoder, t.vae_encoder, t.unet, t.vae_decoder, t.total);
+                  "{\"preprocess\": %.6f, \"image_encoder\": %.6f, \"vae_encoder\": %.6f, \"unet\": %.6f, \"sampler\": %.6f, "
+                  "\"vae_decoder\": %.6f, \"total\": %.6f, \"unet_calls\": %d}",
+                  t.preprocess, t.image_encoder, t.vae_encoder, t.unet, t.sampler, t.vae_decoder, t.total, t.unet_calls);
     if (a.count("--timings-json")) {
         std::ofstream f(a["--timings-json"]);
         f << json << "\n";

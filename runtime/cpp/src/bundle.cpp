@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -102,38 +103,53 @@ Manifest load_manifest(const std::string& root, const std::string& precision) {
         read(cfg, "sigma_min", c.sigma_min);
         read(cfg, "sigma_max", c.sigma_max);
         read(cfg, "prediction_type", c.prediction_type);
+        read(cfg, "steps", c.steps);
+        read(cfg, "fps", c.fps);
+        read(cfg, "motion_bucket_id", c.motion_bucket_id);
+        read(cfg, "min_guidance", c.min_guidance);
+        read(cfg, "max_guidance", c.max_guidance);
+        read(cfg, "noise_aug_strength", c.noise_aug_strength);
     } catch (const json::exception& e) {
         throw BundleError(path + ": model.config is incomplete (" + e.what() + "); re-export the bundle");
     }
     if (out.config.prediction_type != "v_prediction")
         throw BundleError(path + ": prediction_type " + out.config.prediction_type + " is not supported (the EDM sampler takes v_prediction)");
 
+    static const char* kPrecisions[] = {"fp32", "fp16", "int8", "fp8"};
+    if (std::find(std::begin(kPrecisions), std::end(kPrecisions), precision) == std::end(kPrecisions))
+        throw BackendError("unknown precision '" + precision + "'; choose one of fp32, fp16, int8, fp8");
     const json& nets = m["networks"];
-    std::string have;
-    for (auto it = nets.begin(); it != nets.end(); ++it) have += (have.empty() ? "" : ", ") + it.key();
+    std::string missing;
+    for (const auto& name : kNetworks)
+        if (!nets.contains(name)) missing += (missing.empty() ? "" : ", ") + name;
+    if (!missing.empty()) {
+        const json& src = m["model"].value("source", json());
+        throw BundleError("bundle " + root + " lacks " + missing + "; re-export it with this toolkit (`python -m export.onnx --model " +
+                          (src.is_string() && !src.get<std::string>().empty() ? src.get<std::string>() : "DIR") + " --out " + root + "`)");
+    }
     for (const auto& name : kNetworks) {
-        if (!nets.contains(name))
-            throw BundleError("bundle " + root + " has no network '" + name + "' (it has " + (have.empty() ? "none" : have) +
-                              "); export it with `python -m export.onnx --networks " + name + "`");
         const json& entry = nets[name];
         try {
             const json& variants = entry.at("variants");
-            if (!variants.contains(precision)) {
+            const std::string chosen = variants.contains(precision) ? precision : "fp32";
+            if (!variants.contains(chosen)) {
                 std::string got;
                 for (auto it = variants.begin(); it != variants.end(); ++it) got += (got.empty() ? "" : ", ") + it.key();
-                throw BundleError("bundle " + root + ": network '" + name + "' has no " + precision + " variant (it has " + got +
-                                  "); export it with `python -m export.onnx --precision " + precision + "`");
+                throw BundleError("bundle " + root + " has no " + chosen + " graph for '" + name + "' (it has " + (got.empty() ? "none" : got) +
+                                  "); export it with `python -m export.onnx --out " + root + " --precision " + chosen + "`");
             }
-            const json& v = variants[precision];
+            const json& v = variants[chosen];
             NetworkInfo n;
             n.name = name;
+            n.precision = chosen;
             const std::string file = v.at("file").get<std::string>();
             n.file = join(root, file);
-            if (!is_file(n.file)) throw BundleError("bundle " + root + ": " + file + " (network '" + name + "') is missing; re-export the bundle");
+            if (!is_file(n.file))
+                throw BundleError("bundle " + root + ": " + file + " (network '" + name + "', " + chosen + ") is missing; re-export the bundle");
             if (v.contains("external_data") && v["external_data"].is_string()) {
                 const std::string data = v["external_data"].get<std::string>();
                 if (!is_file(join(root, data)))
-                    throw BundleError("bundle " + root + ": " + data + " (network '" + name + "') is missing; re-export the bundle");
+                    throw BundleError("bundle " + root + ": " + data + " (network '" + name + "', " + chosen + ") is missing; re-export the bundle");
             }
             if (v.contains("sha256") && v["sha256"].is_string()) n.sha256 = v["sha256"].get<std::string>();
             n.inputs = tensors(entry.at("inputs"));

@@ -20,6 +20,7 @@ struct TensorInfo {
 
 struct NetworkInfo {
     std::string name;
+    std::string precision;      ///< the variant chosen
     std::string file;           ///< absolute-or-relative path: bundle root / manifest "file"
     std::string sha256;         ///< empty when the manifest records none
     std::vector<TensorInfo> inputs, outputs;
@@ -30,6 +31,9 @@ struct ModelConfig {
     int clip_image_size = 224, num_frames = 14, default_height = 576, default_width = 1024;
     double scaling_factor = 0.18215, sigma_min = 0.002, sigma_max = 700.0;
     std::string prediction_type = "v_prediction";
+    // generation defaults (export/specs.py ModelConfig)
+    int steps = 25, fps = 7, motion_bucket_id = 127;
+    double min_guidance = 1.0, max_guidance = 3.0, noise_aug_strength = 0.02;
     int pixel_multiple() const { return vae_scale_factor * unet_downsample; }
 };
 
@@ -40,7 +44,8 @@ struct Manifest {
     const NetworkInfo& network(const std::string& name) const;
 };
 
-/// Read and check root/manifest.json and the files of `precision` (BundleError with the fix).
+/// Read and check root/manifest.json and the graph files: the `precision` variant of each network
+/// where the bundle has it, else fp32 (as engines/factory.py). BundleError with the fix.
 Manifest load_manifest(const std::string& root, const std::string& precision);
 
 /// sha256 of each network's graph against the manifest (BundleError naming the file).

@@ -229,20 +229,22 @@ int test_manifest() {
     d.write("manifest.json", manifest_json(1, good));
     expect_error<sfv::BundleError>([&] { load_manifest(d.path, "fp32"); }, "has format_version 1, this toolkit reads version 2; re-export");
     d.write("manifest.json", manifest_json(2, good, "unet"));
-    expect_error<sfv::BundleError>([&] { load_manifest(d.path, "fp32"); }, "has no network 'unet'");
+    expect_error<sfv::BundleError>([&] { load_manifest(d.path, "fp32"); }, "lacks unet; re-export it with this toolkit");
     d.write("manifest.json", manifest_json(2, good));
-    expect_error<sfv::BundleError>([&] { load_manifest(d.path, "fp16"); }, "has no fp16 variant");
+    expect_error<sfv::BackendError>([&] { load_manifest(d.path, "fp64"); }, "unknown precision 'fp64'");
+    CHECK(load_manifest(d.path, "int8").network("unet").precision == "fp32");  // fp32 where a variant is absent
 
     auto m = load_manifest(d.path, "fp32");
     CHECK(m.config.num_frames == 3 && m.config.default_width == 48 && m.config.scaling_factor == 0.5);
     CHECK(m.config.pixel_multiple() == 4 && m.config.clip_image_size == 224);  // absent keys keep the defaults
+    CHECK(m.config.steps == 25 && m.config.max_guidance == 3.0 && m.config.fps == 7);
     CHECK(m.networks.size() == 5 && m.network("unet").inputs[0].name == "in");
     sfv::detail::verify_checksums(m);  // all match
 
     d.write("vae_decoder.onnx", "changed");
     expect_error<sfv::BundleError>([&] { sfv::detail::verify_checksums(m); }, "vae_decoder.onnx does not match the sha256 in the manifest");
     std::remove((d.path + "/vae_decoder.onnx").c_str());
-    expect_error<sfv::BundleError>([&] { load_manifest(d.path, "fp32"); }, "vae_decoder.onnx (network 'vae_decoder') is missing");
+    expect_error<sfv::BundleError>([&] { load_manifest(d.path, "fp32"); }, "vae_decoder.onnx (network 'vae_decoder', fp32) is missing");
 
     sfv::detail::check_resolution(m.config, 32, 48);
     expect_error<sfv::InputError>([&] { sfv::detail::check_resolution(m.config, 30, 48); },

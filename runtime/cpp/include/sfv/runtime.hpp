@@ -1,7 +1,7 @@
 // sfv_runtime: run an exported sfv-deploy bundle (Stable Video Diffusion / SF-V) with ONNX Runtime.
 //
 //   sfv::Runtime rt("bundle/");                       // reads manifest.json, checks sha256, opens sessions
-//   sfv::GenerateOptions o; o.steps = 1; o.max_guidance = 1.0;   // SF-V's one step
+//   sfv::GenerateOptions o; o.steps = 1; o.max_guidance = 1.0;   // SF-V's one step; unset = manifest default
 //   sfv::Clip clip = rt.generate({pixels, width, height}, o);    // RGB8 in, RGB8 [F, H, W, 3] out
 //
 // The numerics (resize, noise, schedule, guidance, Euler step, uint8 conversion) are those of the
@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -32,7 +33,7 @@ class InputError : public Error {
   public:
     using Error::Error;
 };
-/// An execution provider (CUDA, TensorRT) is not available in the loaded ONNX Runtime.
+/// An execution provider (CUDA, TensorRT) or a precision is not available.
 class BackendError : public Error {
   public:
     using Error::Error;
@@ -45,7 +46,7 @@ struct RuntimeOptions {
     Provider provider = Provider::cpu;  ///< tensorrt falls back to cuda then cpu per node, as in ONNX Runtime
     int device_id = 0;                  ///< GPU for cuda / tensorrt
     int threads = 0;                    ///< CPU intra-op threads; 0 lets ONNX Runtime choose
-    std::string precision = "fp32";     ///< bundle variant: fp32 | fp16 | int8 | fp8
+    std::string precision = "fp32";     ///< graph variant: fp32 | fp16 | int8 | fp8 (fp32 where the bundle lacks it)
     bool verify_checksums = true;       ///< sha256 of each graph against the manifest
 };
 
@@ -57,30 +58,34 @@ struct ImageView {
 };
 
 /// Explicit noise, to reproduce another runtime exactly (unit normal draws, not yet scaled).
+/// Shapes, when given, are checked exactly (else only the element counts); `source` names it in errors.
 struct Noise {
     std::vector<float> augmentation;  ///< [1, 3, height, width]
     std::vector<float> latents;       ///< [1, frames, latent_channels, height / 8, width / 8]
+    std::vector<std::int64_t> augmentation_shape, latents_shape;
+    std::string source = "explicit noise";
 };
 
-/// Generation options; 0 means "the model's default" for frames, height, width and decode_chunk.
+/// Generation options, as Python's runtime.options.GenerateOptions: unset fields take the model's
+/// defaults from the bundle manifest (model.config); decode_chunk_size defaults to all frames.
 struct GenerateOptions {
-    int frames = 0;
-    int height = 0;
-    int width = 0;
-    int steps = 25;              ///< 1 with max_guidance <= 1 is SF-V's one step
-    double min_guidance = 1.0;   ///< guidance of the first frame
-    double max_guidance = 3.0;   ///< guidance of the last frame; <= 1 turns classifier-free guidance off
-    int fps = 7;                 ///< conditioned as fps - 1
-    int motion_bucket_id = 127;
-    double noise_aug = 0.02;     ///< noise added to the conditioning image
-    int decode_chunk = 0;        ///< frames per VAE decoder call; 0 = all
-    std::int64_t seed = 0;       ///< seed of the documented host generator (see README)
-    const Noise* noise = nullptr;  ///< explicit noise instead of the seed (not owned)
+    std::optional<int> num_frames, height, width;
+    std::optional<int> steps;                 ///< 1 with max_guidance <= 1 is SF-V's one step
+    std::optional<double> min_guidance;       ///< guidance of the first frame
+    std::optional<double> max_guidance;       ///< of the last frame; <= 1 turns classifier-free guidance off
+    std::optional<int> fps;                   ///< conditioned as fps - 1
+    std::optional<int> motion_bucket_id;
+    std::optional<double> noise_aug_strength; ///< noise added to the conditioning image
+    std::optional<int> decode_chunk_size;     ///< frames per VAE decoder call
+    std::int64_t seed = 0;                    ///< seed of the portable splitmix64 generator (README), >= 0
+    const Noise* noise = nullptr;             ///< explicit noise instead of the seed (not owned)
 };
 
-/// Wall-clock seconds per stage of one generate() call.
+/// Wall-clock seconds per stage of one generate() call (Python's stages: `sampler` is the
+/// denoising loop's own arithmetic, outside the UNet calls).
 struct Timings {
-    double preprocess = 0, image_encoder = 0, vae_encoder = 0, unet = 0, vae_decoder = 0, total = 0;
+    double preprocess = 0, image_encoder = 0, vae_encoder = 0, unet = 0, sampler = 0, vae_decoder = 0, total = 0;
+    int unet_calls = 0;
 };
 
 struct Clip {
