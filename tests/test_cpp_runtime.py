@@ -158,8 +158,11 @@ def test_cpp_refuses_bad_noise_and_output(generate, tiny_bundle, image, tmp_path
     msg = _cpp_error(generate, tiny_bundle, image, tmp_path / "c.npy", "--noise", noise, "--frames", "2")
     assert "np.savez_compressed" in msg
     np.savez(noise, augmentation=np.zeros((1, 3, 64, 64), np.float32), latents=np.zeros((1, 3, 4, 8, 8), np.float32))
-    msg = _cpp_error(generate, tiny_bundle, image, tmp_path / "c.npy", "--noise", noise, "--frames", "2")
-    assert "explicit noise 'latents'" in msg and "[1, 2, 4, 8, 8]" in msg
+    from runtime.noise import ExplicitNoise
+
+    assert _cpp_error(generate, tiny_bundle, image, tmp_path / "c.npy", "--noise", noise, "--frames", "2") == _python_error(
+        lambda: ExplicitNoise.load(noise).latents((1, 2, 4, 8, 8))
+    )
     assert "unknown extension '.mp4'" in _cpp_error(generate, tiny_bundle, image, tmp_path / "c.mp4")
 
 
@@ -197,20 +200,21 @@ def test_cpp_matches_python(mode, generate, tiny_bundle, image, tmp_path):
     assert np.abs(cpp.astype(int) - py.astype(int)).max() <= 1
 
 
-def test_cpp_seeded_noise_is_pythons(generate, tiny_bundle, image, tmp_path):
-    """--seed draws the documented generator's noise: the same clip as that noise passed explicitly."""
-    from runtime.noise import normal_noise  # the Python twin of src/noise.cpp
-
-    def latents(name, *extra):
-        args = [*CLIP, "--steps", "1", "--max-guidance", "1", *extra]
-        r = generate("--bundle", tiny_bundle, "--image", image, "--out", tmp_path / f"{name}.npy", "--save-latents", tmp_path / f"{name}_lat.npy", *args)
-        assert r.returncode == 0, r.stderr
-        return np.load(tmp_path / f"{name}_lat.npy")
-
-    np.savez(tmp_path / "noise.npz", augmentation=normal_noise(1234, 0, (1, 3, 64, 128)), latents=normal_noise(1234, 1, (1, 3, 4, 8, 16)))
-    seeded = latents("seeded", "--seed", "1234")
-    assert np.abs(seeded - latents("explicit", "--noise", tmp_path / "noise.npz")).max() <= 1e-5
-    assert np.abs(seeded - latents("other", "--seed", "0")).max() > 0.1
+def test_cpp_seed_draws_pythons_splitmix_noise(generate, tiny_bundle, image, tmp_path):
+    """--seed in sfv-generate is `--generator splitmix --seed` in Python: the same clip."""
+    args = [*CLIP, "--steps", "1", "--max-guidance", "1"]
+    r = generate("--bundle", tiny_bundle, "--image", image, "--out", tmp_path / "cpp.npy", "--save-latents", tmp_path / "cpp_lat.npy",
+                 "--seed", "1234", *args)
+    assert r.returncode == 0, r.stderr
+    r = _run([sys.executable, "-m", "runtime.generate", "--bundle", tiny_bundle, "--image", image, "--out", tmp_path / "py.npy",
+              "--save-latents", tmp_path / "py_lat.npy", "--generator", "splitmix", "--seed", "1234", "--quiet", *args], cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    cpp_lat = np.load(tmp_path / "cpp_lat.npy")
+    assert np.abs(cpp_lat - np.load(tmp_path / "py_lat.npy")).max() <= 1e-5
+    assert np.abs(np.load(tmp_path / "cpp.npy").astype(int) - np.load(tmp_path / "py.npy")).max() <= 1
+    r = generate("--bundle", tiny_bundle, "--image", image, "--out", tmp_path / "c0.npy", "--save-latents", tmp_path / "c0_lat.npy",
+                 "--seed", "0", *args)
+    assert r.returncode == 0 and np.abs(cpp_lat - np.load(tmp_path / "c0_lat.npy")).max() > 0.1  # the seed matters
 
 
 # ---------------------------------------------------------------------------- packaging, leaks
