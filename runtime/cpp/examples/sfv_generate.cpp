@@ -41,7 +41,7 @@ const char* kUsage =
     "                    [--width PX] [--seed N] [--noise NOISE.npz] [--min-guidance W] [--max-guidance W] [--fps N]\n"
     "                    [--motion-bucket-id N] [--noise-aug S] [--decode-chunk N] [--save-latents LAT.npy]\n"
     "                    [--provider cpu|cuda|tensorrt] [--threads N] [--precision fp32|fp16|int8|fp8] [--generator splitmix]\n"
-    "                    [--timings-json PATH] [--quiet]\n";
+    "                    [--timings-json PATH] [--repeat N] [--quiet]\n";
 
 bool is_dir(const std::string& p) {
     struct stat st;
@@ -100,7 +100,7 @@ int run(int argc, char** argv) {
     bool quiet = false;
     const std::string valued[] = {"--bundle", "--image", "--out", "--steps", "--frames", "--height", "--width", "--seed", "--noise",
                                   "--min-guidance", "--max-guidance", "--fps", "--motion-bucket-id", "--noise-aug", "--decode-chunk",
-                                  "--save-latents", "--provider", "--threads", "--precision", "--timings-json", "--generator"};
+                                  "--save-latents", "--provider", "--threads", "--precision", "--timings-json", "--generator", "--repeat"};
     for (int i = 1; i < argc; ++i) {
         std::string k = argv[i];
         if (k == "-h" || k == "--help") {
@@ -165,7 +165,11 @@ int run(int argc, char** argv) {
 
     // 2. Sessions, 3. the clip.
     sfv::Runtime rt(a["--bundle"], ro);
-    sfv::Clip clip = rt.generate({pixels.get(), w, h}, o);
+    // --repeat N: generate N times (warm sessions from the second on) and keep the last clip's timings.
+    const int repeat = a.count("--repeat") ? parse_int("--repeat", a["--repeat"]) : 1;
+    if (repeat < 1) throw sfv::InputError("--repeat must be a positive integer, got " + std::to_string(repeat));
+    sfv::Clip clip;
+    for (int i = 0; i < repeat; ++i) clip = rt.generate({pixels.get(), w, h}, o);
     if (kind == "npy")
         npy::save(a["--out"], "|u1", {clip.frames, clip.height, clip.width, 3}, clip.rgb.data(), clip.rgb.size());
     else
