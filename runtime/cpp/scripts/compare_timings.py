@@ -56,7 +56,8 @@ def main() -> int:
     gen = ["--steps", str(args.steps), "--max-guidance", str(args.max_guidance)] + (["--threads", str(args.threads)] if args.threads else [])
     # One noise file for both runtimes (drawn by Python's portable generator).
     subprocess.run([sys.executable, "-m", "runtime.generate", "--bundle", args.bundle, "--image", args.image, "--out", tmp / "n.npy",
-                    "--generator", "splitmix", "--save-noise", tmp / "noise.npz", "--quiet", *gen], check=True, cwd=ROOT)
+                    "--generator", "splitmix", "--save-noise", tmp / "noise.npz", "--quiet", *gen], check=True, cwd=ROOT,
+                   capture_output=True)
     runs = {"cpp_first_clip_s": [], "python_first_clip_s": [], "cpp": [], "python": [], "cpp_warm": [], "python_warm": []}
     for _ in range(args.repeats):  # alternate A/B so load drifts hit both
         runs["cpp_first_clip_s"].append(wall([CPP, "--bundle", args.bundle, "--image", args.image, "--out", tmp / "c.npy",
