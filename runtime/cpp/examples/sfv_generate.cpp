@@ -1,0 +1,205 @@
+// sfv-generate: one image in, one clip out, with an exported bundle (the C++ twin of
+// `python -m runtime.generate`, same flags).
+//
+//   sfv-generate --bundle B --image in.png --out clip.npy                  # SVD: 25 steps, guidance 1 -> 3
+//   sfv-generate --bundle B --image in.png --out frames/ --steps 1 --max-guidance 1   # SF-V one step
+//   sfv-generate ... --noise noise.npz --save-latents latents.npy          # reproduce another runtime
+//
+// --out: a .npy file (uint8 [F, H, W, 3]) or a directory of PNG frames (frame_0000.png, ...).
+// --noise: an uncompressed .npz (np.savez) with float32 `augmentation` [1, 3, H, W] and
+// `latents` [1, F, 4, h, w] (unit normal draws, before the initial noise scale).
+// User errors print one line "error: ..." and exit 2.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <string>
+
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#include <stb/stb_image.h>
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+
+#include "npy.hpp"
+#include "sfv/runtime.hpp"
+
+namespace {
+
+const char* kUsage =
+    "usage: sfv-generate --bundle DIR --image IN.png|jpg --out CLIP.npy|DIR [--steps N] [--frames N] [--height PX]\n"
+    "                    [--width PX] [--seed N] [--noise NOISE.npz] [--min-guidance W] [--max-guidance W] [--fps N]\n"
+    "                    [--motion-bucket-id N] [--noise-aug S] [--decode-chunk N] [--save-latents LAT.npy]\n"
+    "                    [--provider cpu|cuda|tensorrt] [--threads N] [--precision fp32|fp16|int8|fp8] [--generator splitmix]\n"
+    "                    [--timings-json PATH] [--repeat N] [--quiet]\n";
+
+bool is_dir(const std::string& p) {
+    struct stat st;
+    return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// "npy" or "dir", as runtime/video.py's output_kind (less the video formats this example lacks).
+std::string output_kind(const std::string& out) {
+    const auto slash = out.find_last_of('/');
+    const std::string base = slash == std::string::npos ? out : out.substr(slash + 1);
+    if (ends_with(out, "/") || is_dir(out) || base.find('.') == std::string::npos || base.find('.') == 0) {
+        struct stat st;
+        if (::stat(out.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+            throw sfv::InputError(out + " exists and is not a directory; give a directory for PNG frames or a file ending in .npy");
+        return "dir";
+    }
+    if (ends_with(out, ".npy")) return "npy";
+    throw sfv::InputError("cannot write video to " + out + ": unknown extension '" + base.substr(base.rfind('.')) +
+                          "'; sfv-generate writes .npy or a directory (one PNG per frame); use `python -m runtime.generate` for .mp4/.gif/.webp");
+}
+
+void write_png_dir(const sfv::Clip& clip, const std::string& dir) {
+    ::mkdir(dir.c_str(), 0777);
+    if (!is_dir(dir)) throw sfv::InputError("cannot create directory " + dir + "; check the parent exists and is writable");
+    const std::size_t frame = std::size_t(clip.height) * clip.width * 3;
+    for (int f = 0; f < clip.frames; ++f) {
+        char name[32];
+        std::snprintf(name, sizeof name, "/frame_%04d.png", f);
+        const std::string final = dir + name, tmp = final + ".tmp";
+        if (!stbi_write_png(tmp.c_str(), clip.width, clip.height, 3, clip.rgb.data() + f * frame, clip.width * 3) ||
+            std::rename(tmp.c_str(), final.c_str()) != 0)
+            throw sfv::InputError("cannot write " + final + "; check the directory is writable");
+    }
+}
+
+int parse_int(const std::string& flag, const std::string& v) {
+    char* end = nullptr;
+    long r = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end) throw sfv::InputError(flag + " takes an integer, got '" + v + "'");
+    return int(r);
+}
+
+double parse_double(const std::string& flag, const std::string& v) {
+    char* end = nullptr;
+    double r = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end) throw sfv::InputError(flag + " takes a number, got '" + v + "'");
+    return r;
+}
+
+int run(int argc, char** argv) {
+    std::map<std::string, std::string> a;
+    bool quiet = false;
+    const std::string valued[] = {"--bundle", "--image", "--out", "--steps", "--frames", "--height", "--width", "--seed", "--noise",
+                                  "--min-guidance", "--max-guidance", "--fps", "--motion-bucket-id", "--noise-aug", "--decode-chunk",
+                                  "--save-latents", "--provider", "--threads", "--precision", "--timings-json", "--generator", "--repeat"};
+    for (int i = 1; i < argc; ++i) {
+        std::string k = argv[i];
+        if (k == "-h" || k == "--help") {
+            std::cout << kUsage;
+            return 0;
+        }
+        if (k == "--quiet") {
+            quiet = true;
+            continue;
+        }
+        std::string v;
+        if (auto eq = k.find('='); eq != std::string::npos) v = k.substr(eq + 1), k = k.substr(0, eq);
+        else if (i + 1 < argc) v = argv[++i];
+        else throw sfv::InputError(k + " needs a value\n" + kUsage);
+        if (std::find(std::begin(valued), std::end(valued), k) == std::end(valued)) throw sfv::InputError("unknown flag " + k + "\n" + kUsage);
+        a[k] = v;
+    }
+    for (const char* req : {"--bundle", "--image", "--out"})
+        if (!a.count(req)) throw sfv::InputError(std::string("the following arguments are required: ") + req + "\n" + kUsage);
+
+    // 1. Cheap checks first: nothing heavy loads before the inputs are known to be usable.
+    const std::string kind = output_kind(a["--out"]);
+    sfv::GenerateOptions o;
+    auto opt_int = [&](const char* flag, std::optional<int>& into) { if (a.count(flag)) into = parse_int(flag, a[flag]); };
+    auto opt_dbl = [&](const char* flag, std::optional<double>& into) { if (a.count(flag)) into = parse_double(flag, a[flag]); };
+    opt_int("--steps", o.steps), opt_int("--frames", o.num_frames), opt_int("--height", o.height), opt_int("--width", o.width);
+    opt_int("--fps", o.fps), opt_int("--motion-bucket-id", o.motion_bucket_id), opt_int("--decode-chunk", o.decode_chunk_size);
+    opt_dbl("--min-guidance", o.min_guidance), opt_dbl("--max-guidance", o.max_guidance), opt_dbl("--noise-aug", o.noise_aug_strength);
+    if (a.count("--seed")) o.seed = parse_int("--seed", a["--seed"]);
+    if (a.count("--generator") && a["--generator"] != "splitmix")
+        throw sfv::InputError("sfv-generate draws its noise with the portable splitmix generator only; for torch's draws save them with "
+                              "`python -m runtime.generate --generator torch --save-noise noise.npz` and pass --noise noise.npz");
+    sfv::RuntimeOptions ro;
+    if (a.count("--threads")) ro.threads = parse_int("--threads", a["--threads"]);
+    if (a.count("--precision")) ro.precision = a["--precision"];
+    if (a.count("--provider")) {
+        const std::string p = a["--provider"];
+        if (p == "cpu") ro.provider = sfv::Provider::cpu;
+        else if (p == "cuda") ro.provider = sfv::Provider::cuda;
+        else if (p == "tensorrt") ro.provider = sfv::Provider::tensorrt;
+        else throw sfv::InputError("--provider must be cpu, cuda or tensorrt, got '" + p + "'");
+    }
+    sfv::Noise noise;
+    if (a.count("--noise")) {  // messages as runtime.noise.ExplicitNoise
+        const std::string path = a["--noise"];
+        if (!std::ifstream(path)) throw sfv::InputError("noise file " + path + " does not exist; write one with runtime.noise.save_noise or --save-noise");
+        auto arrays = npy::load_npz(path);
+        for (const char* key : {"augmentation", "latents"})
+            if (!arrays.count(key)) throw sfv::InputError(path + " lacks the array '" + key + "'; a noise file holds 'augmentation' and 'latents'");
+        noise.augmentation = arrays["augmentation"].as_float32(), noise.augmentation_shape = arrays["augmentation"].shape;
+        noise.latents = arrays["latents"].as_float32(), noise.latents_shape = arrays["latents"].shape;
+        noise.source = path;
+        o.noise = &noise;
+    }
+    int w = 0, h = 0, n = 0;
+    const std::string image_path = a["--image"];
+    std::unique_ptr<unsigned char, void (*)(void*)> pixels(stbi_load(image_path.c_str(), &w, &h, &n, 3), stbi_image_free);
+    if (!pixels) {
+        if (!std::ifstream(image_path)) throw sfv::InputError("input image " + image_path + " does not exist (or is not a file); pass --image PATH to a PNG/JPEG");
+        throw sfv::InputError(image_path + " is not a readable image (" + stbi_failure_reason() + "); pass a PNG or JPEG file");
+    }
+
+    // 2. Sessions, 3. the clip.
+    sfv::Runtime rt(a["--bundle"], ro);
+    // --repeat N: generate N times (warm sessions from the second on) and keep the last clip's timings.
+    const int repeat = a.count("--repeat") ? parse_int("--repeat", a["--repeat"]) : 1;
+    if (repeat < 1) throw sfv::InputError("--repeat must be a positive integer, got " + std::to_string(repeat));
+    sfv::Clip clip;
+    for (int i = 0; i < repeat; ++i) clip = rt.generate({pixels.get(), w, h}, o);
+    if (kind == "npy")
+        npy::save(a["--out"], "|u1", {clip.frames, clip.height, clip.width, 3}, clip.rgb.data(), clip.rgb.size());
+    else
+        write_png_dir(clip, a["--out"]);
+    if (a.count("--save-latents")) {
+        const auto& m = rt.model();
+        npy::save(a["--save-latents"], "<f4", {1, clip.frames, m.latent_channels, clip.height / m.vae_scale_factor, clip.width / m.vae_scale_factor},
+                  clip.latents.data(), clip.latents.size() * sizeof(float));
+    }
+    const auto& t = clip.timings;
+    char json[512];
+    std::snprintf(json, sizeof json,
+                  "{\"preprocess\": %.6f, \"image_encoder\": %.6f, \"vae_encoder\": %.6f, \"unet\": %.6f, \"sampler\": %.6f, "
+                  "\"vae_decoder\": %.6f, \"total\": %.6f, \"unet_calls\": %d}",
+                  t.preprocess, t.image_encoder, t.vae_encoder, t.unet, t.sampler, t.vae_decoder, t.total, t.unet_calls);
+    if (a.count("--timings-json")) {
+        std::ofstream f(a["--timings-json"]);
+        f << json << "\n";
+    }
+    if (!quiet) std::cerr << "wrote " << a["--out"] << " (" << clip.frames << " frames, " << clip.width << "x" << clip.height << "); seconds " << json << "\n";
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const sfv::Error& e) {
+        std::cerr << "error: " << e.what() << "\n";
+        return 2;
+    }
+}

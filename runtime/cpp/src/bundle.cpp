@@ -1,0 +1,184 @@
+#include "bundle.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "sfv/runtime.hpp"
+#include "sha256.hpp"
+
+namespace sfv::detail {
+
+const std::vector<std::string> kNetworks = {"clip_preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder"};
+
+namespace {
+
+using nlohmann::json;
+
+bool is_dir(const std::string& p) {
+    struct stat st;
+    return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool is_file(const std::string& p) {
+    struct stat st;
+    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string join(const std::string& root, const std::string& name) {
+    return root.empty() || root.back() == '/' ? root + name : root + "/" + name;
+}
+
+/// Python's repr() of a JSON value as a manifest field would print it.
+std::string py_repr(const json& v) {
+    if (v.is_null()) return "None";
+    if (v.is_string()) return "'" + v.get<std::string>() + "'";
+    if (v.is_boolean()) return v.get<bool>() ? "True" : "False";
+    return v.dump();
+}
+
+std::vector<TensorInfo> tensors(const json& list) {
+    std::vector<TensorInfo> out;
+    for (const auto& t : list) out.push_back({t.at("name").get<std::string>(), t.at("dtype").get<std::string>()});
+    return out;
+}
+
+template <class T>
+void read(const json& cfg, const char* key, T& into) {
+    if (cfg.contains(key)) into = cfg.at(key).get<T>();
+}
+
+}  // namespace
+
+const NetworkInfo& Manifest::network(const std::string& name) const {
+    for (const auto& n : networks)
+        if (n.name == name) return n;
+    throw BundleError("bundle " + root + " has no network '" + name + "'");
+}
+
+Manifest load_manifest(const std::string& root, const std::string& precision) {
+    if (!is_dir(root))
+        throw BundleError("bundle directory " + root + " does not exist; create one with `python -m export.onnx --model DIR|tiny --out " + root + "`");
+    const std::string path = join(root, "manifest.json");
+    if (!is_file(path))
+        throw BundleError(root + " has no manifest.json: the export did not finish or this is not a bundle; re-run `python -m export.onnx --out " + root + "`");
+    json m;
+    {
+        std::ifstream f(path);
+        try {
+            m = json::parse(f);
+        } catch (const json::exception& e) {
+            throw BundleError(path + " is not valid JSON (" + e.what() + "); re-export the bundle");
+        }
+    }
+    if (!m.is_object() || m.value("format", json()) != kFormat)
+        throw BundleError(path + " is not an " + kFormat + " manifest; re-export the bundle");
+    const json version = m.value("format_version", json());
+    if (version != kFormatVersion)
+        throw BundleError(path + " has format_version " + py_repr(version) + ", this toolkit reads version " + std::to_string(kFormatVersion) +
+                          "; re-export the bundle with this version of the toolkit");
+    for (const char* key : {"networks", "model"})
+        if (!m.contains(key) || !m[key].is_object())
+            throw BundleError(path + " lacks the '" + key + "' section; re-export the bundle");
+
+    Manifest out;
+    out.root = root;
+    try {
+        const json& cfg = m["model"].at("config");
+        auto& c = out.config;
+        read(cfg, "latent_channels", c.latent_channels);
+        read(cfg, "vae_scale_factor", c.vae_scale_factor);
+        read(cfg, "unet_downsample", c.unet_downsample);
+        read(cfg, "embed_dim", c.embed_dim);
+        read(cfg, "clip_image_size", c.clip_image_size);
+        read(cfg, "num_frames", c.num_frames);
+        read(cfg, "default_height", c.default_height);
+        read(cfg, "default_width", c.default_width);
+        read(cfg, "scaling_factor", c.scaling_factor);
+        read(cfg, "sigma_min", c.sigma_min);
+        read(cfg, "sigma_max", c.sigma_max);
+        read(cfg, "prediction_type", c.prediction_type);
+        read(cfg, "steps", c.steps);
+        read(cfg, "fps", c.fps);
+        read(cfg, "motion_bucket_id", c.motion_bucket_id);
+        read(cfg, "min_guidance", c.min_guidance);
+        read(cfg, "max_guidance", c.max_guidance);
+        read(cfg, "noise_aug_strength", c.noise_aug_strength);
+    } catch (const json::exception& e) {
+        throw BundleError(path + ": model.config is incomplete (" + e.what() + "); re-export the bundle");
+    }
+    if (out.config.prediction_type != "v_prediction")
+        throw BundleError(path + ": prediction_type " + out.config.prediction_type + " is not supported (the EDM sampler takes v_prediction)");
+
+    static const char* kPrecisions[] = {"fp32", "fp16", "int8", "fp8"};
+    if (std::find(std::begin(kPrecisions), std::end(kPrecisions), precision) == std::end(kPrecisions))
+        throw BackendError("unknown precision '" + precision + "'; choose one of fp32, fp16, int8, fp8");
+    const json& nets = m["networks"];
+    std::string missing;
+    for (const auto& name : kNetworks)
+        if (!nets.contains(name)) missing += (missing.empty() ? "" : ", ") + name;
+    if (!missing.empty()) {
+        const json& src = m["model"].value("source", json());
+        throw BundleError("bundle " + root + " lacks " + missing + "; re-export it with this toolkit (`python -m export.onnx --model " +
+                          (src.is_string() && !src.get<std::string>().empty() ? src.get<std::string>() : "DIR") + " --out " + root + "`)");
+    }
+    for (const auto& name : kNetworks) {
+        const json& entry = nets[name];
+        try {
+            const json& variants = entry.at("variants");
+            const std::string chosen = variants.contains(precision) ? precision : "fp32";
+            if (!variants.contains(chosen)) {
+                std::string got;
+                for (auto it = variants.begin(); it != variants.end(); ++it) got += (got.empty() ? "" : ", ") + it.key();
+                throw BundleError("bundle " + root + " has no " + chosen + " graph for '" + name + "' (it has " + (got.empty() ? "none" : got) +
+                                  "); export it with `python -m export.onnx --out " + root + " --precision " + chosen + "`");
+            }
+            const json& v = variants[chosen];
+            NetworkInfo n;
+            n.name = name;
+            n.precision = chosen;
+            const std::string file = v.at("file").get<std::string>();
+            n.file = join(root, file);
+            if (!is_file(n.file))
+                throw BundleError("bundle " + root + ": " + file + " (network '" + name + "', " + chosen + ") is missing; re-export the bundle");
+            if (v.contains("external_data") && v["external_data"].is_string()) {
+                const std::string data = v["external_data"].get<std::string>();
+                if (!is_file(join(root, data)))
+                    throw BundleError("bundle " + root + ": " + data + " (network '" + name + "', " + chosen + ") is missing; re-export the bundle");
+            }
+            if (v.contains("sha256") && v["sha256"].is_string()) n.sha256 = v["sha256"].get<std::string>();
+            n.inputs = tensors(entry.at("inputs"));
+            n.outputs = tensors(entry.at("outputs"));
+            out.networks.push_back(std::move(n));
+        } catch (const json::exception& e) {
+            throw BundleError(path + ": network '" + name + "' is incomplete (" + e.what() + "); re-export the bundle");
+        }
+    }
+    return out;
+}
+
+void verify_checksums(const Manifest& manifest) {
+    for (const auto& n : manifest.networks) {
+        if (n.sha256.empty()) continue;
+        if (sha256_file(n.file) != n.sha256)
+            throw BundleError(n.file + " does not match the sha256 in the manifest (changed or corrupt); re-export the bundle");
+    }
+}
+
+void check_resolution(const ModelConfig& config, int height, int width) {
+    const int m = config.pixel_multiple();
+    if (height < m || width < m || height % m || width % m) {
+        auto nearest = [m](int v) { return std::max(m, int(std::nearbyint(double(v) / m)) * m); };
+        throw InputError("height " + std::to_string(height) + " x width " + std::to_string(width) +
+                         " is not supported: both must be positive multiples of " + std::to_string(m) + " (VAE downsamples by " +
+                         std::to_string(config.vae_scale_factor) + ", the UNet by " + std::to_string(config.unet_downsample) +
+                         " more); try " + std::to_string(nearest(height)) + " x " + std::to_string(nearest(width)));
+    }
+}
+
+}  // namespace sfv::detail

@@ -1,0 +1,144 @@
+#include "session.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <set>
+
+#include <onnxruntime_cxx_api.h>
+
+namespace sfv::detail {
+namespace {
+
+Ort::Env& env() {
+    // One environment per process, as ONNX Runtime asks; created on first use.
+    static Ort::Env e(ORT_LOGGING_LEVEL_WARNING, "sfv_runtime");
+    return e;
+}
+
+const char* provider_name(Provider p) {
+    switch (p) {
+        case Provider::cuda: return "CUDAExecutionProvider";
+        case Provider::tensorrt: return "TensorrtExecutionProvider";
+        default: return "CPUExecutionProvider";
+    }
+}
+
+/// GPU providers: appended in priority order (TensorRT, then CUDA for the nodes it leaves).
+void append_providers(Ort::SessionOptions& so, const RuntimeOptions& options) {
+    const OrtApi& api = Ort::GetApi();
+    const std::string device = std::to_string(options.device_id);
+    try {
+        if (options.provider == Provider::tensorrt) {
+            OrtTensorRTProviderOptionsV2* trt = nullptr;
+            Ort::ThrowOnError(api.CreateTensorRTProviderOptions(&trt));
+            std::unique_ptr<OrtTensorRTProviderOptionsV2, void (*)(OrtTensorRTProviderOptionsV2*)> guard(trt, api.ReleaseTensorRTProviderOptions);
+            const char* keys[] = {"device_id"};
+            const char* values[] = {device.c_str()};
+            Ort::ThrowOnError(api.UpdateTensorRTProviderOptions(trt, keys, values, 1));
+            so.AppendExecutionProvider_TensorRT_V2(*trt);
+        }
+        if (options.provider == Provider::tensorrt || options.provider == Provider::cuda) {
+            OrtCUDAProviderOptionsV2* cuda = nullptr;
+            Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
+            std::unique_ptr<OrtCUDAProviderOptionsV2, void (*)(OrtCUDAProviderOptionsV2*)> guard(cuda, api.ReleaseCUDAProviderOptions);
+            const char* keys[] = {"device_id"};
+            const char* values[] = {device.c_str()};
+            Ort::ThrowOnError(api.UpdateCUDAProviderOptions(cuda, keys, values, 1));
+            so.AppendExecutionProvider_CUDA_V2(*cuda);
+        }
+    } catch (const Ort::Exception& e) {
+        throw BackendError(std::string("ONNX Runtime could not start ") + provider_name(options.provider) + ": " + e.what() +
+                           "; link an ONNX Runtime build with CUDA/TensorRT (onnxruntime-gpu) on a machine with an NVIDIA GPU, "
+                           "or use Provider::cpu");
+    }
+}
+
+std::string names(const std::vector<std::string>& v) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", '" : "'") + v[i] + "'";
+    return s + "]";
+}
+
+}  // namespace
+
+struct Session::Impl {
+    std::string file;
+    Ort::Session session{nullptr};
+    std::vector<std::string> input_names, output_names;
+    std::vector<ONNXTensorElementDataType> input_types;
+    Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+};
+
+Session::Session(const NetworkInfo& network, const RuntimeOptions& options) : impl_(new Impl) {
+    impl_->file = network.file;
+    Ort::SessionOptions so;
+    so.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+    if (options.threads > 0) so.SetIntraOpNumThreads(options.threads);
+    append_providers(so, options);
+    try {
+        impl_->session = Ort::Session(env(), network.file.c_str(), so);
+    } catch (const Ort::Exception& e) {
+        std::string what = e.what();
+        std::string lower(what);
+        std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+        if (lower.find("provider") != std::string::npos)
+            throw BackendError(std::string("ONNX Runtime could not start ") + provider_name(options.provider) + ": " + what);
+        throw BundleError("ONNX Runtime cannot load " + network.file + " (" + what + "); re-export the bundle");
+    }
+    Ort::AllocatorWithDefaultOptions alloc;
+    auto& s = impl_->session;
+    for (std::size_t i = 0; i < s.GetInputCount(); ++i) {
+        impl_->input_names.push_back(s.GetInputNameAllocated(i, alloc).get());
+        impl_->input_types.push_back(s.GetInputTypeInfo(i).GetTensorTypeAndShapeInfo().GetElementType());
+    }
+    for (std::size_t i = 0; i < s.GetOutputCount(); ++i) impl_->output_names.push_back(s.GetOutputNameAllocated(i, alloc).get());
+
+    std::vector<std::string> want_in, want_out;
+    for (const auto& t : network.inputs) want_in.push_back(t.name);
+    for (const auto& t : network.outputs) want_out.push_back(t.name);
+    auto sorted = [](std::vector<std::string> v) { std::sort(v.begin(), v.end()); return v; };
+    if (sorted(want_in) != sorted(impl_->input_names) || sorted(want_out) != sorted(impl_->output_names))
+        throw BundleError(network.file + " takes " + names(sorted(impl_->input_names)) + " -> " + names(impl_->output_names) +
+                          " but the manifest says " + names(want_in) + " -> " + names(want_out) + "; re-export the bundle");
+}
+
+Session::~Session() = default;
+
+std::vector<float> Session::run(const std::vector<Feed>& feeds, std::vector<std::int64_t>* shape) const {
+    std::vector<Ort::Value> values;
+    std::vector<const char*> in_names;
+    std::vector<std::vector<Ort::Float16_t>> halves;  // keeps converted fp16 feeds alive
+    halves.reserve(feeds.size());
+    for (const Feed& f : feeds) {
+        auto it = std::find(impl_->input_names.begin(), impl_->input_names.end(), f.name);
+        if (it == impl_->input_names.end())
+            throw BundleError(impl_->file + " has no input '" + f.name + "' (it takes " + names(impl_->input_names) +
+                              "); re-export the bundle with this version of the toolkit");
+        const auto type = impl_->input_types[it - impl_->input_names.begin()];
+        const std::size_t n = std::accumulate(f.shape.begin(), f.shape.end(), std::size_t(1), std::multiplies<>());
+        if (f.u8) {
+            values.push_back(Ort::Value::CreateTensor<std::uint8_t>(impl_->cpu, const_cast<std::uint8_t*>(f.u8), n, f.shape.data(), f.shape.size()));
+        } else if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
+            halves.emplace_back(f.f32, f.f32 + n);
+            values.push_back(Ort::Value::CreateTensor<Ort::Float16_t>(impl_->cpu, halves.back().data(), n, f.shape.data(), f.shape.size()));
+        } else {
+            values.push_back(Ort::Value::CreateTensor<float>(impl_->cpu, const_cast<float*>(f.f32), n, f.shape.data(), f.shape.size()));
+        }
+        in_names.push_back(f.name.c_str());
+    }
+    const char* out_name = impl_->output_names[0].c_str();
+    auto out = impl_->session.Run(Ort::RunOptions{nullptr}, in_names.data(), values.data(), values.size(), &out_name, 1);
+    auto info = out[0].GetTensorTypeAndShapeInfo();
+    const std::size_t n = info.GetElementCount();
+    if (shape) *shape = info.GetShape();
+    if (info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
+        const Ort::Float16_t* p = out[0].GetTensorData<Ort::Float16_t>();
+        std::vector<float> r(n);
+        for (std::size_t i = 0; i < n; ++i) r[i] = p[i].ToFloat();
+        return r;
+    }
+    const float* p = out[0].GetTensorData<float>();
+    return std::vector<float>(p, p + n);
+}
+
+}  // namespace sfv::detail
