@@ -37,12 +37,12 @@ from benchmarks.workload import (
     RunConfig,
     build_calls,
     ensure_bundle,
-    make_engines,
     model_info,
     resolve_shape,
     shapes_info,
     synthetic_image,
 )
+from engines.factory import create_engines, torch_engines
 from export.cli import run_cli
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def run_per_step(
         gc.collect()
     else:
         flops, info = None, None
-    engines = make_engines(backend, model=loaded, bundle=bundle, threads=threads)
+    engines = torch_engines(loaded)[0] if backend == "torch" else create_engines(bundle, backend, threads=threads)
     extra, gemm_flops = {}, 0.0
     if roofline:
         from benchmarks.roofline import gemm_sampler

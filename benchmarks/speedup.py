@@ -36,12 +36,12 @@ from benchmarks.workload import (
     DEFAULT_CONFIGS,
     RunConfig,
     ensure_bundle,
-    make_engines,
     model_info,
     resolve_shape,
     shapes_info,
     synthetic_image,
 )
+from engines.factory import create_engines, torch_engines
 from export.cli import run_cli
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def run_loops(
     bundle = ensure_bundle(model, bundle_dir) if backend == "onnxruntime" else None
     config = loaded.config
     frames, height, width = resolve_shape(config, frames, height, width)
-    engines = make_engines(backend, model=loaded, bundle=bundle, threads=threads)
+    engines = torch_engines(loaded)[0] if backend == "torch" else create_engines(bundle, backend, threads=threads)
     image = synthetic_image(height, width)
 
     with VideoPipeline(engines, config) as pipe:

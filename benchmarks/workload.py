@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from benchmarks.errors import BenchmarkError
-from engines.base import Engine
 from export.bundle import MANIFEST, Bundle
 from export.specs import NETWORKS, ModelConfig, NetworkSpec, check_resolution, expand_dims
 
@@ -88,23 +87,10 @@ def ensure_bundle(model, bundle_dir: str | os.PathLike | None = None, progress: 
         if set(bundle.networks) == set(NETWORKS):
             log.info("using the bundle in %s", bundle_dir)
             return bundle
-    log.info("exporting %s to %s (once; later runs reuse it)", getattr(model, "source", model), bundle_dir)
+    # Never silently: an export takes minutes for large models and the user should know which exporter ran.
+    log.warning("no bundle given: exporting %s to %s with this tree's exporter (once; later runs reuse it; "
+                "pass --bundle DIR to time an exported bundle)", getattr(model, "source", model), bundle_dir)
     return export_bundle(model, bundle_dir, progress=progress)
-
-
-def make_engines(backend: str, *, model=None, bundle: Bundle | None = None, threads: int | None = None) -> dict[str, Engine]:
-    """The four engines on ``backend``: ``torch`` from a loaded model, ``onnxruntime`` from a bundle."""
-    from engines.factory import create_engines, torch_engines
-
-    if backend == "torch":
-        if model is None:
-            raise BenchmarkError("the torch backend needs the model (--model)")
-        return torch_engines(model)[0]
-    if backend == "onnxruntime":
-        if bundle is None:
-            raise BenchmarkError("the onnxruntime backend needs an exported bundle (--bundle or --model to export one)")
-        return create_engines(bundle, "onnxruntime", threads=threads)
-    raise BenchmarkError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
 # --------------------------------------------------------------------------- configurations
