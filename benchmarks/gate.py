@@ -62,6 +62,10 @@ class GateConfig:
     clips_per_sample: int = 3  # one sample = the median of this many back-to-back clips
     processes: int = 1  # worker processes per side (each imports torch: ~15-30 s on a loaded 2-core machine)
     threads: int = 1  # intra-op threads (1: two threads oversubscribe a shared 2-core machine)
+    # Every worker is pinned to this CPU (None: the last usable one; -1: not pinned). Unpinned,
+    # processes of identical code differed by up to 40% on a loaded 2-vCPU VM (each stuck to a
+    # differently contended vCPU); pinned, both sides share one CPU's fate, round by round.
+    cpu: int | None = None
     alpha: float = 0.001  # per-stage significance of the one-sided U test
     min_effect: float = 0.05  # smallest slowdown called a regression (5%)
 
@@ -112,6 +116,9 @@ class Worker:
         )
         settings = {"bundle": str(side.bundle), "threads": config.threads, "clips_per_sample": config.clips_per_sample,
                     "call": dict(call)}
+        cpu = pinned_cpu(config)
+        if cpu is not None:
+            os.sched_setaffinity(self.proc.pid, {cpu})  # before it imports anything: its threads inherit
         self._send(json.dumps(settings))
         self.info: dict | None = None
 
@@ -157,6 +164,18 @@ class Worker:
         self.log.close()
         with contextlib.suppress(OSError):
             os.remove(self.log.name)
+
+
+def pinned_cpu(config: GateConfig) -> int | None:
+    """The CPU every worker runs on (see ``GateConfig.cpu``), or None where not pinned/supported."""
+    if config.cpu == -1 or not hasattr(os, "sched_setaffinity"):
+        return None
+    usable = sorted(os.sched_getaffinity(0))
+    if config.cpu is None:
+        return usable[-1]
+    if config.cpu not in usable:
+        raise BenchmarkError(f"--cpu {config.cpu} is not one of this process's CPUs {usable}; use one of them or -1")
+    return config.cpu
 
 
 class WorkerError(BenchmarkError):
@@ -341,6 +360,7 @@ def run_ab(base: Side, head: Side, config: GateConfig, progress=None) -> dict:
         "machine": machine,
         "load_after": machine_info(config.threads)["load_average"],
         "config": asdict(config),
+        "cpu": pinned_cpu(config),
         "call": call,
         "sides": {s.name: {"label": s.label, "root": str(s.root), "bundle": str(s.bundle), "worker": infos[s.name]}
                   for s in (base, head)},
@@ -382,7 +402,8 @@ def header_lines(result: dict) -> list[str]:
         f"clip: {call['frames']} frames at {call['height']}x{call['width']}, {call['steps']} steps, guidance "
         f"{call['min_guidance']}->{call['max_guidance']}, mp4 written",
         f"{cfg['rounds']} interleaved rounds per side after {cfg['warmup']} warm-up per process, {cfg['processes']} "
-        f"processes per side, a sample = median of {cfg['clips_per_sample']} clips; {cfg['threads']} thread(s)",
+        f"processes per side, a sample = median of {cfg['clips_per_sample']} clips; {cfg['threads']} thread(s), "
+        f"workers pinned to CPU {result.get('cpu', '-')}",
         f"decision: one-sided Mann-Whitney U, p < {cfg['alpha']} and a change of at least {100 * cfg['min_effect']:.0f}%",
         f"machine: {describe(result['machine'])} (load after: {result['load_after'][0] if result['load_after'] else '?'})",
     ]
@@ -443,6 +464,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="intra-op threads per worker (default 1)")
     p.add_argument("--frames", type=int, help="frames per clip (quick: 4; full: the model's)")
     p.add_argument("--steps", type=int, help="Euler steps with guidance (quick 2, full 4)")
+    p.add_argument("--cpu", type=int, help="pin every worker to this CPU (default: the last usable one; -1: no pinning)")
     p.add_argument("--alpha", type=float, help="per-stage significance (default 0.001)")
     p.add_argument("--min-effect", type=float, help="smallest regression, as a fraction (default 0.05 = 5%%)")
     p.add_argument("--out", default="results/gate", help="write gate.json and gate.md here (default %(default)s)")
@@ -456,7 +478,7 @@ def main_result(args) -> dict:
         raise BenchmarkError("nothing to compare: pass --base REF (code) or --base-bundle DIR (bundles)")
     config = GateConfig.for_mode(args.mode, rounds=args.rounds, processes=args.processes, threads=args.threads,
                                  clips_per_sample=args.clips_per_sample, frames=args.frames, steps=args.steps,
-                                 alpha=args.alpha, min_effect=args.min_effect)
+                                 alpha=args.alpha, min_effect=args.min_effect, cpu=args.cpu)
     config.check()
     notes = []
     with contextlib.ExitStack() as stack:
