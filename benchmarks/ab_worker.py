@@ -60,14 +60,11 @@ def main():
         import numpy as np
         import PIL.Image
 
-        try:  # older revisions run torch in the pipeline; fix its threads as ONNX Runtime's
-            import torch
-
-            torch.set_num_threads(threads)
-        except ImportError:
-            pass
         from runtime.pipeline import VideoPipeline
         from runtime.video import write_video
+
+        if "torch" in sys.modules:  # older revisions compute in torch: fix its threads as ONNX Runtime's
+            sys.modules["torch"].set_num_threads(threads)
 
         load_params = inspect.signature(VideoPipeline.from_bundle).parameters
         load_kwargs = {"backend": settings.get("backend", "onnxruntime")}

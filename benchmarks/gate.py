@@ -239,10 +239,12 @@ def measure(workers: Mapping[str, Sequence[Worker]], rounds: int, warmup: int,
 def clip_stages(timings: Mapping[str, float]) -> dict[str, float]:
     """One clip's per-stage seconds from the worker's record (``result.timings`` + video + clip wall).
 
-    ``glue`` (the sampler and everything outside the engine calls) is the revision's own figure
-    when it reports one, else ``total`` minus preprocess and the four network stages.
+    ``glue`` (the sampler outside its UNet calls) is the revision's own ``sampler`` figure when it
+    reports one, else ``total`` minus preprocess and the four network stages.
     """
     out = {k: float(v) for k, v in timings.items() if k not in ("total", "clip", "unet_calls", "steps")}
+    if "sampler" in out:
+        out["glue"] = out.pop("sampler")
     if "glue" not in out and "total" in timings and all(s in timings for s in ("preprocess", *NETWORK_STAGES)):
         out["glue"] = max(0.0, timings["total"] - sum(timings[s] for s in ("preprocess", *NETWORK_STAGES)))
     out["end_to_end"] = float(timings["clip"])

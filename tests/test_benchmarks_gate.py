@@ -161,7 +161,8 @@ def test_clip_stages_derives_glue_when_a_revision_has_none():
            "video": 0.2, "clip": 2.7, "unet_calls": 2}
     stages = clip_stages(old)
     assert stages["glue"] == pytest.approx(0.4) and stages["end_to_end"] == 2.7 and "total" not in stages
-    assert clip_stages({**old, "glue": 0.05})["glue"] == 0.05  # a revision's own figure wins
+    new = clip_stages({**old, "sampler": 0.05})
+    assert new["glue"] == 0.05 and "sampler" not in new  # a revision's own figure wins
     values = sample_values([[old, {**old, "unet": 3.0}, {**old, "unet": 2.0}]])
     assert values["unet"] == [2.0]  # one sample per round: the median of its clips
 
