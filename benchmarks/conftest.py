@@ -61,14 +61,14 @@ def gate_baseline():
 
 @pytest.fixture(scope="session")
 def gate_engines(gate_model, gate_bundle, gate_settings):
-    """``{"onnxruntime": {...}, "torch": {...}}`` from the engine factory."""
-    from engines.factory import create_engines, torch_engines
+    """``{"onnxruntime": Engines, "torch": Engines}`` from the engine factory."""
+    from engines.factory import model_engines, pipeline_engines
 
-    engines = {"onnxruntime": create_engines(gate_bundle, "onnxruntime", threads=gate_settings.threads),
-               "torch": torch_engines(gate_model)[0]}
+    engines = {"onnxruntime": pipeline_engines(gate_bundle, "onnxruntime", threads=gate_settings.threads),
+               "torch": model_engines(gate_model)}
     yield engines
     for group in engines.values():
-        for engine in group.values():
+        for engine in group.all():
             engine.deactivate()
 
 

@@ -43,7 +43,7 @@ from benchmarks.workload import (
     shapes_info,
     synthetic_image,
 )
-from engines.factory import create_engines, torch_engines
+from engines.factory import model_engines, pipeline_engines
 from export.cli import run_cli
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def run_loops(
     bundle = ensure_bundle(model, bundle_dir) if backend == "onnxruntime" else None
     config = loaded.config
     frames, height, width = resolve_shape(config, frames, height, width)
-    make = lambda t: torch_engines(loaded)[0] if backend == "torch" else create_engines(bundle, backend, threads=t)
+    make = lambda t: model_engines(loaded) if backend == "torch" else pipeline_engines(bundle, backend, threads=t)
     image = synthetic_image(height, width)
     if threads is None:
         threads, thread_choice = choose_threads(make, config, image, dict(num_frames=frames, height=height, width=width))
@@ -93,7 +93,7 @@ def run_loops(
     machine["threads"] = threads
     engines = make(threads)
 
-    with VideoPipeline(engines, config) as pipe:
+    with VideoPipeline(engines) as pipe:
         def sampler(rc: RunConfig):
             def run() -> dict:
                 result = pipe(image, num_frames=frames, height=height, width=width, seed=0, progress=False,
@@ -162,7 +162,7 @@ def choose_threads(make_engines, config, image, call: dict, rounds: int = 3) -> 
     candidates = sorted({1, usable_cores()})
     if len(candidates) == 1:
         return 1, {"chosen": 1, "why": "one usable core"}
-    pipes = {t: VideoPipeline(make_engines(t), config) for t in candidates}
+    pipes = {t: VideoPipeline(make_engines(t)) for t in candidates}
 
     def clip(t):
         def run():

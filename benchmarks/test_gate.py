@@ -52,7 +52,7 @@ def test_backend_ratio(call, benchmark, gate_engines, gate_model, gate_settings,
     s = gate_settings
     c = gate_model.config
     network, inputs = build_calls(c, s.frames, c.default_height, c.default_width, [call])[call]
-    torch_engine, ort_engine = gate_engines["torch"][network], gate_engines["onnxruntime"][network]
+    torch_engine, ort_engine = getattr(gate_engines["torch"], network), getattr(gate_engines["onnxruntime"], network)
     torch_engine.run(inputs), ort_engine.run(inputs)  # activate both outside the timed rounds
     ratio, t_torch, t_ort, calls = paired_ratio(lambda: torch_engine.run(inputs), lambda: ort_engine.run(inputs),
                                                 s.rounds, s.warmup, _runner(benchmark))
@@ -67,7 +67,7 @@ def test_multi_step_vs_one_step(benchmark, gate_engines, gate_model, gate_settin
     from runtime.pipeline import VideoPipeline
 
     s = gate_settings
-    pipe = VideoPipeline(gate_engines["onnxruntime"], gate_model.config)
+    pipe = VideoPipeline(gate_engines["onnxruntime"])
     c = gate_model.config
     image = synthetic_image(c.default_height, c.default_width)
     common = dict(num_frames=s.frames, seed=0, progress=False, output="frames")

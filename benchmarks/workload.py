@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from benchmarks.errors import BenchmarkError
 from export.bundle import MANIFEST, Bundle
@@ -40,9 +40,9 @@ def network_dims(config: ModelConfig, frames: int, height: int, width: int, guid
     }
 
 
-def sample_inputs(spec: NetworkSpec, config: ModelConfig, dims: Mapping[str, int], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Seeded inputs for ``spec`` at pixel-space ``dims`` (latent dims derived from the config)."""
-    return spec.sample_inputs(expand_dims(dims, config), generator=torch.Generator().manual_seed(seed))
+def sample_inputs(spec: NetworkSpec, config: ModelConfig, dims: Mapping[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded numpy inputs for ``spec`` at pixel-space ``dims`` (latent dims from the specs' :func:`expand_dims`)."""
+    return spec.sample_inputs(expand_dims(dims, config), config, seed=seed)
 
 
 def describe_dims(dims: Mapping[str, int]) -> str:
@@ -169,7 +169,7 @@ CALLS = ("image_encoder", "vae_encoder", "unet_b2", "unet_b1", "vae_decoder")
 
 def build_calls(
     config: ModelConfig, frames: int, height: int, width: int, calls: Sequence[str] = CALLS, seed: int = 0
-) -> dict[str, tuple[str, dict[str, torch.Tensor]]]:
+) -> dict[str, tuple[str, dict[str, np.ndarray]]]:
     """The network calls of one clip as ``{call: (network, inputs)}``.
 
     ``unet_b2`` is one SVD step with guidance (batch 2), ``unet_b1`` one SF-V step (batch 1);
