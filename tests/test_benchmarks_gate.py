@@ -164,7 +164,7 @@ def test_clip_stages_derives_glue_when_a_revision_has_none():
     new = clip_stages({**old, "sampler": 0.05})
     assert new["glue"] == 0.05 and "sampler" not in new  # a revision's own figure wins
     values = sample_values([[old, {**old, "unet": 3.0}, {**old, "unet": 2.0}]])
-    assert values["unet"] == [2.0]  # one sample per round: the median of its clips
+    assert values["unet"] == [1.0]  # one sample per round: the fastest of its clips
 
 
 def test_worker_maps_options_onto_older_signatures():
