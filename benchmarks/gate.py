@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -83,8 +84,12 @@ class GateConfig:
         for name in ("rounds", "clips_per_sample", "processes", "threads", "steps"):
             if getattr(self, name) < 1:
                 raise BenchmarkError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.rounds < 5:
-            raise BenchmarkError(f"--rounds must be >= 5 for the rank test to decide anything, got {self.rounds}")
+        # The smallest p-value a one-sided U test of n vs n samples can give is 1 / C(2n, n).
+        fewest = next(n for n in range(2, 200) if 1 / math.comb(2 * n, n) < self.alpha)
+        if self.rounds < fewest:
+            raise BenchmarkError(f"--rounds {self.rounds} cannot reach p < {self.alpha} (the rank test's smallest p-value "
+                                 f"with {self.rounds} rounds per side is {1 / math.comb(2 * self.rounds, self.rounds):.2g}); "
+                                 f"use --rounds >= {fewest} or a larger --alpha")
 
 
 @dataclass(frozen=True)

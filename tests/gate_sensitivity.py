@@ -68,6 +68,7 @@ def analyse(path: Path, **overrides) -> dict:
     data = json.loads(path.read_text())
     config = replace(GateConfig(**data["config"]), **{k: v for k, v in overrides.items() if v is not None})
     hits = {f: [] for f in SIZES}
+    per_stage = {}
     others = {f: 0 for f in SIZES}
     aa_alarms, aa_trials, aa_stage_alarms = 0, 0, {}
     loads = []
@@ -86,6 +87,9 @@ def analyse(path: Path, **overrides) -> dict:
                 comps, _ = decide(block["base"], block[f"slow{int(100 * f)}"], config)
                 verdicts = {c.stage: c.verdict for c in comps}
                 hits[f].append((stage, verdicts.get(stage) == "slower"))
+                cell = per_stage.setdefault(stage, {}).setdefault(str(f), [0, 0])
+                cell[0] += verdicts.get(stage) == "slower"
+                cell[1] += 1
                 others[f] += any(v == "slower" for s, v in verdicts.items() if s not in (stage, "end_to_end"))
     table = {
         "config": config.__dict__,
@@ -93,10 +97,26 @@ def analyse(path: Path, **overrides) -> dict:
         "ab": {str(f): {"trials": len(hits[f]), "detected": sum(h for _, h in hits[f]),
                         "missed": sorted({s for s, h in hits[f] if not h}), "other_stage_flagged": others[f]}
                for f in SIZES},
+        "per_stage": per_stage,
         "load": [min(loads), max(loads)] if loads else None,
         "session_seconds": [round(s["seconds"]) for s in data["sessions"]],
     }
     return table
+
+
+def markdown(table: dict) -> str:
+    """The docs table: rates per size, then detections per stage."""
+    aa = table["aa"]
+    lines = ["| trials | slowdown | flagged | rate |", "|---|---|---|---|",
+             f"| A/A, {aa['trials']} | none | {aa['false_alarms']} false alarm(s) | {100 * aa['false_alarms'] / max(1, aa['trials']):.0f}% |"]
+    for f, row in table["ab"].items():
+        lines.append(f"| A/B, {row['trials']} | +{100 * float(f):.0f}% of one stage | {row['detected']} detected "
+                     f"({row['other_stage_flagged']} with another stage also flagged) | {100 * row['detected'] / max(1, row['trials']):.0f}% |")
+    lines += ["", "| stage | " + " | ".join(f"+{100 * float(f):.0f}%" for f in table["ab"]) + " |",
+              "|---|" + "---|" * len(table["ab"])]
+    for stage, cells in table["per_stage"].items():
+        lines.append(f"| {stage} | " + " | ".join(f"{cells[f][0]}/{cells[f][1]}" for f in table["ab"]) + " |")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -108,9 +128,11 @@ def main() -> int:
     p.add_argument("--analyse", help="a saved run to analyse")
     p.add_argument("--alpha", type=float)
     p.add_argument("--min-effect", type=float)
+    p.add_argument("--markdown", action="store_true", help="with --analyse: the docs table")
     args = p.parse_args()
     if args.analyse:
-        print(json.dumps(analyse(Path(args.analyse), alpha=args.alpha, min_effect=args.min_effect), indent=1))
+        table = analyse(Path(args.analyse), alpha=args.alpha, min_effect=args.min_effect)
+        print(markdown(table) if args.markdown else json.dumps(table, indent=1))
         return 0
     collect(args)
     print(json.dumps(analyse(Path(args.out)), indent=1))

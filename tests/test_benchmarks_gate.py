@@ -146,6 +146,15 @@ def test_compare_needs_samples():
         compare("unet", [1.0], [1.0, 2.0])
 
 
+def test_gate_config_refuses_rounds_that_cannot_reach_alpha():
+    from benchmarks.errors import BenchmarkError
+    from benchmarks.gate import GateConfig
+
+    GateConfig.for_mode("quick", rounds=7).check()  # 1 / C(14, 7) = 0.00029 < 0.001
+    with pytest.raises(BenchmarkError, match="use --rounds >= 7"):
+        GateConfig.for_mode("quick", rounds=6).check()  # 1 / C(12, 6) = 0.00108
+
+
 def test_round_order_alternates_and_rotates():
     from benchmarks.gate import round_order
 
