@@ -49,9 +49,10 @@ def _check(results: dict, slowdowns: dict[str, str]) -> None:
 
 
 def test_gate_flags_the_slowed_stage_and_not_unchanged_code(tiny_bundle):
-    # Two of the largest stages, one at each size (the most reliably detected on a loaded machine,
-    # see docs/benchmarks.md); every stage at both sizes is the slow test below.
-    slowdowns = {"preprocess15": "preprocess:0.15", "decoder30": "vae_decoder:0.30"}
+    # The largest stage at +30%. On this shared 2-core machine at a load of 10-15, 15% of a
+    # stage is not reliably detected in 15 rounds (docs/benchmarks.md, "Sensitivity"), so the
+    # 15% cases, and every other stage, are the opt-in slow test below.
+    slowdowns = {"decoder30": "vae_decoder:0.30"}
     _check(_session(tiny_bundle, slowdowns), slowdowns)
 
 
