@@ -149,7 +149,7 @@ def run_loops(
     return result
 
 
-def choose_threads(make_engines, config, image, call: dict, rounds: int = 3) -> tuple[int, dict]:
+def choose_threads(engines_for, config, image, call: dict, rounds: int = 3) -> tuple[int, dict]:
     """The intra-op thread count for this run, by measurement: one SF-V clip at 1 thread and at
     the usable cores, interleaved ``rounds`` times; the faster median wins.
 
@@ -162,7 +162,7 @@ def choose_threads(make_engines, config, image, call: dict, rounds: int = 3) -> 
     candidates = sorted({1, usable_cores()})
     if len(candidates) == 1:
         return 1, {"chosen": 1, "why": "one usable core"}
-    pipes = {t: VideoPipeline(make_engines(t)) for t in candidates}
+    pipes = {t: VideoPipeline(engines_for(t)) for t in candidates}
 
     def clip(t):
         def run():
