@@ -86,7 +86,7 @@ def run_loops(
     make = lambda t: model_engines(loaded) if backend == "torch" else pipeline_engines(bundle, backend, threads=t)
     image = synthetic_image(height, width)
     if threads is None:
-        threads, thread_choice = choose_threads(make, config, image, dict(num_frames=frames, height=height, width=width))
+        threads, thread_choice = choose_threads(make, image, dict(num_frames=frames, height=height, width=width))
     else:
         thread_choice = {"chosen": threads, "why": "given with --threads"}
     set_threads(threads)
@@ -149,7 +149,7 @@ def run_loops(
     return result
 
 
-def choose_threads(engines_for, config, image, call: dict, rounds: int = 3) -> tuple[int, dict]:
+def choose_threads(engines_for, image, call: dict, rounds: int = 3) -> tuple[int, dict]:
     """The intra-op thread count for this run, by measurement: one SF-V clip at 1 thread and at
     the usable cores, interleaved ``rounds`` times; the faster median wins.
 
