@@ -63,9 +63,10 @@ class GateConfig:
     clips_per_sample: int = 3  # one sample = the fastest of this many back-to-back clips
     processes: int = 1  # worker processes per side (each imports torch: ~15-30 s on a loaded 2-core machine)
     threads: int = 1  # intra-op threads (1: two threads oversubscribe a shared 2-core machine)
-    # Every worker is pinned to this CPU (None: the last usable one; -1: not pinned). Unpinned,
-    # processes of identical code differed by up to 40% on a loaded 2-vCPU VM (each stuck to a
-    # differently contended vCPU); pinned, both sides share one CPU's fate, round by round.
+    # Every worker is pinned to this CPU (None: the last usable one; -1: not pinned), so that a
+    # difference between the VM's vCPUs cannot pass for a difference between the sides. It is
+    # no cure for load: at load ~10 on 2 cores, pinned workers of identical code still had
+    # medians up to 20% apart over 12 rounds (measured), which the rank test must absorb.
     cpu: int | None = None
     alpha: float = 0.001  # per-stage significance of the one-sided U test
     min_effect: float = 0.05  # smallest slowdown called a regression (5%)
