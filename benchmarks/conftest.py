@@ -1,6 +1,6 @@
 """Fixtures of the latency-regression gate: settings, the tiny model and bundle, engines, baseline.
 
-Options (each also an environment variable, documented in :mod:`benchmarks.gate`):
+Options (each also an environment variable, documented in :mod:`benchmarks.ratios`):
 ``--bench-quick`` (``SFV_BENCH_QUICK=1``), ``--bench-bundle DIR`` (``SFV_BENCH_BUNDLE``),
 ``--bench-threads N`` (``SFV_BENCH_THREADS``).
 """
@@ -21,7 +21,7 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def gate_settings(request):
-    from benchmarks.gate import GateSettings
+    from benchmarks.ratios import GateSettings
     from benchmarks.timing import set_threads
 
     settings = GateSettings.from_env(quick=request.config.getoption("--bench-quick"),
@@ -52,7 +52,7 @@ def gate_bundle(request, gate_model):
 
 @pytest.fixture(scope="session")
 def gate_baseline():
-    from benchmarks.gate import load_baseline, update_requested
+    from benchmarks.ratios import load_baseline, update_requested
 
     if update_requested():
         return None
@@ -61,25 +61,23 @@ def gate_baseline():
 
 @pytest.fixture(scope="session")
 def gate_engines(gate_model, gate_bundle, gate_settings):
-    """``{"onnxruntime": {...}, "torch": {...}}``; ONNX Runtime engines slowed if the test-only switch is set."""
-    from benchmarks.gate import inject, parse_injection
-    from benchmarks.workload import make_engines
+    """``{"onnxruntime": Engines, "torch": Engines}`` from the engine factory."""
+    from engines.factory import model_engines, pipeline_engines
 
-    ort = make_engines("onnxruntime", bundle=gate_bundle, threads=gate_settings.threads)
-    ort = inject(ort, parse_injection(os.environ.get("SFV_BENCH_INJECT_SLEEP")))
-    engines = {"onnxruntime": ort, "torch": make_engines("torch", model=gate_model)}
+    engines = {"onnxruntime": pipeline_engines(gate_bundle, "onnxruntime", threads=gate_settings.threads),
+               "torch": model_engines(gate_model)}
     yield engines
     for group in engines.values():
-        for engine in group.values():
+        for engine in group.all():
             engine.deactivate()
 
 
 @pytest.fixture(scope="session")
 def gate_recorder(request, gate_settings):
-    """Collects measured ratios/proxies; with SFV_BENCH_UPDATE_BASELINE=1 they are written at the end."""
-    recorded = {"ratios": {}, "proxies": {}}
+    """Collects measured ratios; with SFV_BENCH_UPDATE_BASELINE=1 they are written at the end."""
+    recorded = {"ratios": {}}
     yield recorded
-    from benchmarks.gate import save_baseline, update_requested
+    from benchmarks.ratios import save_baseline, update_requested
     from benchmarks.machine import machine_info
 
     if update_requested() and not request.session.testsfailed:
@@ -88,6 +86,6 @@ def gate_recorder(request, gate_settings):
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     # Saved runs say how they were measured, so --benchmark-compare compares like with like.
-    from benchmarks.gate import GateSettings
+    from benchmarks.ratios import GateSettings
 
     output_json["sfv"] = GateSettings.from_env(quick=config.getoption("--bench-quick")).__dict__

@@ -1,258 +1,556 @@
-"""The latency-regression gate's pieces: settings, same-run ratios, deterministic proxies, baseline.
+"""``python -m benchmarks.gate --base REF``: is the working tree slower than revision REF? (A/B in one run)
 
-A shared CI machine cannot gate on absolute seconds, so the gate (``benchmarks/test_gate.py``)
-checks quantities that such noise leaves alone:
+A shared CI machine cannot gate on absolute seconds recorded elsewhere, so the gate measures
+both sides in the same run, on the same machine, at the same moment:
 
-- same-run ratios: eager PyTorch over ONNX Runtime for each network call, and an SVD multi-step
-  clip over an SF-V one-step clip (both on ONNX Runtime); the two sides of a ratio are
-  interleaved round by round, so a burst of load slows both;
-- deterministic proxies of each exported graph: node count, parameter count, FLOPs of one call at
-  the bundle's sample shape, file size;
+1. ``git worktree add`` a temporary checkout of REF (the *base*); the working tree is the *head*;
+2. one bundle, exported once by the gate with the head's exporter (it says so), is run by both
+   sides, so that a code comparison is not muddied by export differences (``--bundle`` reuses
+   one; ``--base-bundle B1 --bundle B2`` compares two bundles under the same code instead);
+3. each side runs in its own worker processes (this Python, the side's tree first on
+   ``sys.path``; the worker, :mod:`benchmarks.ab_worker`, uses only the public pipeline API);
+   the gate alternates them round by round (``A B B A ...``, rotating over the processes), so a
+   burst of load hits both sides alike;
+4. per stage (preprocess, CLIP, VAE encoder, UNet, sampler glue, decoder, video writing, end to
+   end) a Mann-Whitney U test on the rounds plus a minimum effect decides (:mod:`benchmarks.decide`).
 
-against ``benchmarks/baseline.json`` (a ratio fails below ``baseline * (1 - tolerance)``, a
-proxy above ``baseline * (1 + tolerance)``). Absolute timings are still recorded by
-pytest-benchmark, for ``--benchmark-compare-fail`` on machines that are stable.
-
-Environment (or the matching pytest options, see ``benchmarks/conftest.py``):
-
-- ``SFV_BENCH_QUICK=1``: CI mode (fewer frames and rounds, SVD 4 steps vs SF-V 1);
-- ``SFV_BENCH_BUNDLE=DIR``: use this exported tiny bundle instead of exporting one;
-- ``SFV_BENCH_THREADS=N``: intra-op threads (default 1: on a shared 2-core machine two threads
-  per process oversubscribe the CPU and make PyTorch's timings erratic);
-- ``SFV_BENCH_UPDATE_BASELINE=1``: record the measured values into the baseline instead of checking;
-- ``SFV_BENCH_INJECT_SLEEP=SECONDS`` or ``NETWORK:SECONDS[,...]``: TEST-ONLY; every ONNX Runtime
-  call (of NETWORK) sleeps that long, a deliberate slowdown that the gate must catch.
+It prints a table, writes ``gate.json`` and ``gate.md`` (for a CI comment) into ``--out``, and
+exits 1 when a stage is slower, 0 otherwise (2 on a usage error).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import logging
+import math
 import os
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from benchmarks.decide import Comparison, compare
 from benchmarks.errors import BenchmarkError
-from engines.base import Engine
-from export.atomic import write_json_atomic
-from export.specs import NETWORKS
 
-BASELINE = Path(__file__).with_name("baseline.json")
-UPDATE_COMMAND = "SFV_BENCH_UPDATE_BASELINE=1 python -m pytest benchmarks/ -q   (and again with SFV_BENCH_QUICK=1)"
-DEFAULT_TOLERANCE = {"ratio": 0.5, "nodes": 0.02, "bytes": 0.02, "flops": 0.01, "parameters": 0.0}
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("ab_worker.py")
+PROTOCOL_PREFIX = "{"  # worker answers are JSON objects; anything else a side prints is skipped
+NETWORK_STAGES = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
+# Reported order; stages a revision's result.timings adds are appended, missing ones are skipped.
+STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "glue", "vae_decoder", "video", "end_to_end")
 
 
 @dataclass(frozen=True)
-class GateSettings:
-    """What one gate run measures."""
+class GateConfig:
+    """What one gate run measures and how it decides."""
 
-    mode: str  # "quick" (CI) or "full"
-    frames: int  # frames of the clip
-    height: int
-    width: int
-    rounds: int  # interleaved timed rounds per ratio
-    warmup: int
-    multi_steps: int  # SVD steps compared with SF-V's one
-    threads: int
+    mode: str = "quick"
+    frames: int | None = 4  # None: the model's (from the bundle's manifest)
+    height: int | None = None
+    width: int | None = None
+    steps: int = 2  # guided multi-step: every stage (CFG batch, sampler, decoder) runs
+    min_guidance: float = 1.0
+    max_guidance: float = 3.0
+    rounds: int = 15  # timed rounds per side
+    warmup: int = 2  # untimed rounds per worker process first
+    clips_per_sample: int = 3  # one sample = the fastest of this many back-to-back clips
+    processes: int = 1  # worker processes per side (each imports torch: ~15-30 s on a loaded 2-core machine)
+    threads: int = 1  # intra-op threads (1: two threads oversubscribe a shared 2-core machine)
+    # Every worker is pinned to this CPU (None: the last usable one; -1: not pinned), so that a
+    # difference between the VM's vCPUs cannot pass for a difference between the sides. It is
+    # no cure for load: at load ~10 on 2 cores, pinned workers of identical code still had
+    # medians up to 20% apart over 12 rounds (measured), which the rank test must absorb.
+    cpu: int | None = None
+    alpha: float = 0.001  # per-stage significance of the one-sided U test
+    min_effect: float = 0.05  # smallest slowdown called a regression (5%)
 
     @classmethod
-    def from_env(cls, quick: bool | None = None, threads: int | None = None) -> "GateSettings":
-        quick = _flag("SFV_BENCH_QUICK") if quick is None else quick
-        threads = threads or int(os.environ.get("SFV_BENCH_THREADS", "1"))
-        if quick:
-            return cls("quick", frames=4, height=64, width=64, rounds=5, warmup=1, multi_steps=4, threads=threads)
-        return cls("full", frames=14, height=64, width=64, rounds=9, warmup=2, multi_steps=25, threads=threads)
+    def for_mode(cls, mode: str, **overrides) -> "GateConfig":
+        if mode == "quick":
+            base = cls()
+        elif mode == "full":
+            base = cls(mode="full", frames=None, steps=4, rounds=30, warmup=3, clips_per_sample=3, processes=3)
+        else:
+            raise BenchmarkError(f"unknown mode {mode!r}; use quick or full")
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def check(self) -> None:
+        for name in ("rounds", "clips_per_sample", "processes", "threads", "steps"):
+            if getattr(self, name) < 1:
+                raise BenchmarkError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        # The smallest p-value a one-sided U test of n vs n samples can give is 1 / C(2n, n).
+        fewest = next(n for n in range(2, 200) if 1 / math.comb(2 * n, n) < self.alpha)
+        if self.rounds < fewest:
+            raise BenchmarkError(f"--rounds {self.rounds} cannot reach p < {self.alpha} (the rank test's smallest p-value "
+                                 f"with {self.rounds} rounds per side is {1 / math.comb(2 * self.rounds, self.rounds):.2g}); "
+                                 f"use --rounds >= {fewest} or a larger --alpha")
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+@dataclass(frozen=True)
+class Side:
+    """One side of the comparison: a source tree and the bundle it runs."""
+
+    name: str  # "base" or "head"
+    root: Path  # source tree put first on sys.path
+    bundle: Path
+    label: str  # "HEAD~1 (1a2b3c4)", "working tree"
+    env: Mapping[str, str] = field(default_factory=dict)  # extra environment of its workers
+    pythonpath: tuple[str, ...] = ()  # extra sys.path entries after the root
 
 
-def update_requested() -> bool:
-    return _flag("SFV_BENCH_UPDATE_BASELINE")
+# --------------------------------------------------------------------------- workers
 
 
-# --------------------------------------------------------------------------- injected slowdown (test-only)
+class Worker:
+    """One timing process of a side (see :mod:`benchmarks.ab_worker` for the protocol)."""
 
+    def __init__(self, side: Side, config: GateConfig, call: Mapping, index: int):
+        self.side, self.index = side, index
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"sfv-gate-{side.name}{index}-", suffix=".log", delete=False)
+        env = {**os.environ, **side.env, "OMP_NUM_THREADS": str(config.threads), "PYTHONNOUSERSITE": "1"}
+        env["PYTHONPATH"] = os.pathsep.join([str(side.root), *side.pythonpath, *filter(None, [os.environ.get("PYTHONPATH")])])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER.read_text()], cwd=side.root, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+        )
+        settings = {"bundle": str(side.bundle), "threads": config.threads, "clips_per_sample": config.clips_per_sample,
+                    "call": dict(call)}
+        cpu = pinned_cpu(config)
+        if cpu is not None:
+            os.sched_setaffinity(self.proc.pid, {cpu})  # before it imports anything: its threads inherit
+        self._send(json.dumps(settings))
+        self.info: dict | None = None
 
-def parse_injection(text: str | None) -> dict[str, float]:
-    """``"0.2"`` -> every network sleeps 0.2 s per call; ``"unet:0.1,vae_decoder:0.5"`` -> those networks."""
-    if not text or not text.strip():
-        return {}
-    out = {}
-    for part in text.split(","):
-        name, _, value = part.strip().rpartition(":")
+    def _send(self, line: str) -> None:
         try:
-            seconds = float(value)
-        except ValueError:
-            raise BenchmarkError(f"SFV_BENCH_INJECT_SLEEP: {part!r} is not SECONDS or NETWORK:SECONDS") from None
-        if seconds < 0:
-            raise BenchmarkError(f"SFV_BENCH_INJECT_SLEEP: negative sleep {seconds}")
-        for network in ([name] if name else NETWORKS):
-            if network not in NETWORKS:
-                raise BenchmarkError(f"SFV_BENCH_INJECT_SLEEP: unknown network {network!r}; use one of {', '.join(NETWORKS)}")
-            out[network] = seconds
-    return out
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the read that follows reports the worker's error
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(PROTOCOL_PREFIX):
+                try:
+                    answer = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if "error" in answer:
+                    raise WorkerError(self, answer["error"], answer.get("traceback", ""))
+                return answer
+        raise WorkerError(self, f"exited with status {self.proc.wait()}", self.stderr_tail())
+
+    def ready(self) -> dict:
+        self.info = self._read()
+        return self.info
+
+    def sample(self) -> list[dict]:
+        self._send("run")
+        return self._read()["clips"]
+
+    def stderr_tail(self, chars: int = 3000) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-chars:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self._send("quit")
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        with contextlib.suppress(OSError):
+            os.remove(self.log.name)
 
 
-class SlowedEngine(Engine):
-    """Wraps an engine and sleeps ``delay`` seconds per call: a regression injected on purpose."""
-
-    def __init__(self, inner: Engine, delay: float):
-        super().__init__(inner.spec, inner.precision)
-        self.inner, self.delay = inner, delay
-        self.backend = inner.backend
-
-    def _activate(self) -> None:
-        self.inner.activate()
-
-    def _deactivate(self) -> None:
-        self.inner.deactivate()
-
-    def _run(self, inputs):
-        time.sleep(self.delay)
-        return self.inner._run(inputs)
-
-
-def inject(engines: Mapping[str, Engine], delays: Mapping[str, float]) -> dict[str, Engine]:
-    return {n: SlowedEngine(e, delays[n]) if delays.get(n) else e for n, e in engines.items()}
-
-
-# --------------------------------------------------------------------------- ratios
-
-
-def calls_per_sample(fn: Callable[[], object], min_sample_s: float, limit: int = 64) -> int:
-    """How many back-to-back calls make one sample last ``min_sample_s`` (a power of two, <= limit).
-
-    Millisecond calls are dominated by scheduler jitter on a shared machine; averaging a few
-    calls per sample keeps each sample long enough to be stable.
-    """
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-6)
-    n = 1
-    while n * once < min_sample_s and n < limit:
-        n *= 2
-    return n
-
-
-def paired_ratio(
-    numerator: Callable[[], object], denominator: Callable[[], object], rounds: int, warmup: int,
-    runner: Callable | None = None, min_sample_s: float = 0.05,
-) -> tuple[float, list[float], list[float], tuple[int, int]]:
-    """``median(numerator seconds per call) / median(denominator seconds per call)``, interleaved.
-
-    Each round runs the numerator then the denominator, each ``n`` times back to back (``n``
-    from :func:`calls_per_sample`). ``runner(target, setup, rounds, warmup)`` drives the rounds
-    (pytest-benchmark's ``pedantic`` in the gate, so that the denominator's absolute times are
-    also saved for ``--benchmark-compare``); the times used here are taken by this function.
-
-    Returns:
-        ``(ratio, numerator seconds per call, denominator seconds per call, (n_num, n_den))``.
-    """
-    from benchmarks.timing import summarize
-
-    n_num, n_den = calls_per_sample(numerator, min_sample_s), calls_per_sample(denominator, min_sample_s)
-    num, den = [], []
-
-    def setup():
-        start = time.perf_counter()
-        for _ in range(n_num):
-            numerator()
-        num.append((time.perf_counter() - start) / n_num)
-
-    def target():
-        start = time.perf_counter()
-        for _ in range(n_den):
-            denominator()
-        den.append((time.perf_counter() - start) / n_den)
-
-    if runner is None:
-        for _ in range(warmup + rounds):
-            setup()
-            target()
-    else:
-        runner(target, setup, rounds, warmup)
-    # Warm-up rounds are the first ones; keep the last `rounds` of each side.
-    num, den = num[-rounds:], den[-rounds:]
-    return summarize(num).median / summarize(den).median, num, den, (n_num, n_den)
-
-
-# --------------------------------------------------------------------------- proxies
-
-
-def graph_proxies(bundle, model) -> dict[str, dict[str, int]]:
-    """Per network of ``bundle``: nodes, parameters, bytes (from the manifest / files) and FLOPs
-    of one call of the PyTorch network at the bundle's export sample shape."""
-    from benchmarks.roofline import network_flops
-    from benchmarks.workload import sample_inputs
-    from export.specs import build_specs
-
-    specs = build_specs(model.config)
-    dims = bundle.manifest.get("export", {}).get("sample_dims") or {"batch": 1, "frames": 3, "height": 64, "width": 64}
-    calls = {n: (n, sample_inputs(specs[n], model.config, dims)) for n in bundle.networks}
-    flops = network_flops(model, calls)
-    out = {}
-    for n in bundle.networks:
-        e = bundle.entry(n)
-        size = sum((bundle.root / f).stat().st_size for f in (e["file"], e.get("external_data")) if f)
-        out[n] = {"nodes": int(e["nodes"]), "parameters": int(e["parameters"]), "bytes": int(size), "flops": int(flops[n])}
-    return out
-
-
-def check_proxy(name: str, measured: Mapping[str, int], baseline: Mapping[str, int], tolerance: Mapping[str, float]) -> list[str]:
-    """Problems (empty if none): a proxy above ``baseline * (1 + tolerance)``, or parameters changed."""
-    problems = []
-    for key, want in baseline.items():
-        got = measured.get(key)
-        if got is None:
-            problems.append(f"{name}.{key}: not measured")
-            continue
-        tol = tolerance.get(key, 0.0)
-        if key == "parameters" and got != want:
-            problems.append(f"{name}.parameters: {got} vs baseline {want} (the network changed)")
-        elif got > want * (1 + tol):
-            problems.append(f"{name}.{key}: {got} is {100 * (got / want - 1):.1f}% above baseline {want} (tolerance {100 * tol:.0f}%)")
-    return problems
-
-
-# --------------------------------------------------------------------------- baseline file
-
-
-def load_baseline(path: str | os.PathLike = BASELINE) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise BenchmarkError(f"no gate baseline at {path}; create it with `{UPDATE_COMMAND}`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BenchmarkError(f"{path} is not valid JSON ({exc}); regenerate it with `{UPDATE_COMMAND}`") from None
-    data.setdefault("tolerance", dict(DEFAULT_TOLERANCE))
-    data.setdefault("proxies", {})
-    data.setdefault("ratios", {})
-    return data
-
-
-def ratio_floor(baseline: dict, mode: str, key: str) -> float | None:
-    """The lowest passing value of ratio ``key``: ``baseline * (1 - tolerance)``; None if not recorded."""
-    value = baseline.get("ratios", {}).get(mode, {}).get(key)
-    if value is None:
+def pinned_cpu(config: GateConfig) -> int | None:
+    """The CPU every worker runs on (see ``GateConfig.cpu``), or None where not pinned/supported."""
+    if config.cpu == -1 or not hasattr(os, "sched_setaffinity"):
         return None
-    return value * (1 - baseline["tolerance"]["ratio"])
+    usable = sorted(os.sched_getaffinity(0))
+    if config.cpu is None:
+        return usable[-1]
+    if config.cpu not in usable:
+        raise BenchmarkError(f"--cpu {config.cpu} is not one of this process's CPUs {usable}; use one of them or -1")
+    return config.cpu
 
 
-def save_baseline(recorded: dict, mode: str, machine: dict, path: str | os.PathLike = BASELINE) -> dict:
-    """Merge ``recorded`` (``{"proxies": {...}, "ratios": {...}}`` of one run in ``mode``) into the file."""
-    path = Path(path)
-    data = load_baseline(path) if path.is_file() else {"tolerance": dict(DEFAULT_TOLERANCE), "proxies": {}, "ratios": {}}
-    data["format"] = 1
-    data["update_command"] = UPDATE_COMMAND
-    if recorded.get("proxies"):
-        data["proxies"] = recorded["proxies"]
-        data["model_config"] = recorded.get("model_config")
-    if recorded.get("ratios"):
-        data["ratios"][mode] = {k: round(v, 3) for k, v in sorted(recorded["ratios"].items())}
-    data.setdefault("recorded", {})[mode] = {k: machine.get(k) for k in ("date", "cpu", "cores", "threads", "load_average", "versions")}
-    write_json_atomic(path, data)
-    return data
+class WorkerError(BenchmarkError):
+    def __init__(self, worker: Worker, message: str, detail: str = ""):
+        self.side = worker.side
+        super().__init__(f"the {worker.side.name} side ({worker.side.label}, bundle {worker.side.bundle}) failed: "
+                         f"{message}" + (f"\n{detail.strip()}" if detail.strip() else ""))
+
+
+def start_workers(sides: Sequence[Side], config: GateConfig, call: Mapping) -> dict[str, list[Worker]]:
+    """``config.processes`` ready workers per side (started together, they import in parallel)."""
+    workers: dict[str, list[Worker]] = {}
+    try:
+        for side in sides:
+            workers[side.name] = [Worker(side, config, call, i) for i in range(config.processes)]
+        for group in workers.values():
+            for w in group:
+                w.ready()
+    except BaseException:
+        stop_workers(workers)
+        raise
+    return workers
+
+
+def stop_workers(workers: Mapping[str, Sequence[Worker]]) -> None:
+    for group in workers.values():
+        for w in group:
+            w.close()
+
+
+def round_order(names: Sequence[str], r: int) -> list[str]:
+    """Side order of round ``r``: rotated by ``r`` and reversed every other cycle (``AB BA BA AB``...)."""
+    k = len(names)
+    order = list(names[r % k:]) + list(names[: r % k])
+    return order[::-1] if (r // k) % 2 else order
+
+
+def measure(workers: Mapping[str, Sequence[Worker]], rounds: int, warmup: int,
+            progress=None) -> dict[str, list[list[dict]]]:
+    """Interleaved rounds over the sides; ``{side: [round: [clip timings]]}`` (warm-up rounds dropped).
+
+    Round ``r`` runs one sample on each side (order from :func:`round_order`), on process
+    ``r mod processes`` of that side, so every process of a side contributes alike.
+    """
+    names = list(workers)
+    out: dict[str, list[list[dict]]] = {n: [] for n in names}
+    processes = min(len(g) for g in workers.values())
+    for r in range(warmup * processes + rounds):
+        for name in round_order(names, r):
+            clips = workers[name][r % processes].sample()
+            if r >= warmup * processes:
+                out[name].append(clips)
+        if progress:
+            progress(r + 1, warmup * processes + rounds)
+    return out
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def clip_stages(timings: Mapping[str, float]) -> dict[str, float]:
+    """One clip's per-stage seconds from the worker's record (``result.timings`` + video + clip wall).
+
+    ``glue`` (the sampler outside its UNet calls) is the revision's own ``sampler`` figure when it
+    reports one, else ``total`` minus preprocess and the four network stages.
+    """
+    out = {k: float(v) for k, v in timings.items() if k not in ("total", "clip", "unet_calls", "steps")}
+    if "sampler" in out:
+        out["glue"] = out.pop("sampler")
+    if "glue" not in out and "total" in timings and all(s in timings for s in ("preprocess", *NETWORK_STAGES)):
+        out["glue"] = max(0.0, timings["total"] - sum(timings[s] for s in ("preprocess", *NETWORK_STAGES)))
+    out["end_to_end"] = float(timings["clip"])
+    return out
+
+
+def sample_values(rounds: Sequence[Sequence[Mapping[str, float]]]) -> dict[str, list[float]]:
+    """Per stage, one value per round: the fastest of that round's back-to-back clips.
+
+    On a shared machine preemption only ever adds time (in scheduler ticks of ~4 ms, as large as
+    the millisecond stages themselves), so the least disturbed clip is the best estimate of the
+    stage's own cost, and a slowdown in the code shifts it as much as any other clip. On the
+    sensitivity data (docs/benchmarks.md) the fastest clip detected more injected slowdowns than
+    the median clip, with no more A/A alarms.
+    """
+    stages: dict[str, list[float]] = {}
+    for clips in rounds:
+        per_clip = [clip_stages(c) for c in clips]
+        for stage in set().union(*per_clip):
+            stages.setdefault(stage, []).append(min(c[stage] for c in per_clip if stage in c))
+    return stages
+
+
+def ordered_stages(*stage_sets) -> list[str]:
+    present = set().union(*stage_sets)
+    return [s for s in STAGES if s in present] + sorted(present - set(STAGES))
+
+
+def decide(base: Mapping[str, Sequence[float]], head: Mapping[str, Sequence[float]], config: GateConfig
+           ) -> tuple[list[Comparison], list[str]]:
+    """Comparisons of the stages both sides report, and the stages only one side has."""
+    comparisons, missing = [], []
+    for stage in ordered_stages(base, head):
+        if stage in base and stage in head:
+            comparisons.append(compare(stage, base[stage], head[stage], config.alpha, config.min_effect))
+        else:
+            missing.append(f"{stage} (only on {'base' if stage in base else 'head'})")
+    return comparisons, missing
+
+
+# --------------------------------------------------------------------------- sides and bundles
+
+
+def git(root: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise BenchmarkError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+@contextlib.contextmanager
+def base_worktree(ref: str, repo: Path = ROOT):
+    """A temporary detached ``git worktree`` of ``ref``; removed afterwards. Yields ``(path, label)``."""
+    try:
+        commit = git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    except BenchmarkError:
+        raise BenchmarkError(f"--base {ref!r} is not a revision of {repo}; give a commit, branch or tag "
+                             "(e.g. --base HEAD~1, --base origin/main)") from None
+    path = Path(tempfile.mkdtemp(prefix="sfv-gate-base-"))
+    git(repo, "worktree", "add", "--detach", "--force", str(path), commit)
+    try:
+        yield path, f"{ref} ({commit[:9]})"
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)], capture_output=True)
+        subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
+
+
+def export_bundle(root: Path, out: Path, model: str = "tiny", who: str = "the working tree") -> Path:
+    """Export ``model`` with the exporter of the tree at ``root`` (its own process), without validation
+    (the gate times graphs; `python -m export.onnx` validates them)."""
+    log.info("gate: exporting %s with %s's exporter to %s (explicitly, once; pass --bundle DIR to reuse a bundle)",
+             model, who, out)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-m", "export.onnx", "--model", model, "--out", str(out), "--no-validate",
+                           "--quiet"], cwd=root, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise BenchmarkError(f"exporting {model} with {who}'s exporter failed:\n{(proc.stderr or proc.stdout)[-2000:]}")
+    return out
+
+
+def clip_call(bundle: Path, config: GateConfig) -> dict:
+    """The generation options of every timed clip; dimensions default to the bundle's model config."""
+    try:
+        model = json.loads((bundle / "manifest.json").read_text())["model"]["config"]
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        raise BenchmarkError(f"{bundle} is not a bundle with a readable manifest.json ({exc}); export one with "
+                             "`python -m export.onnx --model tiny --out DIR`") from None
+    return {
+        "frames": config.frames or model["num_frames"],
+        "height": config.height or model["default_height"],
+        "width": config.width or model["default_width"],
+        "steps": config.steps, "min_guidance": config.min_guidance, "max_guidance": config.max_guidance,
+        "seed": 0, "progress": False, "output": "frames",
+    }
+
+
+# --------------------------------------------------------------------------- one gate run
+
+
+def run_ab(base: Side, head: Side, config: GateConfig, progress=None) -> dict:
+    """Time ``base`` and ``head`` (interleaved) and decide per stage; the JSON-ready result."""
+    from benchmarks.machine import machine_info
+
+    config.check()
+    start = time.perf_counter()
+    machine = machine_info(config.threads)
+    call = clip_call(head.bundle, config)
+    workers = start_workers([base, head], config, call)
+    try:
+        started = time.perf_counter() - start
+        samples = measure(workers, config.rounds, config.warmup, progress)
+        infos = {name: group[0].info for name, group in workers.items()}
+    finally:
+        stop_workers(workers)
+    values = {name: sample_values(rounds) for name, rounds in samples.items()}
+    comparisons, missing = decide(values["base"], values["head"], config)
+    return {
+        "benchmark": "gate",
+        "machine": machine,
+        "load_after": machine_info(config.threads)["load_average"],
+        "config": asdict(config),
+        "cpu": pinned_cpu(config),
+        "call": call,
+        "sides": {s.name: {"label": s.label, "root": str(s.root), "bundle": str(s.bundle), "worker": infos[s.name]}
+                  for s in (base, head)},
+        "stages": [c.to_json() for c in comparisons],
+        "missing": missing,
+        "samples": values,
+        "regressions": [c.stage for c in comparisons if c.verdict == "slower"],
+        "seconds": {"start_workers": started, "measure": time.perf_counter() - start - started},
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _ms(seconds: float) -> str:
+    ms = 1000 * seconds
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
+
+
+def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["stage", "base ms [IQR]", "head ms [IQR]", "head/base", "confidence", "verdict"]
+    rows = []
+    for c in result["stages"]:
+        cell = lambda s: f"{_ms(s['median'])} [{_ms(s['q1'])}-{_ms(s['q3'])}]"
+        verdict = {"slower": "SLOWER (regression)", "faster": "faster", "unsure": "unsure (noisy)", "same": "same"}[c["verdict"]]
+        rows.append([c["stage"], cell(c["base"]), cell(c["head"]), f"{c['ratio']:.3f}", f"{100 * c['confidence']:.1f}%", verdict])
+    return header, rows
+
+
+def header_lines(result: dict) -> list[str]:
+    from benchmarks.machine import describe
+
+    cfg, call, sides = result["config"], result["call"], result["sides"]
+    same_bundle = sides["base"]["bundle"] == sides["head"]["bundle"]
+    lines = [
+        f"base: {sides['base']['label']}; head: {sides['head']['label']}",
+        ("bundle (both sides): " + sides["head"]["bundle"]) if same_bundle else
+        f"bundles: base {sides['base']['bundle']}, head {sides['head']['bundle']}",
+        f"clip: {call['frames']} frames at {call['height']}x{call['width']}, {call['steps']} steps, guidance "
+        f"{call['min_guidance']}->{call['max_guidance']}, mp4 written",
+        f"{cfg['rounds']} interleaved rounds per side after {cfg['warmup']} warm-up per process, {cfg['processes']} "
+        f"processes per side, a sample = fastest of {cfg['clips_per_sample']} clips; {cfg['threads']} thread(s), "
+        f"workers pinned to CPU {result.get('cpu', '-')}",
+        f"decision: one-sided Mann-Whitney U, p < {cfg['alpha']} and a change of at least {100 * cfg['min_effect']:.0f}%",
+        f"machine: {describe(result['machine'])} (load after: {result['load_after'][0] if result['load_after'] else '?'})",
+    ]
+    if result.get("notes"):
+        lines += [f"note: {n}" for n in result["notes"]]
+    if result["missing"]:
+        lines.append("not compared: " + ", ".join(result["missing"]))
+    return lines
+
+
+def verdict_line(result: dict) -> str:
+    if result["regressions"]:
+        return "REGRESSION: slower stages: " + ", ".join(result["regressions"])
+    return "no regression"
+
+
+def format_text(result: dict) -> str:
+    from benchmarks.report import _text_table
+
+    return "\n".join(["latency gate (A/B in one run)", *header_lines(result), "", _text_table(*table_rows(result)), "",
+                      verdict_line(result) + f" (gate wall time {result.get('wall_s', 0):.0f} s)"])
+
+
+def format_markdown(result: dict) -> str:
+    from benchmarks.report import _md_table
+
+    icon = ":x:" if result["regressions"] else ":white_check_mark:"
+    return "\n".join([f"### Latency gate: {icon} {verdict_line(result)}", "", *[f"- {l}" for l in header_lines(result)],
+                      "", _md_table(*table_rows(result)), ""])
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.gate",
+        description="A/B latency gate: time the working tree against a git revision (or one bundle against "
+                    "another) in one run, interleaved, per stage; exit 1 on a regression.",
+        epilog="examples:\n"
+               "  python -m benchmarks.gate --base HEAD~1                 # quick (< 3 min on 2 cores)\n"
+               "  python -m benchmarks.gate --base origin/main --mode full --out results/gate\n"
+               "  python -m benchmarks.gate --base-bundle old/ --bundle new/   # two bundles, same code\n"
+               "two exporters: export with each tree (`python -m export.onnx --model tiny --out DIR` in each\n"
+               "checkout), then `python -m benchmarks.gate --base-bundle DIR_A --bundle DIR_B`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--base", metavar="REF", help="git revision to compare the working tree against (e.g. HEAD~1)")
+    p.add_argument("--bundle", help="bundle the head runs (and the base too, unless --base-bundle); default: "
+                                    "the gate exports --model once, explicitly, and says so")
+    p.add_argument("--base-bundle", help="bundle the base runs (compare two bundles; without --base, same code)")
+    p.add_argument("--model", default="tiny", help="model the gate exports when no --bundle is given (default tiny)")
+    p.add_argument("--mode", choices=("quick", "full"), default="quick",
+                   help="quick: 4 frames, 15 rounds (CI, < 3 min); full: the model's frames, 30 rounds")
+    p.add_argument("--rounds", type=int, help="timed rounds per side")
+    p.add_argument("--processes", type=int, help="worker processes per side")
+    p.add_argument("--clips-per-sample", type=int, help="back-to-back clips per sample (the sample is the fastest)")
+    p.add_argument("--threads", type=int, help="intra-op threads per worker (default 1)")
+    p.add_argument("--frames", type=int, help="frames per clip (quick: 4; full: the model's)")
+    p.add_argument("--steps", type=int, help="Euler steps with guidance (quick 2, full 4)")
+    p.add_argument("--cpu", type=int, help="pin every worker to this CPU (default: the last usable one; -1: no pinning)")
+    p.add_argument("--alpha", type=float, help="per-stage significance (default 0.001)")
+    p.add_argument("--min-effect", type=float, help="smallest regression, as a fraction (default 0.05 = 5%%)")
+    p.add_argument("--out", default="results/gate", help="write gate.json and gate.md here (default %(default)s)")
+    return p
+
+
+def main_result(args) -> dict:
+    """Resolve the sides from the options, run, and return the result (``wall_s`` included)."""
+    start = time.perf_counter()
+    if not args.base and not args.base_bundle:
+        raise BenchmarkError("nothing to compare: pass --base REF (code) or --base-bundle DIR (bundles)")
+    config = GateConfig.for_mode(args.mode, rounds=args.rounds, processes=args.processes, threads=args.threads,
+                                 clips_per_sample=args.clips_per_sample, frames=args.frames, steps=args.steps,
+                                 alpha=args.alpha, min_effect=args.min_effect, cpu=args.cpu)
+    config.check()
+    notes = []
+    with contextlib.ExitStack() as stack:
+        if args.base:
+            base_root, base_label = stack.enter_context(base_worktree(args.base))
+        else:
+            base_root, base_label = ROOT, "working tree"
+        if args.bundle:
+            bundle = Path(args.bundle).resolve()
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sfv-gate-bundle-")))
+            bundle = export_bundle(ROOT, tmp / "bundle", args.model)
+            notes.append(f"both sides run one bundle, exported by the gate with the working tree's exporter "
+                         f"(--model {args.model}, not validated)")
+        base_bundle = Path(args.base_bundle).resolve() if args.base_bundle else bundle
+        head = Side("head", ROOT, bundle, "working tree")
+        base = Side("base", base_root, base_bundle, base_label)
+        try:
+            result = run_ab(base, head, config, _progress)
+        except BenchmarkError as exc:
+            # The base revision may not read a bundle written by a newer exporter (a format change):
+            # then it runs a bundle of its own exporter, and the table says so.
+            if not (getattr(exc, "side", None) is base and args.base and not args.base_bundle):
+                raise
+            log.info("gate: the base cannot run the head's bundle (%s); exporting with the base's exporter",
+                     str(exc).splitlines()[0])
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sfv-gate-base-bundle-")))
+            base = replace(base, bundle=export_bundle(base_root, tmp / "bundle", args.model, f"the base ({base_label})"))
+            notes.append("the base could not read the head's bundle, so each side runs its own exporter's "
+                         "bundle: export differences are part of the comparison")
+            result = run_ab(base, head, config, _progress)
+    result["notes"] = notes
+    result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+def _progress(done: int, total: int) -> None:
+    if done == total or done % 5 == 0:
+        log.info("gate: round %d/%d", done, total)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from export.atomic import atomic_path, write_json_atomic
+    from export.cli import run_cli
+
+    @run_cli
+    def _main(argv):
+        args = _parser().parse_args(argv)
+        result = main_result(args)
+        print(format_text(result))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "gate.json", result)
+        with atomic_path(out / "gate.md") as tmp:
+            tmp.write_text(format_markdown(result))
+        print(f"\nwrote {out / 'gate.json'}, {out / 'gate.md'}")
+        return 1 if result["regressions"] else 0
+
+    return _main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""What a result was measured on: CPU, cores, threads, load, library versions, date."""
+"""What a result was measured on: CPU, vector extensions, cores, threads, load, library versions, date."""
 
 from __future__ import annotations
 
@@ -25,6 +25,40 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# /proc/cpuinfo flags that decide which kernels the backends can use (oneDNN, MLAS).
+VECTOR_FLAGS = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX512-VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX512-BF16",
+    "amx_tile": "AMX",
+    "amx_bf16": "AMX-BF16",
+    "amx_int8": "AMX-INT8",
+}
+
+
+def vector_extensions() -> list[str]:
+    """The CPU's vector extensions among :data:`VECTOR_FLAGS` (Linux; empty where unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [name for flag, name in VECTOR_FLAGS.items() if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (runnable processes; above the core count = contended)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def usable_cores() -> int:
     """Cores this process may run on (the affinity mask; ``os.cpu_count()`` where unsupported)."""
     try:
@@ -39,17 +73,14 @@ def machine_info(threads: int | None = None) -> dict:
     ``load_average`` (1, 5, 15 min) is recorded because timings on a shared machine depend on
     it: a load above the core count means other processes competed for the CPU.
     """
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        load = None
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
+        "vector_extensions": vector_extensions(),
         "cores": usable_cores(),
         "logical_cpus": os.cpu_count(),
         "threads": threads if threads is not None else torch.get_num_threads(),
-        "load_average": load,
+        "load_average": load_average(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -58,12 +89,14 @@ def machine_info(threads: int | None = None) -> dict:
 
 
 def describe(info: dict) -> str:
-    """One line for a table header: ``CPU, N cores, T threads, load L``."""
+    """One line for a table header: ``CPU (extensions), N cores, T threads, load L``."""
     load = info.get("load_average")
     load_text = f", load {load[0]:.1f}" if load else ""
     gpu = f", GPU {info['cuda']}" if info.get("cuda") else ""
     threads = f"{info['threads']} thread" + ("s" if info["threads"] != 1 else "")
-    return f"{info['cpu']}, {info['cores']} cores, {threads}{load_text}{gpu}"
+    ext = info.get("vector_extensions")
+    ext_text = f" ({', '.join(ext) if ext else 'no AVX2'})" if ext is not None else ""
+    return f"{info['cpu']}{ext_text}, {info['cores']} cores, {threads}{load_text}{gpu}"
 
 
 def contention_warning(info: dict) -> str | None:

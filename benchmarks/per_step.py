@@ -24,7 +24,7 @@ import gc
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-import torch
+import numpy as np
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import machine_info, usable_cores
@@ -37,28 +37,31 @@ from benchmarks.workload import (
     RunConfig,
     build_calls,
     ensure_bundle,
-    make_engines,
     model_info,
     resolve_shape,
     shapes_info,
     synthetic_image,
 )
+from engines.factory import model_engines, pipeline_engines
 from export.cli import run_cli
 
 log = logging.getLogger(__name__)
 
 
-def preprocess_sampler(config, height: int, width: int) -> Callable[[], float]:
-    """Times the pipeline's stage 1: the CLIP view and the noise-augmented VAE view of an image."""
+def preprocess_sampler(engines, config, height: int, width: int) -> Callable[[], float]:
+    """Times the pipeline's stage 1: the CLIP view (the ``clip_preprocess`` graph) and the
+    noise-augmented VAE view of an image."""
     from runtime.conditioning import augment_image
-    from runtime.preprocess import clip_pixels, load_image, vae_pixels
+    from runtime.preprocess import load_image, pixels, vae_pixels
 
     image = synthetic_image(height, width)
+    rng = np.random.default_rng(0)
 
     def run():
         pil = load_image(image)
-        clip_pixels(pil, config)
-        augment_image(vae_pixels(pil, config, height, width), 0.02, torch.Generator().manual_seed(0))
+        engines.clip_preprocess.run({"pixels": pixels(pil)})
+        vae = vae_pixels(pil, height, width)
+        augment_image(vae, config.noise_aug_strength, rng.standard_normal(vae.shape, dtype=np.float32))
 
     return timed(run)
 
@@ -69,30 +72,31 @@ def unet_step_sampler(engine, config, frames: int, height: int, width: int, guid
     from runtime.conditioning import added_time_ids, guidance_scales
     from runtime.denoiser import SVDDenoiser
 
-    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
     h, w = height // config.vae_scale_factor, width // config.vae_scale_factor
     denoiser = SVDDenoiser(
         engine,
-        torch.randn(1, config.embed_dim, generator=g),
-        torch.randn(1, config.latent_channels, h, w, generator=g),
-        added_time_ids(7, 127, 0.02, config.num_time_ids),
+        rng.standard_normal((1, config.embed_dim), dtype=np.float32),
+        rng.standard_normal((1, config.latent_channels, h, w), dtype=np.float32),
+        added_time_ids(config.fps, config.motion_bucket_id, config.noise_aug_strength, config.num_time_ids),
         frames,
-        guidance_scales(1.0, 3.0, frames) if guidance else None,
+        guidance_scales(config.min_guidance, config.max_guidance, frames) if guidance else None,
     )
-    x = torch.randn(1, frames, config.latent_channels, h, w, generator=g)
-    sigma = torch.tensor(config.sigma_max)
+    x = rng.standard_normal((1, frames, config.latent_channels, h, w), dtype=np.float32)
+    sigma = np.float32(config.sigma_max)
     return timed(lambda: denoiser(x, sigma))
 
 
-def call_samplers(engines: Mapping, config, frames: int, height: int, width: int,
+def call_samplers(engines, config, frames: int, height: int, width: int,
                   calls: Sequence[str] = CALLS) -> dict[str, Callable[[], float]]:
-    """``{call: sampler}`` for the stages of one clip; UNet calls go through the denoiser."""
-    samplers = {"preprocess": preprocess_sampler(config, height, width)}
+    """``{call: sampler}`` for the stages of one clip (``engines``: :class:`engines.factory.Engines`);
+    UNet calls go through the denoiser."""
+    samplers = {"preprocess": preprocess_sampler(engines, config, height, width)}
     for call, (network, inputs) in build_calls(config, frames, height, width, calls).items():
         if network == "unet":
-            samplers[call] = unet_step_sampler(engines["unet"], config, frames, height, width, call == "unet_b2")
+            samplers[call] = unet_step_sampler(engines.unet, config, frames, height, width, call == "unet_b2")
         else:
-            samplers[call] = timed(lambda e=engines[network], i=inputs: e.run(i))
+            samplers[call] = timed(lambda e=getattr(engines, network), i=inputs: e.run(i))
     return samplers
 
 
@@ -184,7 +188,7 @@ def run_per_step(
         gc.collect()
     else:
         flops, info = None, None
-    engines = make_engines(backend, model=loaded, bundle=bundle, threads=threads)
+    engines = model_engines(loaded) if backend == "torch" else pipeline_engines(bundle, backend, threads=threads)
     extra, gemm_flops = {}, 0.0
     if roofline:
         from benchmarks.roofline import gemm_sampler

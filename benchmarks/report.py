@@ -6,7 +6,8 @@ A result (``results.json``) holds one entry per configuration::
      "derived": false,            # true: totals = steps x per-step cost (full-size runs)
      "n": 3,                      # repeats behind each median
      "median": {stage: seconds}, "q1": {...}, "q3": {...},
-     "speedup_unet": 35.1, "speedup_total": 4.2,   # this config's time / SF-V's
+     "speedup_unet": 35.1, "speedup_total": 4.2,   # this config's median / SF-V's median
+     "speedup_unet_q": [33.0, 36.2], "speedup_total_q": [4.0, 4.4],  # quartiles of the per-round ratios
      "paper": {"unet_s": 10.79, "speedup": 36.0} | null}
 
 Stages are :data:`STAGES`; ``other`` is what the total spends outside the four networks and
@@ -45,14 +46,24 @@ def paper_entry(kind: str, steps: int) -> dict | None:
 
 
 def add_speedups(configs: Sequence[dict], reference: str) -> None:
-    """Set ``speedup_unet`` / ``speedup_total`` of each config: its median over ``reference``'s."""
+    """Set ``speedup_unet`` / ``speedup_total`` of each config: its median over ``reference``'s.
+
+    With interleaved samples (``samples``: one dict per round), also ``speedup_unet_q`` /
+    ``speedup_total_q``: the quartiles of the round-by-round ratios (both measured in the same
+    round, so they share its load).
+    """
+    from benchmarks.timing import summarize
+
     ref = next((c for c in configs if c["name"] == reference), None)
     for c in configs:
-        if ref is None:
-            c["speedup_unet"] = c["speedup_total"] = None
-            continue
-        c["speedup_unet"] = _ratio(c["median"]["unet"], ref["median"]["unet"])
-        c["speedup_total"] = _ratio(c["median"]["total"], ref["median"]["total"])
+        for key in ("unet", "total"):
+            c[f"speedup_{key}"] = _ratio(c["median"][key], ref["median"][key]) if ref else None
+            c[f"speedup_{key}_q"] = None
+            if ref and c.get("samples") and ref.get("samples"):
+                ratios = [a[key] / b[key] for a, b in zip(c["samples"], ref["samples"]) if b[key]]
+                if ratios:
+                    stats = summarize(ratios)
+                    c[f"speedup_{key}_q"] = [stats.q1, stats.q3]
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -86,6 +97,11 @@ def _fmt_x(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}x"
 
 
+def _x_band(c: dict, key: str) -> str:
+    q = c.get(f"speedup_{key}_q")
+    return f" [{q[0]:.1f}-{q[1]:.1f}]" if q and c.get("n", 1) >= 2 else ""
+
+
 def _band(c: dict, stage: str) -> str:
     if c.get("n", 1) < 2 or "q1" not in c:
         return ""
@@ -94,8 +110,8 @@ def _band(c: dict, stage: str) -> str:
 
 def speedup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the main table (the paper's Table 1 columns plus end to end)."""
-    header = ["config", "steps", "CFG", "UNet s [q1-q3]", "UNet/step s", "UNet speedup", "end-to-end s [q1-q3]",
-              "e2e speedup", "paper UNet s", "paper speedup"]
+    header = ["config", "steps", "CFG", "UNet s [q1-q3]", "UNet/step s", "UNet speedup [q1-q3]", "end-to-end s [q1-q3]",
+              "e2e speedup [q1-q3]", "paper UNet s", "paper speedup"]
     rows = []
     for c in result["configs"]:
         paper = c.get("paper") or {}
@@ -105,23 +121,32 @@ def speedup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
             "yes" if c["guidance"] else "no",
             _fmt_s(c["median"]["unet"]) + _band(c, "unet"),
             _fmt_s(c["median"]["unet"] / c["steps"]),
-            _fmt_x(c.get("speedup_unet")),
+            _fmt_x(c.get("speedup_unet")) + _x_band(c, "unet"),
             _fmt_s(c["median"]["total"]) + _band(c, "total"),
-            _fmt_x(c.get("speedup_total")),
+            _fmt_x(c.get("speedup_total")) + _x_band(c, "total"),
             _fmt_s(paper.get("unet_s")),
             _fmt_x(paper.get("speedup")),
         ])
     return header, rows
 
 
+def shares(c: dict) -> dict[str, float]:
+    """Each stage's share (%) of the sum of the stage medians: they add up to 100%.
+
+    (A median total is not the sum of the stages' medians, so shares of it need not sum to 100%.)
+    """
+    denominator = sum(c["median"][s] for s in STAGES)
+    return {s: 100 * c["median"][s] / denominator if denominator else 0.0 for s in STAGES}
+
+
 def stage_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the per-stage table (median seconds and share of the total)."""
-    header = ["config"] + [STAGE_LABELS[s] for s in STAGES] + ["total"]
+    """Header and rows of the per-stage table (median seconds [quartiles], share of the stages' sum)."""
+    header = ["config"] + [STAGE_LABELS[s] for s in STAGES] + ["total [q1-q3]"]
     rows = []
     for c in result["configs"]:
-        total = c["median"]["total"]
-        cells = [f"{_fmt_s(c['median'][s])} ({100 * c['median'][s] / total:.0f}%)" if total else "-" for s in STAGES]
-        rows.append([c["label"] + f" {c['steps']}"] + cells + [_fmt_s(total)])
+        share = shares(c)
+        cells = [f"{_fmt_s(c['median'][s])}{_band(c, s)} ({share[s]:.0f}%)" for s in STAGES]
+        rows.append([c["label"] + f" {c['steps']}"] + cells + [_fmt_s(c["median"]["total"]) + _band(c, "total")])
     return header, rows
 
 
@@ -156,6 +181,11 @@ def header_lines(result: dict) -> list[str]:
         f"[quartiles]; mode {s['mode']}",
         f"paper: {PAPER_SETTING}",
     ]
+    choice = s.get("thread_choice")
+    if choice:
+        lines.append(f"threads: {choice['chosen']} ({choice['why']})")
+    if result.get("load_after"):
+        lines.append(f"load average after the run: {result['load_after'][0]:.1f}")
     from benchmarks.machine import contention_warning
 
     warning = contention_warning(m)
@@ -169,7 +199,7 @@ def header_lines(result: dict) -> list[str]:
 def format_text(result: dict) -> str:
     """The table printed by ``python -m benchmarks.speedup``."""
     parts = ["SF-V speedup beside the paper's Table 1", *header_lines(result), "",
-             _text_table(*speedup_rows(result)), "", "per stage (median seconds, share of end to end):",
+             _text_table(*speedup_rows(result)), "", "per stage (median seconds [quartiles], share of the sum of the stage medians):",
              _text_table(*stage_rows(result))]
     check = result.get("per_step_model")
     if check:
@@ -179,7 +209,7 @@ def format_text(result: dict) -> str:
 
 def format_markdown(result: dict) -> str:
     parts = ["# SF-V speedup beside the paper's Table 1", ""] + [f"- {l}" for l in header_lines(result)]
-    parts += ["", _md_table(*speedup_rows(result)), "", "## Per stage (median seconds, share of end to end)", "",
+    parts += ["", _md_table(*speedup_rows(result)), "", "## Per stage (median seconds [quartiles], share of the sum of the stage medians)", "",
               _md_table(*stage_rows(result))]
     check = result.get("per_step_model")
     if check:
@@ -197,7 +227,11 @@ def format_per_step_check(check: dict) -> str:
             f"{100 * row['unet_error']:>+6.1f}% {_fmt_s(row['total_predicted']):>10} "
             f"{_fmt_s(row['total_measured']):>10} {100 * row['total_error']:>+6.1f}%"
         )
-    lines.append(f"largest |error|: {100 * check['max_abs_error']:.1f}% (target <= 5%)")
+    if check["within_5_percent"]:
+        lines.append(f"per-step model check PASSED: largest |error| {100 * check['max_abs_error']:.1f}% (target <= 5%)")
+    else:
+        lines.append(f"WARNING: per-step model check FAILED: largest |error| {100 * check['max_abs_error']:.1f}% "
+                     f"(target <= 5%). {check.get('reason', '')}".rstrip())
     return "\n".join(lines)
 
 
@@ -218,18 +252,18 @@ def plot(result: dict, path: str | os.PathLike) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.9 * len(configs) + 2.2))
     for ax, share in zip(axes, (False, True)):
         left = [0.0] * len(configs)
-        # Shares divide by the sum of the stage medians (not the median total), so each bar is 100%.
-        denominators = [sum(c["median"][s] for s in STAGES) if share else 1.0 for c in configs]
         for stage in STAGES:
-            values = [c["median"][stage] / d for c, d in zip(configs, denominators)]
-            values = [100 * v for v in values] if share else values
+            # Shares divide by the sum of the stage medians (see shares()), so each bar is 100%.
+            values = [shares(c)[stage] if share else c["median"][stage] for c in configs]
             ax.barh(labels, values, left=left, color=colors[stage], label=STAGE_LABELS[stage])
             left = [l + v for l, v in zip(left, values)]
         ax.invert_yaxis()
-        ax.set_xlabel("share of end to end (%)" if share else "seconds (median)")
+        ax.set_xlabel("share of the stages' sum (%)" if share else "seconds (median per stage)")
         if not share:
-            for y, c in enumerate(configs):
-                ax.text(c["median"]["total"], y, f" {_fmt_s(c['median']['total'])} s", va="center", fontsize=8)
+            ax.set_xlim(0, 1.25 * max(left))  # room for the labels
+            for y, (end, c) in enumerate(zip(left, configs)):
+                # At the end of the stacked bar; the text is the median end-to-end time.
+                ax.text(end, y, f" {_fmt_s(c['median']['total'])} s", va="center", fontsize=8)
     axes[0].set_title(f"{result['model']['source']} on {result['backend']}, "
                       f"{result['shapes']['frames']} frames {result['shapes']['height']}x{result['shapes']['width']}")
     axes[1].set_title("where the time goes")

@@ -62,8 +62,8 @@ def _count_fake(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> int:
     return int(counter.get_total_flops())
 
 
-def network_flops(model, calls: Mapping[str, tuple[str, dict[str, torch.Tensor]]], fake: bool = True) -> dict[str, int]:
-    """FLOPs per call: ``calls`` maps a call name to ``(network name, spec-ordered inputs)``."""
+def network_flops(model, calls: Mapping[str, tuple[str, dict]], fake: bool = True) -> dict[str, int]:
+    """FLOPs per call: ``calls`` maps a call name to ``(network name, inputs)`` (numpy or torch)."""
     from export.networks import build_network
     from export.specs import build_specs
 
@@ -71,7 +71,8 @@ def network_flops(model, calls: Mapping[str, tuple[str, dict[str, torch.Tensor]]
     out = {}
     for call, (network, inputs) in calls.items():
         module = build_network(network, model)
-        out[call] = count_flops(module, [inputs[n] for n in specs[network].input_names], fake=fake)
+        tensors = [torch.as_tensor(inputs[n]) for n in specs[network].input_names]
+        out[call] = count_flops(module, tensors, fake=fake)
     return out
 
 

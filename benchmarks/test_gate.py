@@ -1,11 +1,15 @@
 """Latency-regression gate (pytest-benchmark). Run: ``python -m pytest benchmarks/ -q`` (CI: ``SFV_BENCH_QUICK=1``).
 
-Fails when, against ``benchmarks/baseline.json``:
+Fails when:
 
-- ONNX Runtime loses ground to eager PyTorch on a network call (same-run ratio);
+- ONNX Runtime loses ground to eager PyTorch on a network call (same-run ratio, against
+  ``benchmarks/baseline.json``);
 - an SVD multi-step clip is no longer that many times slower than an SF-V one-step clip
   (the one-step path got slower, same run, both on ONNX Runtime);
-- an exported graph grew: more nodes, more FLOPs, more bytes, other parameters.
+- a deterministic proxy grew (graph nodes, FLOPs, weights, bytes, engine calls or host<->engine
+  bytes per clip) against ``benchmarks/proxies.json`` (:mod:`benchmarks.proxies`).
+
+Code changes are timed against a base revision by ``python -m benchmarks.gate --base REF``.
 
 pytest-benchmark records the ONNX Runtime side of each ratio (and the one-step clip), so
 ``--benchmark-save=NAME`` / ``--benchmark-compare=NAME --benchmark-compare-fail=median:10%``
@@ -16,9 +20,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.gate import check_proxy, graph_proxies, paired_ratio, ratio_floor, update_requested
+from benchmarks.ratios import paired_ratio, ratio_floor, update_requested
 from benchmarks.workload import build_calls, synthetic_image
-from export.specs import NETWORKS
 
 GATED_CALLS = ("image_encoder", "vae_encoder", "unet_b1", "vae_decoder")
 
@@ -47,8 +50,9 @@ def _gate_ratio(name, value, baseline, settings, recorder, detail):
 def test_backend_ratio(call, benchmark, gate_engines, gate_model, gate_settings, gate_baseline, gate_recorder):
     """torch / ONNX Runtime time of one network call (> 1: ONNX Runtime is faster)."""
     s = gate_settings
-    network, inputs = build_calls(gate_model.config, s.frames, s.height, s.width, [call])[call]
-    torch_engine, ort_engine = gate_engines["torch"][network], gate_engines["onnxruntime"][network]
+    c = gate_model.config
+    network, inputs = build_calls(c, s.frames, c.default_height, c.default_width, [call])[call]
+    torch_engine, ort_engine = getattr(gate_engines["torch"], network), getattr(gate_engines["onnxruntime"], network)
     torch_engine.run(inputs), ort_engine.run(inputs)  # activate both outside the timed rounds
     ratio, t_torch, t_ort, calls = paired_ratio(lambda: torch_engine.run(inputs), lambda: ort_engine.run(inputs),
                                                 s.rounds, s.warmup, _runner(benchmark))
@@ -63,9 +67,10 @@ def test_multi_step_vs_one_step(benchmark, gate_engines, gate_model, gate_settin
     from runtime.pipeline import VideoPipeline
 
     s = gate_settings
-    pipe = VideoPipeline(gate_engines["onnxruntime"], gate_model.config)
-    image = synthetic_image(s.height, s.width)
-    common = dict(num_frames=s.frames, height=s.height, width=s.width, seed=0, progress=False, output="frames")
+    pipe = VideoPipeline(gate_engines["onnxruntime"])
+    c = gate_model.config
+    image = synthetic_image(c.default_height, c.default_width)
+    common = dict(num_frames=s.frames, seed=0, progress=False, output="frames")
     svd = lambda: pipe(image, steps=s.multi_steps, min_guidance=1.0, max_guidance=3.0, **common)
     sfv = lambda: pipe(image, steps=1, min_guidance=1.0, max_guidance=1.0, **common)
     sfv()  # activate the engines outside the timed rounds
@@ -76,20 +81,14 @@ def test_multi_step_vs_one_step(benchmark, gate_engines, gate_model, gate_settin
                 f"{sorted(t_svd)[len(t_svd) // 2]:.3f} s")
 
 
-def test_graph_proxies(gate_bundle, gate_model, gate_baseline, gate_recorder):
-    """Node count, parameters, FLOPs at the sample shape and bytes of each graph vs the baseline."""
-    measured = graph_proxies(gate_bundle, gate_model)
-    assert set(measured) == set(NETWORKS)
-    assert all(v["flops"] > 0 and v["nodes"] > 0 for v in measured.values())
-    gate_recorder["proxies"] = measured
-    gate_recorder["model_config"] = gate_bundle.manifest["model"]["config"]
-    if update_requested():
-        pytest.skip("recorded the graph proxies for the baseline")
-    if gate_baseline.get("model_config") not in (None, gate_bundle.manifest["model"]["config"]):
-        pytest.fail("the gate's baseline was recorded for another tiny model config; update the baseline")
-    problems = [p for n in NETWORKS for p in check_proxy(n, measured[n], gate_baseline["proxies"].get(n, {}),
-                                                         gate_baseline["tolerance"])]
-    assert not problems, "graph proxies regressed:\n" + "\n".join(problems)
-    total = sum(v["bytes"] for v in measured.values())
-    want = sum(v["bytes"] for v in gate_baseline["proxies"].values())
-    assert total <= want * (1 + gate_baseline["tolerance"]["bytes"]), f"bundle size {total} B vs baseline {want} B"
+def test_proxies(gate_bundle):
+    """Graph nodes, FLOPs, weights, bytes, engine calls and host<->engine bytes per clip vs proxies.json."""
+    from benchmarks.proxies import UPDATE_COMMAND, compare, load_baseline, measure
+
+    measured = measure(gate_bundle.root)
+    assert all(v["flops"] > 0 and v["nodes"] > 0 for v in measured["networks"].values())
+    increases, changes = compare(measured, load_baseline())
+    if changes:
+        print("proxies changed (no increase):\n" + "\n".join(changes))
+    assert not increases, (f"deterministic proxies increased (record them with `{UPDATE_COMMAND}` if intended):\n"
+                           + "\n".join(increases))

@@ -16,10 +16,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from benchmarks.errors import BenchmarkError
-from engines.base import Engine
 from export.bundle import MANIFEST, Bundle
 from export.specs import NETWORKS, ModelConfig, NetworkSpec, check_resolution, expand_dims
 
@@ -41,9 +40,9 @@ def network_dims(config: ModelConfig, frames: int, height: int, width: int, guid
     }
 
 
-def sample_inputs(spec: NetworkSpec, config: ModelConfig, dims: Mapping[str, int], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Seeded inputs for ``spec`` at pixel-space ``dims`` (latent dims derived from the config)."""
-    return spec.sample_inputs(expand_dims(dims, config), generator=torch.Generator().manual_seed(seed))
+def sample_inputs(spec: NetworkSpec, config: ModelConfig, dims: Mapping[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded numpy inputs for ``spec`` at pixel-space ``dims`` (latent dims from the specs' :func:`expand_dims`)."""
+    return spec.sample_inputs(expand_dims(dims, config), config, seed=seed)
 
 
 def describe_dims(dims: Mapping[str, int]) -> str:
@@ -88,23 +87,10 @@ def ensure_bundle(model, bundle_dir: str | os.PathLike | None = None, progress: 
         if set(bundle.networks) == set(NETWORKS):
             log.info("using the bundle in %s", bundle_dir)
             return bundle
-    log.info("exporting %s to %s (once; later runs reuse it)", getattr(model, "source", model), bundle_dir)
+    # Never silently: an export takes minutes for large models and the user should know which exporter ran.
+    log.warning("no bundle given: exporting %s to %s with this tree's exporter (once; later runs reuse it; "
+                "pass --bundle DIR to time an exported bundle)", getattr(model, "source", model), bundle_dir)
     return export_bundle(model, bundle_dir, progress=progress)
-
-
-def make_engines(backend: str, *, model=None, bundle: Bundle | None = None, threads: int | None = None) -> dict[str, Engine]:
-    """The four engines on ``backend``: ``torch`` from a loaded model, ``onnxruntime`` from a bundle."""
-    from engines.factory import create_engines, torch_engines
-
-    if backend == "torch":
-        if model is None:
-            raise BenchmarkError("the torch backend needs the model (--model)")
-        return torch_engines(model)[0]
-    if backend == "onnxruntime":
-        if bundle is None:
-            raise BenchmarkError("the onnxruntime backend needs an exported bundle (--bundle or --model to export one)")
-        return create_engines(bundle, "onnxruntime", threads=threads)
-    raise BenchmarkError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
 # --------------------------------------------------------------------------- configurations
@@ -183,7 +169,7 @@ CALLS = ("image_encoder", "vae_encoder", "unet_b2", "unet_b1", "vae_decoder")
 
 def build_calls(
     config: ModelConfig, frames: int, height: int, width: int, calls: Sequence[str] = CALLS, seed: int = 0
-) -> dict[str, tuple[str, dict[str, torch.Tensor]]]:
+) -> dict[str, tuple[str, dict[str, np.ndarray]]]:
     """The network calls of one clip as ``{call: (network, inputs)}``.
 
     ``unet_b2`` is one SVD step with guidance (batch 2), ``unet_b1`` one SF-V step (batch 1);

@@ -219,3 +219,48 @@ def test_contention_warning():
     assert contention_warning({"load_average": [0.2, 0, 0], "cores": 2, "threads": 2}) is None
     text = contention_warning({"load_average": [6.7, 5, 5], "cores": 2, "threads": 2})
     assert "load average 6.7 on 2 cores" in text and "--threads 1" in text
+
+
+# --------------------------------------------------------------------------- spreads, shares, machine
+
+
+def test_speedups_carry_the_quartiles_of_round_by_round_ratios():
+    rounds = lambda unet: [{"unet": u, "total": u + 1.0} for u in unet]
+    configs = [{"name": "svd-25", "median": {"unet": 30.0, "total": 31.0}, "samples": rounds([28.0, 30.0, 33.0]), "n": 3},
+               {"name": "sfv-1", "median": {"unet": 1.0, "total": 2.0}, "samples": rounds([1.0, 1.0, 1.1]), "n": 3}]
+    add_speedups(configs, reference="sfv-1")
+    q1, q3 = configs[0]["speedup_unet_q"]
+    assert q1 <= configs[0]["speedup_unet"] <= q3 and (q1, q3) == pytest.approx((29.0, 30.0))
+    from benchmarks.report import speedup_rows
+
+    configs = [{**c, "label": "X", "steps": 1, "guidance": False, "q1": c["median"], "q3": c["median"]} for c in configs]
+    assert speedup_rows({"configs": configs})[1][0][5] == "30.0x [29.0-30.0]"
+
+
+def test_stage_shares_sum_to_100_percent():
+    from benchmarks.report import STAGES, shares
+
+    # Medians per stage need not add up to the median total: shares are of the stages' sum.
+    c = {"median": {"preprocess": 0.1, "image_encoder": 0.1, "vae_encoder": 0.1, "unet": 1.0, "vae_decoder": 3.0,
+                    "other": 0.2, "total": 3.0}}
+    assert sum(shares(c)[s] for s in STAGES) == pytest.approx(100.0)
+
+
+def test_failed_per_step_check_is_a_marked_warning_with_its_reason():
+    from benchmarks.report import format_per_step_check
+
+    row = {"unet_predicted": 1.6, "unet_measured": 1.0, "unet_error": 0.6, "total_predicted": 2.0,
+           "total_measured": 1.9, "total_error": 0.05}
+    text = format_per_step_check({"configs": {"svd-2": row}, "max_abs_error": 0.6, "within_5_percent": False,
+                                  "reason": "load 10 on 2 cores"})
+    assert "WARNING: per-step model check FAILED: largest |error| 60.0%" in text and "load 10 on 2 cores" in text
+    assert "PASSED" not in text
+
+
+def test_machine_info_records_vector_extensions_and_load():
+    from benchmarks.machine import VECTOR_FLAGS, describe, machine_info
+
+    info = machine_info(1)
+    assert set(info["vector_extensions"]) <= set(VECTOR_FLAGS.values())
+    assert "load_average" in info and info["cpu"]
+    assert "(" in describe(info)  # the extensions (or "no AVX2") are in the header line

@@ -1,0 +1,78 @@
+"""The A/B gate flags a stage slowed by 15% or 30% and stays quiet on unchanged code (A/A).
+
+One session of the gate's own machinery (:func:`benchmarks.gate.start_workers` / ``measure`` /
+``decide``, quick settings) runs the working tree as the base, an unchanged copy, and copies with
+one stage slowed by ``tests/slowdown.py`` (extra CPU work proportional to that stage's own time,
+loaded into the worker processes by ``tests/gate_inject/sitecustomize.py``). All sides are
+interleaved round by round, as the gate alternates its two. The measured rates over many trials
+are in docs/benchmarks.md (``tests/gate_sensitivity.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+
+def _session(bundle, slowdowns: dict[str, str]) -> dict:
+    """``{side: [Comparison]}`` of each side against the base, all interleaved in one session."""
+    from benchmarks.gate import GateConfig, Side, clip_call, decide, measure, sample_values, start_workers, stop_workers
+
+    # Two clips per sample (the fastest counts) keep a round of four sides short.
+    config = GateConfig.for_mode("quick", clips_per_sample=2)
+    sides = [Side("base", ROOT, bundle, "working tree"), Side("aa", ROOT, bundle, "unchanged")]
+    sides += [Side(name, ROOT, bundle, spec, env={"SFV_TEST_SLOWDOWN": spec}, pythonpath=(str(TESTS / "gate_inject"),))
+              for name, spec in slowdowns.items()]
+    workers = start_workers(sides, config, clip_call(Path(bundle), config))
+    try:
+        raw = measure(workers, config.rounds, config.warmup)
+    finally:
+        stop_workers(workers)
+    values = {name: sample_values(rounds) for name, rounds in raw.items()}
+    return {name: decide(values["base"], values[name], config)[0] for name in values if name != "base"}
+
+
+def _flagged(comparisons) -> dict[str, str]:
+    return {c.stage: f"{c.ratio:.3f}x p={c.p_slower:.2g}" for c in comparisons if c.verdict == "slower"}
+
+
+def _check(results: dict, slowdowns: dict[str, str]) -> None:
+    assert _flagged(results["aa"]) == {}, f"A/A false alarm: {_flagged(results['aa'])}"
+    for name, spec in slowdowns.items():
+        stage = spec.split(":")[0]
+        table = {c.stage: f"{c.verdict} {c.ratio:.3f}x p={c.p_slower:.2g}" for c in results[name]}
+        assert stage in _flagged(results[name]), f"{spec} not flagged: {table}"
+
+
+def test_gate_flags_the_slowed_stage_and_not_unchanged_code(tiny_bundle):
+    # The largest stage at +30%. On this shared 2-core machine at a load of 10-15, 15% of a
+    # stage is not reliably detected in 15 rounds (docs/benchmarks.md, "Sensitivity"), so the
+    # 15% cases, and every other stage, are the opt-in slow test below.
+    slowdowns = {"decoder30": "vae_decoder:0.30"}
+    _check(_session(tiny_bundle, slowdowns), slowdowns)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fraction", ["0.15", "0.30"])
+def test_gate_flags_each_stage(tiny_bundle, fraction):
+    from slowdown import STAGES
+
+    slowdowns = {stage: f"{stage}:{fraction}" for stage in STAGES}
+    _check(_session(tiny_bundle, slowdowns), slowdowns)
+
+
+def test_slowdown_adds_work_proportional_to_the_stage():
+    import time
+
+    from slowdown import _slowed, parse
+
+    start = time.perf_counter()
+    _slowed(lambda: time.sleep(0.1), 0.5)()  # the stage takes >= 0.1 s, so >= 0.05 s of spinning follows
+    assert time.perf_counter() - start >= 0.15
+    assert parse("unet:0.15") == ("unet", 0.15)
+    with pytest.raises(ValueError, match="unknown stage"):
+        parse("cpu:0.1")
