@@ -15,7 +15,7 @@ from export.trt_profiles import default_ranges, network_profile
 TINY = ModelConfig(vae_scale_factor=8, unet_downsample=2, embed_dim=32, default_height=64, default_width=64)
 SPEC = build_specs(TINY)["unet"]
 PROFILE = network_profile(SPEC, TINY, default_ranges(TINY))  # frames 1..25, 32..64 px, batch 1..2
-KEY = cache_key("00" * 32, MachineInfo("10.7.0", "NVIDIA H100 80GB HBM3", "9.0"), "fp16", PROFILE)
+KEY = cache_key("00" * 32, MachineInfo("11.4.0", "NVIDIA H100 80GB HBM3", "9.0"), "fp16", PROFILE)
 
 
 def _inputs(batch=1, frames=14, height=64, width=64):
