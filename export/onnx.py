@@ -474,6 +474,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     p.add_argument("--fp16", action="store_true",
                    help="convert weights/activations to fp16; fragile ops (VAE norms) stay fp32 (listed in the manifest)")
+    p.add_argument("--precision", default="fp32", metavar="LIST",
+                   help="graph variants to write, comma-separated from fp32,fp16,int8,fp8 (default fp32): fp16 for every "
+                        "network (<network>.fp16.onnx), int8/fp8 Q/DQ for the UNet calibrated on its captured inputs; "
+                        "each is validated against the fp32 graph and recorded under 'variants' (docs/precision.md)")
+    p.add_argument("--calibration-size", metavar="HxW[xF]",
+                   help="with int8/fp8: pixel size (and frames) of the pipeline runs whose UNet inputs calibrate the "
+                        "quantized graph (default: the model's default size and frame count)")
     p.add_argument("--frames", type=int, help="frames of the export sample (default 3)")
     p.add_argument("--height", type=int, help="pixel height of the export sample (a multiple of the model's pixel multiple)")
     p.add_argument("--width", type=int, help="pixel width of the export sample")
@@ -494,7 +501,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample.update(height=args.height, width=args.width)
     check_dims(ModelConfig(vae_scale_factor=1, unet_downsample=1), {k: v for k, v in sample.items() if k == "frames"})
     _check_networks(args.networks)  # before loading a possibly large model
-    export_bundle(
+    from export.precision import parse_precisions
+
+    precisions = parse_precisions(args.precision)
+    calibration_size = _calibration_size(args.calibration_size)
+    bundle = export_bundle(
         args.model,
         args.out,
         networks=args.networks,
@@ -505,7 +516,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not args.quiet,
         sample_dims=sample or None,
     )
+    if len(precisions) > 1:
+        from export.variants import add_variants
+
+        add_variants(bundle, precisions, args.networks, calibration_size=calibration_size)
     return 0
+
+
+def _calibration_size(text: str | None) -> dict:
+    """``"128x128x14"`` -> ``{"height": 128, "width": 128, "frames": 14}``."""
+    if not text:
+        return {}
+    parts = text.lower().split("x")
+    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ShapeError(f"--calibration-size {text!r}: give HEIGHTxWIDTH or HEIGHTxWIDTHxFRAMES, e.g. 128x128x14")
+    return dict(zip(("height", "width", "frames"), map(int, parts)))
 
 
 if __name__ == "__main__":

@@ -116,3 +116,13 @@ def missing_variants(bundle, precision: str, networks: Iterable[str] | None = No
     """Networks (of ``networks``, default the bundle's) that should have ``precision`` and lack it."""
     wanted = [n for n in (networks or bundle.networks) if n in DEFAULT_NETWORKS[precision] and n in bundle.networks]
     return [n for n in wanted if precision not in variants(bundle.manifest, n)]
+
+
+def verify_variant(bundle, network: str, precision: str) -> None:
+    """Check a variant's ``.onnx`` against the sha256 recorded in the manifest."""
+    from export.bundle import sha256_file
+
+    path = variant_path(bundle, network, precision)
+    want = variant(bundle, network, precision).get("sha256")
+    if want and sha256_file(path) != want:
+        raise BundleError(f"{path} does not match the sha256 in the manifest (changed or corrupt); re-export the bundle")

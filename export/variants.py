@@ -224,11 +224,13 @@ def add_variants(
     networks: Iterable[str] | None = None,
     calibration=None,
     threads: int | None = None,
+    calibration_size: Mapping[str, int] | None = None,
 ) -> dict[str, dict[str, dict]]:
     """Add ``precisions`` to ``networks`` (default: :data:`DEFAULT_NETWORKS` per precision).
 
     ``calibration`` (a :class:`export.calibration.Calibration`) is captured from the bundle's
-    own pipeline when an int8/fp8 variant is requested without one.
+    own pipeline when an int8/fp8 variant is requested without one, at ``calibration_size``
+    (``height``/``width``/``frames``; default the model's).
     """
     out: dict[str, dict[str, dict]] = {}
     for precision in precisions:
@@ -239,7 +241,7 @@ def add_variants(
         if precision in ("int8", "fp8") and todo and calibration is None:
             from export.calibration import capture_calibration
 
-            calibration = capture_calibration(bundle, threads=threads)
+            calibration = capture_calibration(bundle, threads=threads, **dict(calibration_size or {}))
         for network in todo:
             log.info("%s: writing the %s graph", network, precision)
             out.setdefault(network, {})[precision] = add_variant(bundle, network, precision, calibration, threads)
