@@ -63,21 +63,23 @@ class FeedReader:
         self.index = 0
 
 
-def _types(precision: str):
+def _types(precision: str, method: str | None = None):
     from onnxruntime.quantization import CalibrationMethod, QuantType
 
     if precision == "int8":
-        return QuantType.QInt8, CalibrationMethod.MinMax
+        return QuantType.QInt8, CalibrationMethod[method or "MinMax"]
     if precision == "fp8":
         return QuantType.QFLOAT8E4M3FN, CalibrationMethod.Distribution  # the only method ORT allows for float8
     raise ValueError(f"no Q/DQ quantization for precision {precision!r}")
 
 
-def calibrate(src: str | os.PathLike, feeds: Sequence[Mapping[str, np.ndarray]], precision: str, cache: str | os.PathLike) -> None:
+def calibrate(
+    src: str | os.PathLike, feeds: Sequence[Mapping[str, np.ndarray]], precision: str, cache: str | os.PathLike, method: str | None = None
+) -> None:
     """Collect the activation ranges of ``src`` on ``feeds`` (one at a time) and save them to ``cache``."""
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
-    _, method = _types(precision)
+    _, method = _types(precision, method)
     with tempfile.TemporaryDirectory(prefix="calibrate-", dir=Path(cache).parent) as tmp:
         calibrator = create_calibrator(
             Path(src),
@@ -105,18 +107,21 @@ def quantize(
     precision: str = "int8",
     external: bool = False,
     keep_float: Iterable[str] | None = None,
+    method: str | None = None,
 ) -> list[str]:
     """Write the Q/DQ ``precision`` graph of ``src`` to ``dst``, calibrated on ``feeds``.
 
     Args:
         keep_float: node names left unquantized (default: :func:`activation_matmuls`).
+        method: int8 calibration method of ONNX Runtime (``MinMax``, the default, ``Percentile``,
+            ``Entropy``); fp8 always uses ``Distribution``.
 
     Returns:
         the sorted op types that stay float (the variant's ``fp32_ops``).
     """
     from onnxruntime.quantization import QuantFormat, quantize_static
 
-    qtype, method = _types(precision)
+    qtype, method = _types(precision, method)
     lean = onnx.load(str(src), load_external_data=False)
     excluded = list(activation_matmuls(lean) if keep_float is None else keep_float)
     present = {n.op_type for n in lean.graph.node}
@@ -124,7 +129,7 @@ def quantize(
     dst = Path(dst)
     cache = dst.parent / f".{dst.name}.ranges.json"
     try:
-        calibrate(src, feeds, precision, cache)
+        calibrate(src, feeds, precision, cache, method.name)
         gc.collect()
         quantize_static(
             str(src),
