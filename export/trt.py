@@ -198,7 +198,7 @@ def build_engines(
     return result
 
 
-def ensure_variants(bundle: Bundle, networks: Sequence[str], precision: str) -> None:
+def ensure_variants(bundle: Bundle, networks: Sequence[str], precision: str, calibration_size: dict | None = None) -> None:
     """Export the graph variants a ``precision`` build needs and the bundle lacks: the
     precision's own (int8/fp8: the UNet) and, for int8/fp8, fp16 for the other networks."""
     todo = {precision: missing_variants(bundle, precision, networks)} if precision != "fp32" else {}
@@ -212,7 +212,7 @@ def ensure_variants(bundle: Bundle, networks: Sequence[str], precision: str) -> 
 
     for p, ns in todo.items():
         log.info("exporting the %s graph(s) of %s first", p, ", ".join(ns))
-        add_variants(bundle, [p], ns)
+        add_variants(bundle, [p], ns, calibration_size=calibration_size)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -260,6 +260,9 @@ def _parser() -> argparse.ArgumentParser:
         ("fp8", "fp8 (e4m3) Q/DQ UNet for Hopper and newer GPUs, fp16 for the other networks"),
     ):
         precision.add_argument(f"--{name}", dest="precision", action="store_const", const=name, help=text)
+    p.add_argument("--calibration-size", metavar="HxW[xF]",
+                   help="with --int8/--fp8 and no quantized graph yet: pixel size (and frames) of the pipeline runs whose "
+                        "UNet inputs calibrate it (default: the model's default size)")
     p.add_argument("--networks", nargs="+", choices=NETWORKS, help="networks to build (default: all in the bundle)")
     p.add_argument("--batch", type=_range_arg("batch"), help="videos per call MIN:OPT:MAX (default 1:1:1; UNet max doubled for CFG)")
     p.add_argument("--cfg", action="store_true", help="optimise the UNet for the CFG-doubled batch (multi-step SVD)")
@@ -317,6 +320,9 @@ def _check_networks(bundle_networks: Sequence[str], wanted: Sequence[str] | None
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = _check_options(args)
+    from export.onnx import _calibration_size
+
+    calibration_size = _calibration_size(args.calibration_size)
     root = Path(args.bundle)
     exists = (root / MANIFEST).is_file()
 
@@ -351,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         networks = _check_networks([n for n in bundle.networks if n in NETWORKS], args.networks, root)
 
     # 4. The graph variants the engines are built from, exported where the bundle lacks them.
-    ensure_variants(bundle, networks, options.precision)
+    ensure_variants(bundle, networks, options.precision, calibration_size)
 
     # 5. Build or reuse.
     result = build_engines(bundle, networks, ranges, options, machine)

@@ -195,6 +195,7 @@ def fp8_bundle(variant_bundle, calibration, tmp_path_factory):
     return bundle
 
 
+@pytest.mark.slow  # Distribution calibration (the only one ORT allows for float8) takes minutes even on tiny
 def test_fp8_structure_and_numbers(fp8_bundle):
     model = _graph(fp8_bundle, "unet", "fp8")
     graph = model.graph
