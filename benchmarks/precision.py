@@ -102,21 +102,18 @@ def measure_network(bundle: Bundle, network: str, precisions: Sequence[str], fee
 
 def sfv_psnr(bundle: Bundle, precisions: Sequence[str], frames: int, height: int, width: int, images: int, threads: int) -> dict:
     """PSNR (dB) of SF-V one-step frames with each precision's engines against the fp32 frames."""
-    from engines.factory import create_engines
     from export.calibration import synthetic_images
     from runtime.pipeline import VideoPipeline
 
     pictures = synthetic_images(images + 10, height, width, seed=1)[-images:]  # not the calibration images
     frames_by = {}
     for precision in ["fp32", *[p for p in precisions if p != "fp32"]]:
-        engines = create_engines(bundle, "onnxruntime", precision=precision, threads=threads)
-        with VideoPipeline(engines, bundle.config) as pipe:
+        with VideoPipeline.from_bundle(bundle.root, "onnxruntime", precision=precision, threads=threads) as pipe:
             frames_by[precision] = [
                 pipe(img, num_frames=frames, height=height, width=width, steps=1, min_guidance=1.0, max_guidance=1.0,
                      seed=10 + i, progress=False).frames
                 for i, img in enumerate(pictures)
             ]
-        del engines
         gc.collect()
     out = {}
     for precision, clips in frames_by.items():

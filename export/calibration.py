@@ -107,20 +107,22 @@ def capture_calibration(
     ``frames``/``height``/``width`` default to the manifest's (the full-size SVD default is
     576x1024; pass a smaller size to keep a CPU capture short).
     """
-    from engines.factory import create_engines
+    from dataclasses import replace
+
+    from engines.factory import pipeline_engines
     from runtime.pipeline import VideoPipeline
 
     config = bundle.config
     height = height or config.default_height
     width = width or config.default_width
     frames = frames or config.num_frames
-    engines = create_engines(bundle, "onnxruntime", threads=threads)
-    recorder = RecordingEngine(engines["unet"])
-    engines["unet"] = recorder
+    engines = pipeline_engines(bundle, "onnxruntime", threads=threads)
+    recorder = RecordingEngine(engines.unet)
+    engines = replace(engines, unet=recorder)  # engines are name-keyed: the pipeline runs the recorder
     pictures = synthetic_images(images + 1, height, width)
     calibration = Calibration()
     size = dict(num_frames=frames, height=height, width=width, output="latents", progress=False)
-    with VideoPipeline(engines, config) as pipe:
+    with VideoPipeline(engines) as pipe:
         for i, image in enumerate(pictures):
             recorder.calls.clear()
             pipe(image, steps=1, min_guidance=1.0, max_guidance=1.0, seed=i, **size)  # SF-V: one step at sigma_max

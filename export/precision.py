@@ -17,14 +17,14 @@ Each is recorded in the manifest under the network's ``variants`` (format_versio
                      "int8": {"file": "unet.int8.onnx", ..., "validation": [{"dims": ..., "max_abs": ...,
                               "rel_l2": ..., "reference": "fp32"}]}}}}
 
-A bundle written before variants existed (no ``variants`` key) has its fp32 graph only.
+``Bundle.variant(network, precision)`` / ``Bundle.path(network, precision)`` read one entry;
+this module holds the policy: which networks get which variant, and the fallback chains.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from export.errors import BundleError, ToolkitError
 from export.specs import NETWORKS
@@ -45,7 +45,6 @@ DEFAULT_NETWORKS = {
 # GPU's natural float precision first. The CPU runtime falls back to fp32 (RUNTIME_FALLBACK).
 TRT_FALLBACK = {"fp32": ("fp32",), "fp16": ("fp16", "fp32"), "int8": ("int8", "fp16", "fp32"), "fp8": ("fp8", "fp16", "fp32")}
 RUNTIME_FALLBACK = {p: (p, "fp32") if p != "fp32" else ("fp32",) for p in PRECISIONS}
-_VARIANT_KEYS = ("file", "external_data", "sha256", "bytes", "nodes", "fp32_ops", "validation")
 
 
 class PrecisionError(ToolkitError):
@@ -73,33 +72,8 @@ def variant_file(network: str, precision: str) -> str:
 
 
 def variants(manifest: Mapping, network: str) -> dict:
-    """``{precision: variant entry}`` of a network (fp32 only for a bundle without variants)."""
-    entry = manifest["networks"][network]
-    found = dict(entry.get("variants") or {})
-    if "fp32" not in found and entry.get("file"):
-        found["fp32"] = {k: entry.get(k) for k in _VARIANT_KEYS if k in entry}
-    return found
-
-
-def variant(bundle, network: str, precision: str) -> dict | None:
-    """The variant entry, or None when the bundle lacks it."""
-    check_precision(precision)
-    bundle.entry(network)  # a clear error for a network the bundle lacks
-    return variants(bundle.manifest, network).get(precision)
-
-
-def variant_path(bundle, network: str, precision: str) -> Path:
-    """Absolute path of a variant's ``.onnx``, checked to exist."""
-    entry = variant(bundle, network, precision)
-    if entry is None:
-        raise BundleError(
-            f"bundle {bundle.root} has no {precision} graph of {network}; add it with "
-            f"`python -m export.onnx --model ... --out {bundle.root} --precision {precision}`"
-        )
-    path = bundle.root / entry["file"]
-    if not path.is_file():
-        raise BundleError(f"bundle {bundle.root}: {entry['file']} ({network}, {precision}) is missing; re-export the bundle")
-    return path
+    """``{precision: variant entry}`` of a network (manifest format_version 2)."""
+    return dict(manifest["networks"][network].get("variants") or {})
 
 
 def resolve(bundle, network: str, precision: str, chain: Mapping[str, tuple[str, ...]] = RUNTIME_FALLBACK) -> tuple[str, dict]:
@@ -117,12 +91,3 @@ def missing_variants(bundle, precision: str, networks: Iterable[str] | None = No
     wanted = [n for n in (networks or bundle.networks) if n in DEFAULT_NETWORKS[precision] and n in bundle.networks]
     return [n for n in wanted if precision not in variants(bundle.manifest, n)]
 
-
-def verify_variant(bundle, network: str, precision: str) -> None:
-    """Check a variant's ``.onnx`` against the sha256 recorded in the manifest."""
-    from export.bundle import sha256_file
-
-    path = variant_path(bundle, network, precision)
-    want = variant(bundle, network, precision).get("sha256")
-    if want and sha256_file(path) != want:
-        raise BundleError(f"{path} does not match the sha256 in the manifest (changed or corrupt); re-export the bundle")

@@ -166,15 +166,13 @@ def test_int8_numbers_on_held_out_calls(variant_bundle, calibration):
 
 def test_sfv_frames_int8_vs_fp32_psnr(variant_bundle):
     """SF-V's one step with the int8 UNet against the fp32 UNet, same noise: decoded frames' PSNR."""
-    from engines.factory import create_engines
     from export.calibration import synthetic_images
     from runtime.pipeline import VideoPipeline
 
     image = synthetic_images(6, 64, 64, seed=7)[-1]  # not one of the calibration images
     frames = {}
     for precision in ("fp32", "int8"):
-        engines = create_engines(variant_bundle, "onnxruntime", precision=precision)
-        with VideoPipeline(engines, variant_bundle.config) as pipe:
+        with VideoPipeline.from_bundle(variant_bundle.root, precision=precision) as pipe:
             frames[precision] = pipe(image, steps=1, min_guidance=1.0, max_guidance=1.0, seed=3, progress=False).frames
     mse = np.mean((frames["int8"].astype(np.float64) - frames["fp32"].astype(np.float64)) ** 2)
     psnr = 10 * np.log10(255.0**2 / max(mse, 1e-12))
@@ -214,7 +212,7 @@ def test_fp8_structure_and_numbers(fp8_bundle):
 
 
 def test_manifest_entries(variant_bundle):
-    for network in variant_bundle.networks:
+    for network in ("image_encoder", "vae_encoder", "unet", "vae_decoder"):
         found = variant_bundle.manifest["networks"][network]["variants"]
         assert list(found) == (["fp32", "fp16", "int8"] if network == "unet" else ["fp32", "fp16"])
         assert found["fp32"]["file"] == f"{network}.onnx"
@@ -233,12 +231,12 @@ def test_runtime_precision_falls_back_to_fp32_once(variant_bundle, caplog):
     with caplog.at_level(logging.INFO, logger="engines.factory"):
         engines = create_engines(variant_bundle, "onnxruntime", precision="int8")
     assert engines["unet"].path.endswith("unet.int8.onnx") and engines["unet"].precision == "int8"
-    for name in ("image_encoder", "vae_encoder", "vae_decoder"):
+    for name in ("image_encoder", "vae_encoder", "vae_decoder", "clip_preprocess"):
         assert engines[name].path.endswith(f"{name}.onnx") and engines[name].precision == "fp32"
     said = [r.getMessage() for r in caplog.records if "no int8 graph" in r.getMessage()]
     assert len(said) == 1 and "image_encoder, vae_encoder, vae_decoder" in said[0]
     fp16 = create_engines(variant_bundle, "onnxruntime", precision="fp16")
-    assert all(e.path.endswith(f"{n}.fp16.onnx") for n, e in fp16.items())
+    assert all(e.path.endswith(f"{n}.fp16.onnx") for n, e in fp16.items() if n != "clip_preprocess")
 
 
 def test_runtime_precision_errors(variant_bundle, tmp_path):
@@ -246,8 +244,6 @@ def test_runtime_precision_errors(variant_bundle, tmp_path):
 
     with pytest.raises(ToolkitError, match="choose one of fp32, fp16, int8, fp8"):
         create_engines(variant_bundle, "onnxruntime", precision="int4")
-    with pytest.raises(ToolkitError, match="torch backend runs the PyTorch model in fp32"):
-        create_engines(variant_bundle, "torch", precision="int8")
     root = tmp_path / "b"
     shutil.copytree(variant_bundle.root, root)
     (root / "unet.int8.onnx").write_bytes(b"corrupt")
