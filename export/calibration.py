@@ -27,13 +27,13 @@ log = logging.getLogger(__name__)
 
 
 class RecordingEngine(Engine):
-    """Wraps an engine: every call's inputs are copied to ``calls`` (float32 numpy), then run by ``inner``."""
+    """Wraps an engine: every call's inputs are copied to ``recorded`` (float32 numpy), then run by ``inner``."""
 
     def __init__(self, inner: Engine):
         super().__init__(inner.spec, inner.precision)
         self.inner = inner
         self.backend = inner.backend
-        self.calls: list[dict[str, np.ndarray]] = []
+        self.recorded: list[dict[str, np.ndarray]] = []
 
     def _activate(self) -> None:
         self.inner.activate()
@@ -42,7 +42,7 @@ class RecordingEngine(Engine):
         self.inner.deactivate()
 
     def _run(self, inputs: Mapping):
-        self.calls.append({k: np.array(v, dtype=np.float32, copy=True) for k, v in inputs.items()})
+        self.recorded.append({k: np.array(v, dtype=np.float32, copy=True) for k, v in inputs.items()})
         return self.inner.run(inputs)
 
 
@@ -124,15 +124,15 @@ def capture_calibration(
     size = dict(num_frames=frames, height=height, width=width, output="latents", progress=False)
     with VideoPipeline(engines) as pipe:
         for i, image in enumerate(pictures):
-            recorder.calls.clear()
+            recorder.recorded.clear()
             pipe(image, steps=1, min_guidance=1.0, max_guidance=1.0, seed=i, **size)  # SF-V: one step at sigma_max
-            (calibration.validate if i == images else calibration.calibrate).extend(recorder.calls)
+            (calibration.validate if i == images else calibration.calibrate).extend(recorder.recorded)
         for i in range(svd_images):
-            recorder.calls.clear()
+            recorder.recorded.clear()
             pipe(pictures[i], steps=svd_steps, seed=100 + i, **size)  # SVD: guided, batch 2, every level
-            kept = recorder.calls[::svd_every]
+            kept = recorder.recorded[::svd_every]
             for j, feeds in enumerate(kept):
                 (calibration.validate if holdout and j % holdout == holdout // 2 else calibration.calibrate).append(feeds)
-    recorder.calls.clear()
+    recorder.recorded.clear()
     log.info("captured %d calibration and %d validation UNet calls", len(calibration.calibrate), len(calibration.validate))
     return calibration

@@ -82,7 +82,7 @@ def test_recording_engine_passes_calls_through(tiny_bundle):
     want = unet.run(inputs)["noise_pred"]
     got = recorder.run(inputs)["noise_pred"]
     assert np.array_equal(np.asarray(got), np.asarray(want))
-    assert len(recorder.calls) == 1 and np.array_equal(recorder.calls[0]["sample"], np.asarray(inputs["sample"]))
+    assert len(recorder.recorded) == 1 and np.array_equal(recorder.recorded[0]["sample"], np.asarray(inputs["sample"]))
 
 
 def test_calibration_roundtrip(calibration, tmp_path):
