@@ -54,13 +54,11 @@ def network_inputs(bundle: Bundle, network: str, dims: Mapping[str, int], captur
         calls = [c for c in captured.validate + captured.calibrate if c["sample"].shape[0] == 1]
         if calls:
             return calls[:2]
-    import torch
-
     spec = bundle.spec(network)
     used = {**dims, "batch": 1}
     if network == "vae_decoder":
         used = {**used, "batch": 1}
-    inputs = spec.sample_inputs(expand_dims(used, bundle.config), generator=torch.Generator().manual_seed(0))
+    inputs = spec.sample_inputs(expand_dims(used, bundle.config), bundle.config)
     return [{k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}]
 
 

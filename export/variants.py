@@ -102,15 +102,13 @@ def validate_against_fp32(
 
 def sample_feeds(bundle: Bundle, network: str) -> list[dict[str, np.ndarray]]:
     """Seeded sample inputs of ``network`` at the bundle's export sample dims (fp16 validation)."""
-    import torch
-
     from export.specs import expand_dims
     from export.validate import used_dims
 
     spec = bundle.spec(network)
     dims = bundle.manifest.get("export", {}).get("sample_dims") or {"batch": 1, "frames": 3, "height": 64, "width": 64}
     used = expand_dims(used_dims(spec, dims), bundle.config)
-    inputs = spec.sample_inputs(used, generator=torch.Generator().manual_seed(0))
+    inputs = spec.sample_inputs(used, bundle.config)
     return [{k: np.asarray(v, dtype=np.float32) for k, v in inputs.items()}]
 
 

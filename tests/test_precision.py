@@ -78,7 +78,7 @@ def test_recording_engine_passes_calls_through(tiny_bundle):
 
     unet = create_engines(tiny_bundle, "onnxruntime", networks=["unet"])["unet"]
     recorder = RecordingEngine(unet)
-    inputs = unet.spec.sample_inputs({"batch": 1, "frames": 2, "latent_height": 8, "latent_width": 8})
+    inputs = unet.spec.sample_inputs({"batch": 1, "frames": 2, "latent_height": 8, "latent_width": 8}, Bundle.load(tiny_bundle).config)
     want = unet.run(inputs)["noise_pred"]
     got = recorder.run(inputs)["noise_pred"]
     assert np.array_equal(np.asarray(got), np.asarray(want))

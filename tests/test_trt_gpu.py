@@ -63,7 +63,7 @@ def _parity(bundle, network, atol, cuda_graph=False):
     """The engine against ONNX Runtime running the same graph variant it was built from."""
     spec = bundle.spec(network)
     entry = bundle.manifest["engines"][network]
-    inputs = {k: np.asarray(v, dtype=np.float32) for k, v in spec.sample_inputs(expand_dims(DIMS, bundle.config)).items()}
+    inputs = {k: np.asarray(v, dtype=np.float32) for k, v in spec.sample_inputs(expand_dims(DIMS, bundle.config), bundle.config).items()}
     want = _ort(bundle, network, inputs, entry["onnx_file"])
     with TensorRTEngine(spec, bundle.root / entry["file"], entry["precision"], cuda_graph=cuda_graph) as engine:
         got = engine.run(inputs)[spec.output_names[0]]
@@ -126,7 +126,7 @@ def test_second_run_reuses_engines(fp32_bundle, tiny_bundle, capsys):
 def test_out_of_profile(fp32_bundle):
     spec = fp32_bundle.spec("unet")
     plan = fp32_bundle.root / fp32_bundle.manifest["engines"]["unet"]["file"]
-    too_long = spec.sample_inputs(expand_dims({**DIMS, "frames": 26}, fp32_bundle.config))
+    too_long = spec.sample_inputs(expand_dims({**DIMS, "frames": 26}, fp32_bundle.config), fp32_bundle.config)
     with pytest.raises(ShapeError, match="outside the TensorRT engine's profile"):
         TensorRTEngine(spec, plan).run(too_long)
     # Without a recorded key the profile is read from the engine itself.
