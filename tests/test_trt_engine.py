@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 import numpy as np
+import pytest
 
 from engines.tensorrt_engine import TensorRTEngine
 from export.atomic import write_json_atomic
