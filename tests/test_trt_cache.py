@@ -25,6 +25,7 @@ from export.trt_cache import (
     missing_requirements,
     require_gpu_and_tensorrt,
 )
+from export.specs import NETWORKS
 from export.trt_profiles import default_ranges, resolve_ranges
 
 H100 = MachineInfo(tensorrt_version="11.4.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
@@ -115,7 +116,7 @@ def test_plan_record_reuse_cycle(bundle):
     assert job.plan_file == "unet.fp16.plan" and job.precision == "fp16" and job.onnx_path.name == "unet.fp16.onnx"
     # The key names the graph variant built from, not the fp32 graph.
     assert job.key["onnx_sha256"] == bundle.entry("unet")["variants"]["fp16"]["sha256"]
-    assert job.key["onnx_sha256"] != bundle.entry("unet")["sha256"]
+    assert job.key["onnx_sha256"] != bundle.variant("unet", "fp32")["sha256"]
     entry = _fake_build(bundle, job)
 
     # The manifest on disk holds the engine, in the agreed shape.
@@ -125,7 +126,7 @@ def test_plan_record_reuse_cycle(bundle):
     assert saved["cache_key"] == job.key and saved["profile"]["inputs"] == job.profile
     assert saved["profile"]["ranges"]["frames"] == [1, 14, 25]
     assert saved["sha256"] == sha256_file(bundle.root / "unet.fp16.plan")
-    assert bundle.manifest["networks"]["unet"]["file"] == "unet.onnx"  # ONNX entry untouched
+    assert bundle.variant("unet", "fp32")["file"] == "unet.onnx"  # graph entries untouched
 
     # Same request on the same machine: reuse. Another GPU, precision, profile or --force: rebuild.
     assert plan_job(bundle, "unet", ranges, fp16, H100).decision.reuse
@@ -178,7 +179,7 @@ def test_changed_graph_invalidates_the_engine(bundle):
 def test_build_engines_reuses_without_tensorrt(bundle):
     """With every engine cached, nothing is built, so nothing needs TensorRT."""
     ranges = default_ranges(bundle.config)
-    for network in bundle.networks:
+    for network in NETWORKS:
         _fake_build(bundle, plan_job(bundle, network, ranges, BuildOptions(precision="fp16"), H100))
     result = build_engines(bundle, None, ranges, BuildOptions(precision="fp16"), H100)
     assert result == {n: "reused" for n in ("image_encoder", "vae_encoder", "unet", "vae_decoder")}
