@@ -1,14 +1,16 @@
-"""TensorRT engine: a serialized plan run on torch CUDA buffers.
+"""TensorRT engine: a serialized, strongly typed plan; numpy in, numpy out like every engine.
+
+The plan's precision is the precision of the graph variant it was built from (fp32, fp16,
+int8 or fp8 Q/DQ: :mod:`export.trt`); every variant keeps float32 inputs and outputs, so the
+engine is fed and read the same way whatever its precision.
 
 Per call: the input shapes are checked against the engine's optimization profile (before the
-GPU is touched), set on the execution context (``set_input_shape``), the torch tensors' device
-pointers are bound (``set_tensor_address``) and the engine is enqueued on the caller's current
-CUDA stream (``execute_async_v3``), so results are ordered with later torch work on that stream
-without a synchronisation. With ``cuda_graph=True`` the enqueue is captured once per input
-shape into a CUDA graph and replayed (inputs are copied into the graph's static buffers).
-
-numpy arrays cross the interface like every engine's: inputs are copied to the GPU and the
-float32 outputs back.
+GPU is touched), the numpy inputs are copied into torch CUDA buffers (torch owns the CUDA
+context and memory here; nothing else in the runtime needs it), their shapes set on the
+execution context (``set_input_shape``), their device pointers bound (``set_tensor_address``)
+and the engine enqueued on the current CUDA stream (``execute_async_v3``); the float32 outputs
+are copied back to numpy. With ``cuda_graph=True`` the enqueue is captured once per input shape
+into a CUDA graph and replayed (inputs are copied into the graph's static buffers).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class TensorRTEngine(Engine):
     Args:
         spec: the network spec (input/output names, dtypes, symbolic shapes).
         plan_path: the serialized engine (``<network>.<precision>.plan`` in a bundle).
-        precision: ``"fp32"`` or ``"fp16"``; with fp16, float inputs may be float16 or float32.
+        precision: the precision of the graph the plan was built from (``fp32``, ``fp16``, ``int8``, ``fp8``);
+            informational: the plan itself carries its types (strongly typed).
         cache_key: the engine's key from the manifest; read from ``manifest.json`` beside the plan
             when omitted. It gives the profile (checked before loading) and the machine the plan
             was built for (a mismatch raises :class:`EngineCacheError`).
@@ -87,7 +90,7 @@ class TensorRTEngine(Engine):
         if not entry:
             raise BundleError(
                 f"bundle {bundle.root} has no TensorRT engine for {network}; build one with "
-                f"`python -m export.trt --bundle {bundle.root} --networks {network}` (add --fp16 for fp16)"
+                f"`python -m export.trt --bundle {bundle.root} --networks {network}` (add --fp16, --int8 or --fp8)"
             )
         return cls(
             bundle.spec(network),
@@ -166,10 +169,9 @@ class TensorRTEngine(Engine):
 
     # ------------------------------------------------------------------ running
 
-    def _bind_input(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        """The tensor whose memory TensorRT reads: ``value`` itself when it is already a contiguous
-        CUDA tensor of the engine's dtype on this device (no copy), else a converted copy."""
-        return value.to(device=self.device, dtype=self._dtypes[name]).contiguous()
+    def _bind_input(self, name: str, value) -> torch.Tensor:
+        """The CUDA tensor whose memory TensorRT reads: a copy of the numpy ``value`` in the engine's dtype."""
+        return torch.as_tensor(np.ascontiguousarray(value)).to(device=self.device, dtype=self._dtypes[name]).contiguous()
 
     def _enqueue(self, feeds: Mapping[str, torch.Tensor], stream: torch.cuda.Stream) -> dict[str, torch.Tensor]:
         ctx = self._context
@@ -186,16 +188,16 @@ class TensorRTEngine(Engine):
             raise RuntimeError(f"TensorRT execution of {self.spec.name} failed (see the TensorRT log above)")
         return outputs
 
-    def _run(self, inputs) -> dict:
-        # numpy in and out, like every engine: host arrays are copied to the GPU and back.
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.cuda.device(self.device):
-            feeds = {n: self._bind_input(n, torch.from_numpy(np.ascontiguousarray(inputs[n]))) for n in self.spec.input_names}
+            feeds = {n: self._bind_input(n, inputs[n]) for n in self.spec.input_names}
             if self.cuda_graph:
                 # The graph's output buffers are overwritten by the next replay: hand out copies.
                 outputs = {n: o.clone() for n, o in self._run_graph(feeds).items()}
             else:
                 outputs = self._enqueue(feeds, torch.cuda.current_stream(self.device))
-            return {n: o.to(device="cpu", dtype=torch.float32).numpy() for n, o in outputs.items()}
+            # .cpu() waits for the enqueued work on the current stream.
+            return {n: o.to(dtype=torch.float32).cpu().numpy() for n, o in outputs.items()}
 
     def _run_graph(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Replay the CUDA graph of these input shapes, capturing it first if needed."""

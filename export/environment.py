@@ -16,9 +16,12 @@ from pathlib import Path
 
 from export.errors import BackendUnavailableError
 
+# The TensorRT range the builder is written for: strongly typed networks exist from 10.12; 11.x
+# removed the weak-typing API that older code used. The `gpu` extra pins the same range.
+TENSORRT_REQUIREMENT = "tensorrt>=10.12,<12"
 INSTALL_HINT = (
     "on a machine with an NVIDIA GPU and driver, run `pip install '.[gpu]'` "
-    "(TensorRT >= 10, onnxruntime-gpu, cuda-python) with a CUDA build of torch"
+    f"({TENSORRT_REQUIREMENT}, onnxruntime-gpu, cuda-python) with a CUDA build of torch"
 )
 
 

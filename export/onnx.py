@@ -5,8 +5,10 @@ For each network (CLIP image encoder, VAE encoder, UNet, temporal VAE decoder) t
 
     torch.onnx.export (TorchScript, dynamo=False, named dynamic axes)
       -> clean-up (Polygraphy constant folding + ONNX shape inference)      export/cleanup.py
-      -> optional fp16 with the network's fragile ops kept in fp32          export/fp16.py
       -> validation in ONNX Runtime against PyTorch at other shapes         export/validate.py
+
+plus the ``clip_preprocess`` graph (export/preprocess_graph.py). Other precisions (fp16, int8,
+fp8) are variants made from the validated fp32 graphs (``--precision``, export/variants.py).
 
 and the bundle directory receives ``<network>.onnx`` (plus ``<network>.onnx.data`` above the
 2 GB protobuf limit) and, last, ``manifest.json``. Every graph is written and validated in a
@@ -43,7 +45,6 @@ from export.cli import run_cli
 from export.cleanup import cleanup, load_lean, load_weights
 from export.environment import library_versions
 from export.errors import BundleError, ShapeError, ToolkitError, UnknownNetworkError
-from export.fp16 import to_fp16
 from export.models import BUILTIN_MODELS, SVDModel, load_model
 from export.networks import build_network
 from export.specs import (
@@ -146,11 +147,10 @@ def export_network(
     sample_dims: Mapping[str, int],
     validate_dims: Sequence[Mapping[str, int]],
     opset: int = DEFAULT_OPSET,
-    fp16: bool = False,
     say=log.info,
     release: bool = False,
 ) -> tuple[dict, list[Path]]:
-    """Trace, clean up, (convert,) save and validate one network into directory ``stage``.
+    """Trace, clean up, save and validate one network's fp32 graph into directory ``stage``.
 
     Args:
         model: the loaded model; the network is wrapped with :func:`export.networks.build_network`.
@@ -166,7 +166,7 @@ def export_network(
     net = build_network(name, model)
     params = sum(p.numel() for p in net.parameters())
     large = _weight_bytes(net) > EXTERNAL_DATA_BYTES
-    say(f"{name}: exporting {params:,} parameters at {dict(sample_dims)} (opset {opset}{', fp16' if fp16 else ''})")
+    say(f"{name}: exporting {params:,} parameters at {dict(sample_dims)} (opset {opset})")
 
     # PyTorch references first: a full-size network is then no longer needed after tracing.
     refs = reference_outputs(net, spec, config, validate_dims)
@@ -179,16 +179,13 @@ def export_network(
     _free_memory()
 
     graph, raw_nodes = _clean(raw_dir / f"{name}.onnx")
-    fp32_ops: list[str] = []
-    if fp16:
-        graph, fp32_ops = to_fp16(graph, spec.fp32_op_types)
-    precision = "fp16" if fp16 else "fp32"
+    precision = "fp32"  # other precisions are variants made from this graph (export/variants.py)
     variant, files = _save(graph, stage / f"{name}.onnx", large)
     del graph
     _free_memory()
     say(f"{name}: exported in {time.perf_counter() - t0:.1f} s (trace {t_export:.1f} s), "
         f"{raw_nodes} -> {variant['nodes']} nodes after clean-up, {_human(variant['bytes'])}")
-    variant.update(fp32_ops=fp32_ops, validation=_validate(files[-1], spec, refs, precision, say))
+    variant.update(fp32_ops=[], validation=_validate(files[-1], spec, refs, precision, say))
     entry = {**spec.to_json(), "parameters": params, "sample_dims": dict(sample_dims), "variants": {precision: variant}}
     return entry, files
 
@@ -347,7 +344,6 @@ def export_bundle(
     out: str | os.PathLike,
     networks: Iterable[str] | None = None,
     opset: int = DEFAULT_OPSET,
-    fp16: bool = False,
     unet: str | os.PathLike | None = None,
     validate_dims: Sequence[Mapping[str, int]] | None = None,
     progress: bool = True,
@@ -361,7 +357,6 @@ def export_bundle(
             not re-exported keep their entries.
         networks: subset of :data:`export.specs.NETWORKS`; default all four.
         opset: ONNX opset (14-20).
-        fp16: convert to fp16, keeping each spec's ``fp32_op_types`` in fp32.
         unet: UNet directory replacing the model's (only when ``model`` is not loaded yet).
         validate_dims: dims (``batch``/``frames``/``height``/``width``) to validate at; default
             per model size (:func:`default_dims`); ``[]`` skips validation.
@@ -432,7 +427,6 @@ def export_bundle(
                 export_dims,
                 check_list,
                 opset=opset,
-                fp16=fp16,
                 say=say,
                 release=last_use,
             )
@@ -486,8 +480,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--networks", nargs="+", metavar="NAME",
                    help=f"networks to export (default: all): {', '.join(ALL_NETWORKS)}")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
-    p.add_argument("--fp16", action="store_true",
-                   help="convert weights/activations to fp16; fragile ops (VAE norms) stay fp32 (listed in the manifest)")
+    p.add_argument("--fp16", action="store_true", help="short for --precision fp32,fp16")
+    p.add_argument("--precision", default="fp32", metavar="LIST",
+                   help="graph variants to write, comma-separated from fp32,fp16,int8,fp8 (default fp32): fp16 for every "
+                        "network (<network>.fp16.onnx), int8/fp8 Q/DQ for the UNet calibrated on its captured inputs; "
+                        "each is validated against the fp32 graph and recorded under 'variants' (docs/precision.md)")
+    p.add_argument("--calibration-size", metavar="HxW[xF]",
+                   help="with int8/fp8: pixel size (and frames) of the pipeline runs whose UNet inputs calibrate the "
+                        "quantized graph (default: the model's default size and frame count)")
     p.add_argument("--frames", type=int, help="frames of the export sample (default 3)")
     p.add_argument("--height", type=int, help="pixel height of the export sample (a multiple of the model's pixel multiple)")
     p.add_argument("--width", type=int, help="pixel width of the export sample")
@@ -508,18 +508,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample.update(height=args.height, width=args.width)
     check_dims(ModelConfig(vae_scale_factor=1, unet_downsample=1), {k: v for k, v in sample.items() if k == "frames"})
     _check_networks(args.networks)  # before loading a possibly large model
-    export_bundle(
+    from export.precision import parse_precisions
+
+    precisions = parse_precisions(args.precision + (",fp16" if args.fp16 else ""))
+    calibration_size = _calibration_size(args.calibration_size)
+    bundle = export_bundle(
         args.model,
         args.out,
         networks=args.networks,
         opset=args.opset,
-        fp16=args.fp16,
         unet=args.unet,
         validate_dims=[] if args.no_validate else None,
         progress=not args.quiet,
         sample_dims=sample or None,
     )
+    if len(precisions) > 1:
+        from export.variants import add_variants
+
+        add_variants(bundle, precisions, args.networks, calibration_size=calibration_size)
     return 0
+
+
+def _calibration_size(text: str | None) -> dict:
+    """``"128x128x14"`` -> ``{"height": 128, "width": 128, "frames": 14}``."""
+    if not text:
+        return {}
+    parts = text.lower().split("x")
+    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ShapeError(f"--calibration-size {text!r}: give HEIGHTxWIDTH or HEIGHTxWIDTHxFRAMES, e.g. 128x128x14")
+    return dict(zip(("height", "width", "frames"), map(int, parts)))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,28 @@
-"""``python -m export.trt``: build one TensorRT engine per network of a bundle and record it.
+"""``python -m export.trt``: build one strongly typed TensorRT engine per network of a bundle.
 
     python -m export.trt --bundle out/svd --fp16
+    python -m export.trt --bundle out/svd --int8                        # int8 UNet, fp16 elsewhere
     python -m export.trt --model tiny --out out/tiny --fp16          # export the bundle first
-    python -m export.trt --bundle out/svd --fp16 --networks unet --frames 14:14:25 --batch 1:1:1 --cfg
+    python -m export.trt --bundle out/svd --fp8 --networks unet --frames 14:14:25 --batch 1:1:1
+
+Precision lives in the graph: ``--fp16`` / ``--int8`` / ``--fp8`` build each network from the
+bundle's graph variant of that precision (``unet.fp16.onnx``, ``unet.int8.onnx``, ...; see
+:mod:`export.precision`), exporting the variant first when the bundle lacks it. A network
+without an int8/fp8 variant (by default all but the UNet) is built from its fp16 graph. The
+network is strongly typed (TensorRT >= 10.12; 11.x has nothing else) and the builder gets no
+precision flag.
 
 For each network: the optimization profile comes from the network spec and the ranges
-(:mod:`export.trt_profiles`), the engine's cache key from the graph, TensorRT version, GPU,
-precision and profile (:mod:`export.trt_cache`). A recorded engine with the same key is reused;
-otherwise the engine is built with Polygraphy (:mod:`export.trt_build`), written atomically as
-``<network>.<precision>.plan`` and recorded in ``manifest.json``::
+(:mod:`export.trt_profiles`), the engine's cache key from the variant's sha256, TensorRT
+version, GPU, precision and profile (:mod:`export.trt_cache`). A recorded engine with the same
+key is reused; otherwise the engine is built with Polygraphy (:mod:`export.trt_build`), written
+atomically as ``<network>.<precision>.plan`` and recorded in ``manifest.json``::
 
-    "engines": {"unet": {"file": "unet.fp16.plan", "sha256": ..., "precision": "fp16",
-                          "fp32_layers": [], "cache_key": {...}, "profile": {...}, "build": {...}}}
+    "engines": {"unet": {"file": "unet.int8.plan", "sha256": ..., "precision": "int8",
+                          "onnx_file": "unet.int8.onnx", "cache_key": {...}, "profile": {...}, "build": {...}}}
 
-Without TensorRT or an NVIDIA GPU the command stops before writing anything, saying what is
-missing and how to install it.
+Without TensorRT (>= 10.12) or an NVIDIA GPU the command stops before writing anything, saying
+what is missing and how to install it.
 """
 
 from __future__ import annotations
@@ -36,8 +44,9 @@ from export.atomic import atomic_path
 from export.bundle import MANIFEST, Bundle, sha256_file
 from export.cli import run_cli
 from export.errors import BundleError, ToolkitError
+from export.precision import DEFAULT_NETWORKS, TRT_FALLBACK, missing_variants, resolve
 from export.specs import NETWORKS, NetworkSpec
-from export.trt_build import BuildOptions, engine_loader, fp32_node_names, network_precision, save_plan
+from export.trt_build import TENSORRT_REQUIREMENT, BuildOptions, engine_loader, save_plan
 from export.trt_cache import MachineInfo, CacheDecision, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
 from export.trt_profiles import ProfileRanges, network_profile, parse_range, resolve_ranges
 
@@ -54,40 +63,42 @@ class EngineJob:
 
     network: str
     spec: NetworkSpec
-    onnx_path: Path
-    precision: str  # "fp32" | "fp16"
-    fp32_op_types: tuple[str, ...]  # ONNX op types kept in fp32 (VAE norms under --fp16)
+    onnx_path: Path  # the graph variant built from
+    precision: str  # the variant's precision: "fp32" | "fp16" | "int8" | "fp8"
     profile: dict  # {input: {"min", "opt", "max"}}
     key: dict  # the cache key this engine is built with
     plan_file: str  # "<network>.<precision>.plan", relative to the bundle
     decision: CacheDecision
 
 
-def onnx_digest(bundle: Bundle, network: str) -> str:
-    """sha256 identifying the network's graph and weights.
+def onnx_digest(root: Path, entry: dict, network: str) -> str:
+    """sha256 identifying one graph variant and its weights.
 
-    The manifest's sha256 covers the ``.onnx`` file; when the weights live in an external data
-    file (graphs above 2 GB) the digest also covers that file, since another set of weights with
-    the same graph leaves the ``.onnx`` unchanged.
+    ``entry`` is the variant's manifest entry; its sha256 covers the ``.onnx`` file. When the
+    weights live in an external data file (graphs above 2 GB) the digest also covers that file,
+    since another set of weights with the same graph leaves the ``.onnx`` unchanged.
     """
-    bundle.verify(network)
-    entry = bundle.variant(network)
-    digest = entry.get("sha256") or sha256_file(bundle.path(network))
+    path = root / entry["file"]
+    if not path.is_file():
+        raise BundleError(f"bundle {root}: {entry['file']} ({network}) is missing; re-export the bundle")
+    digest = sha256_file(path)
+    if entry.get("sha256") and digest != entry["sha256"]:
+        raise BundleError(f"{path} does not match the sha256 in the manifest (changed or corrupt); re-export the bundle")
     data = entry.get("external_data")
     if data:
-        data_path = bundle.root / data
+        data_path = root / data
         if not data_path.is_file():
-            raise BundleError(f"bundle {bundle.root}: {data} (external data of {network}) is missing; re-export the bundle")
+            raise BundleError(f"bundle {root}: {data} (external data of {network}) is missing; re-export the bundle")
         digest = hashlib.sha256(f"{digest}:{sha256_file(data_path)}".encode()).hexdigest()
     return digest
 
 
 def plan_job(bundle: Bundle, network: str, ranges: ProfileRanges, options: BuildOptions, machine: MachineInfo) -> EngineJob:
-    """What building ``network`` means here: precision, profile, cache key, reuse or build."""
+    """What building ``network`` means here: graph variant, profile, cache key, reuse or build."""
     spec = bundle.spec(network)
-    precision, fp32_ops = network_precision(spec, options)
+    precision, variant = resolve(bundle, network, options.precision, TRT_FALLBACK)
     profile = network_profile(spec, bundle.config, ranges)
-    key = cache_key(onnx_digest(bundle, network), machine, precision, profile, fp32_ops)
+    key = cache_key(onnx_digest(bundle.root, variant, network), machine, precision, profile)
     entry = bundle.manifest.get("engines", {}).get(network)
     decision = lookup(bundle.root, entry, key)
     if options.force:
@@ -95,9 +106,8 @@ def plan_job(bundle: Bundle, network: str, ranges: ProfileRanges, options: Build
     return EngineJob(
         network=network,
         spec=spec,
-        onnx_path=bundle.path(network),
+        onnx_path=bundle.root / variant["file"],
         precision=precision,
-        fp32_op_types=fp32_ops,
         profile=profile,
         key=key,
         plan_file=f"{network}.{precision}.plan",
@@ -116,7 +126,7 @@ def record_engine(bundle: Bundle, job: EngineJob, ranges: ProfileRanges, options
         "sha256": sha256_file(bundle.root / job.plan_file),
         "bytes": (bundle.root / job.plan_file).stat().st_size,
         "precision": job.precision,
-        "fp32_layers": list(job.fp32_op_types),
+        "onnx_file": job.onnx_path.name,
         "cache_key": job.key,
         "profile": {"ranges": ranges.to_json(), "inputs": job.profile},
         "build": {
@@ -136,7 +146,6 @@ def record_engine(bundle: Bundle, job: EngineJob, ranges: ProfileRanges, options
 
 def build_job(bundle: Bundle, job: EngineJob, ranges: ProfileRanges, options: BuildOptions) -> dict:
     """Build one engine with Polygraphy, write it and its timing cache atomically, record it."""
-    nodes = fp32_node_names(job.onnx_path, job.fp32_op_types)
     final = bundle.root / job.plan_file
     t0 = time.perf_counter()
     with atomic_path(final) as tmp_plan:
@@ -148,16 +157,17 @@ def build_job(bundle: Bundle, job: EngineJob, ranges: ProfileRanges, options: Bu
                     if Path(cache).is_file():
                         shutil.copyfile(cache, tmp_cache)
                     try:
-                        save_plan(engine_loader(job.onnx_path, job.profile, job.precision, nodes, job.fp32_op_types, options, tmp_cache), tmp_plan)
+                        save_plan(engine_loader(job.onnx_path, job.profile, options, tmp_cache), tmp_plan)
                     finally:
                         # Polygraphy locks the file it saves through "<file>.lock"; this one is private.
                         Path(f"{tmp_cache}.lock").unlink(missing_ok=True)
             else:
-                save_plan(engine_loader(job.onnx_path, job.profile, job.precision, nodes, job.fp32_op_types, options), tmp_plan)
+                save_plan(engine_loader(job.onnx_path, job.profile, options), tmp_plan)
         except PolygraphyException as exc:  # how Polygraphy reports a failed parse or build
             raise EngineBuildError(
                 f"TensorRT could not build the {job.network} engine ({exc}). If it ran out of memory, narrow the "
-                "profile (--frames/--height/--width/--batch) or lower --workspace; for VAE precision failures try --vae-fp32"
+                f"profile (--frames/--height/--width/--batch) or lower --workspace; a graph TensorRT cannot parse "
+                f"needs a newer TensorRT ({TENSORRT_REQUIREMENT})"
             ) from None
         finally:
             gc.collect()
@@ -181,11 +191,28 @@ def build_engines(
             log.info("%s: reusing %s (%s)", network, job.plan_file, job.decision.reason)
             result[network] = "reused"
             continue
-        log.info("%s: building %s (%s); profile %s", network, job.plan_file, job.decision.reason, job.profile)
+        log.info("%s: building %s from %s (%s); profile %s", network, job.plan_file, job.onnx_path.name, job.decision.reason, job.profile)
         entry = build_job(bundle, job, ranges, options)
         log.info("%s: built in %.1f s, %.1f MB", network, entry["build"]["seconds"], entry["bytes"] / 1e6)
         result[network] = "built"
     return result
+
+
+def ensure_variants(bundle: Bundle, networks: Sequence[str], precision: str, calibration_size: dict | None = None) -> None:
+    """Export the graph variants a ``precision`` build needs and the bundle lacks: the
+    precision's own (int8/fp8: the UNet) and, for int8/fp8, fp16 for the other networks."""
+    todo = {precision: missing_variants(bundle, precision, networks)} if precision != "fp32" else {}
+    if precision in ("int8", "fp8"):
+        rest = [n for n in networks if n not in DEFAULT_NETWORKS[precision]]
+        todo["fp16"] = missing_variants(bundle, "fp16", rest)
+    todo = {p: ns for p, ns in todo.items() if ns}
+    if not todo:
+        return
+    from export.variants import add_variants
+
+    for p, ns in todo.items():
+        log.info("exporting the %s graph(s) of %s first", p, ", ".join(ns))
+        add_variants(bundle, [p], ns, calibration_size=calibration_size)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -204,14 +231,38 @@ def _range_arg(name: str):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export.trt",
-        description="Build TensorRT engines (one per network) for a bundle and record them in its manifest.",
+        description=(
+            "Build strongly typed TensorRT engines (one per network) from a bundle's graph variants and record them "
+            "in its manifest. Needs an NVIDIA GPU with its driver, a CUDA build of torch and TensorRT "
+            f"({TENSORRT_REQUIREMENT}: pip install '.[gpu]'). The precision comes from the graph: --fp16/--int8/--fp8 "
+            "pick the bundle's <network>.<precision>.onnx (exported first if missing; networks without an int8/fp8 "
+            "graph use their fp16 graph)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m export.trt --bundle out/svd --fp16\n"
+            "  python -m export.trt --bundle out/svd --int8 --networks unet          # calibrates unet.int8.onnx if missing\n"
+            "  python -m export.trt --model tiny --out out/tiny --fp16              # export the bundle first\n"
+            "  python -m export.trt --bundle out/svd --fp8 --networks unet --frames 14:14:25 --batch 1:1:1   # Hopper+\n"
+            "  python -m runtime.generate --bundle out/svd --backend tensorrt --image cat.png --out clip.mp4 --steps 1 --max-guidance 1"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--bundle", "--out", dest="bundle", required=True, help="bundle directory (from python -m export.onnx)")
     p.add_argument("--model", help="if the bundle does not exist yet: export it first from this model (DIR, tiny, svd-random)")
     p.add_argument("--unet", help="with --model: a UNet directory replacing the model's (e.g. a trained SF-V UNet)")
     p.add_argument("--opset", type=int, default=17, help="with --model: ONNX opset of the export (default 17)")
-    p.add_argument("--fp16", action="store_true", help="fp16 engines (UNet, CLIP; VAE with fp32 norm layers)")
-    p.add_argument("--vae-fp32", action="store_true", help="with --fp16: build the VAE encoder/decoder entirely in fp32")
+    precision = p.add_mutually_exclusive_group()
+    for name, text in (
+        ("fp32", "fp32 engines from <network>.onnx (the default)"),
+        ("fp16", "engines from the fp16 graphs (fp16 with the fragile ops, e.g. VAE norms, kept fp32 in the graph)"),
+        ("int8", "int8 Q/DQ UNet (<network>.int8.onnx), fp16 for the networks without an int8 graph"),
+        ("fp8", "fp8 (e4m3) Q/DQ UNet for Hopper and newer GPUs, fp16 for the other networks"),
+    ):
+        precision.add_argument(f"--{name}", dest="precision", action="store_const", const=name, help=text)
+    p.add_argument("--calibration-size", metavar="HxW[xF]",
+                   help="with --int8/--fp8 and no quantized graph yet: pixel size (and frames) of the pipeline runs whose "
+                        "UNet inputs calibrate it (default: the model's default size)")
     p.add_argument("--networks", nargs="+", choices=NETWORKS, help="networks to build (default: all in the bundle)")
     p.add_argument("--batch", type=_range_arg("batch"), help="videos per call MIN:OPT:MAX (default 1:1:1; UNet max doubled for CFG)")
     p.add_argument("--cfg", action="store_true", help="optimise the UNet for the CFG-doubled batch (multi-step SVD)")
@@ -240,13 +291,10 @@ def _overrides(args) -> dict:
 def _check_options(args) -> BuildOptions:
     if args.workspace is not None and not args.workspace > 0:
         raise ToolkitError(f"--workspace {args.workspace}: give a positive size in GiB, e.g. --workspace 8")
-    if args.vae_fp32 and not args.fp16:
-        raise ToolkitError("--vae-fp32 only applies with --fp16 (without --fp16 every engine is fp32 already)")
     if args.timing_cache is not None and args.timing_cache.is_dir():
         raise ToolkitError(f"--timing-cache {args.timing_cache} is a directory; pass a file path")
     return BuildOptions(
-        fp16=args.fp16,
-        vae_fp32=args.vae_fp32,
+        precision=args.precision or "fp32",
         workspace_gib=args.workspace,
         builder_optimization_level=args.builder_optimization_level,
         timing_cache=args.timing_cache,
@@ -272,6 +320,9 @@ def _check_networks(bundle_networks: Sequence[str], wanted: Sequence[str] | None
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = _check_options(args)
+    from export.onnx import _calibration_size
+
+    calibration_size = _calibration_size(args.calibration_size)
     root = Path(args.bundle)
     exists = (root / MANIFEST).is_file()
 
@@ -305,12 +356,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
         networks = _check_networks([n for n in bundle.networks if n in NETWORKS], args.networks, root)
 
-    # 4. Build or reuse.
+    # 4. The graph variants the engines are built from, exported where the bundle lacks them.
+    ensure_variants(bundle, networks, options.precision, calibration_size)
+
+    # 5. Build or reuse.
     result = build_engines(bundle, networks, ranges, options, machine)
     for network, what in result.items():
         entry = bundle.manifest["engines"][network]
-        print(f"{network}: {what} {root / entry['file']} ({entry['precision']}"
-              + (f", fp32 {'/'.join(entry['fp32_layers'])}" if entry["fp32_layers"] else "") + ")")
+        print(f"{network}: {what} {root / entry['file']} ({entry['precision']}, from {entry['onnx_file']})")
     return 0
 
 

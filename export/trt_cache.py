@@ -2,8 +2,12 @@
 
 Each engine in a bundle's manifest carries a key::
 
-    {"onnx_sha256": ..., "tensorrt_version": "10.x.y", "gpu_name": "NVIDIA H100 80GB HBM3",
-     "compute_capability": "9.0", "precision": "fp16", "fp32_layers": [...], "profile": {...}}
+    {"onnx_sha256": ..., "tensorrt_version": "11.4.0", "gpu_name": "NVIDIA H100 80GB HBM3",
+     "compute_capability": "9.0", "precision": "fp16", "profile": {...}}
+
+``onnx_sha256`` identifies the graph variant the engine was built from (``unet.fp16.onnx``,
+``unet.int8.onnx``, ...; with its external data), so that re-exporting or re-calibrating a
+variant invalidates its engine; the precision lives in that graph (strongly typed build).
 
 ``python -m export.trt`` reuses an engine whose key equals the key it would build with and
 rebuilds otherwise; :class:`engines.tensorrt_engine.TensorRTEngine` refuses to load an engine
@@ -27,8 +31,9 @@ import torch
 from export.bundle import sha256_file
 from export.environment import INSTALL_HINT, missing_requirements, require_gpu_and_tensorrt  # noqa: F401 (re-exported)
 from export.errors import BackendUnavailableError, EngineCacheError
+from export.trt_build import check_tensorrt_version
 
-KEY_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision", "fp32_layers", "profile")
+KEY_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision", "profile")
 MACHINE_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability")
 
 
@@ -55,9 +60,14 @@ def import_tensorrt():
 
 
 def detect_machine(device: int | None = None) -> MachineInfo:
-    """TensorRT version, GPU name and compute capability of CUDA device ``device`` (default: current)."""
+    """TensorRT version, GPU name and compute capability of CUDA device ``device`` (default: current).
+
+    Raises :class:`BackendUnavailableError` for a TensorRT older than 10.12 (no strongly typed
+    ONNX networks), naming the version needed.
+    """
     require_gpu_and_tensorrt()
     trt = import_tensorrt()
+    check_tensorrt_version(trt.__version__)
     index = torch.cuda.current_device() if device is None else device
     major, minor = torch.cuda.get_device_capability(index)
     return MachineInfo(
@@ -72,14 +82,15 @@ def cache_key(
     machine: MachineInfo,
     precision: str,
     profile: Mapping[str, Mapping[str, list[int]]],
-    fp32_layers: list[str] | tuple[str, ...] = (),
 ) -> dict:
-    """The key of one engine (plain JSON; equal keys mean the engine can be reused)."""
+    """The key of one engine (plain JSON; equal keys mean the engine can be reused).
+
+    ``onnx_sha256`` is the digest of the graph variant built from (see ``export.trt.onnx_digest``).
+    """
     return {
         "onnx_sha256": onnx_sha256,
         **machine.to_json(),
         "precision": precision,
-        "fp32_layers": sorted(fp32_layers),
         "profile": {name: {k: list(v[k]) for k in ("min", "opt", "max")} for name, v in profile.items()},
     }
 
@@ -93,7 +104,7 @@ def key_mismatches(recorded: Mapping, current: Mapping, fields: tuple[str, ...] 
             if field == "profile":
                 out.append("profile: the engine's min/opt/max shapes differ from the requested ones")
             elif field == "onnx_sha256":
-                out.append("onnx_sha256: the ONNX graph changed since the engine was built")
+                out.append("onnx_sha256: the ONNX graph variant changed since the engine was built")
             else:
                 out.append(f"{field}: engine {a!r}, here {b!r}")
     return out
@@ -128,5 +139,5 @@ def check_loadable(recorded: Mapping, machine: MachineInfo, plan: str | os.PathL
         raise EngineCacheError(
             f"engine {plan} was built for another machine ({'; '.join(diffs)}); TensorRT engines only run with "
             "the TensorRT version and GPU model they were built with. Rebuild it here with "
-            f"`python -m export.trt --bundle {Path(plan).parent}` (add --fp16 if it was fp16)"
+            f"`python -m export.trt --bundle {Path(plan).parent} --{recorded.get('precision') or 'fp32'}`"
         )

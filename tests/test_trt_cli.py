@@ -63,9 +63,10 @@ def test_no_tensorrt_export_writes_nothing(capsys, tmp_path):
 
 
 @needs_no_trt
-def test_no_tensorrt_existing_bundle_untouched(capsys, bundle_dir):
+@pytest.mark.parametrize("precision", ["--fp16", "--int8", "--fp8"])
+def test_no_tensorrt_existing_bundle_untouched(capsys, bundle_dir, precision):
     before = _snapshot(bundle_dir)
-    code, err = _run(capsys, "--bundle", bundle_dir, "--fp16")
+    code, err = _run(capsys, "--bundle", bundle_dir, precision)
     assert code == 2 and "tensorrt" in err and "pip install '.[gpu]'" in err
     assert _snapshot(bundle_dir) == before
     assert not list(bundle_dir.glob("*.plan"))
@@ -115,7 +116,6 @@ def test_bad_arguments(capsys, svd_manifest_dir, flag, value, message):
         (["--width", "256:1000:1024"], "multiples of 64"),
         (["--fp16", "--networks", "unet"], "holds no networks"),
         (["--fp16"], "holds no networks"),
-        (["--vae-fp32"], "only applies with --fp16"),
         (["--workspace", "0"], "positive size in GiB"),
     ],
 )
@@ -143,3 +143,20 @@ def test_missing_bundle_without_model(capsys, tmp_path):
     code, err = _run(capsys, "--bundle", tmp_path / "nope", "--fp16")
     assert code == 2 and "--model" in err and "python -m export.onnx" in err
     assert not (tmp_path / "nope").exists()
+
+
+def test_one_precision_at_a_time(capsys, svd_manifest_dir):
+    with pytest.raises(SystemExit) as info:
+        main(["--bundle", str(svd_manifest_dir), "--fp16", "--int8"])
+    assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_help_names_the_gpu_requirement_and_examples(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "NVIDIA GPU" in out and "tensorrt>=10.12,<12" in out
+    assert "examples:" in out and "python -m export.trt --bundle out/svd --int8" in out
+    for flag in ("--fp16", "--int8", "--fp8"):
+        assert flag in out

@@ -1,0 +1,280 @@
+"""Precision variants of the tiny bundle: where the Casts and Q/DQ pairs are, their numbers in ONNX
+Runtime against the fp32 graph, their manifest entries, and the runtime's variant selection.
+
+Tolerances (relative L2 against the fp32 graph on the same inputs; measured values in
+docs/precision.md): fp16 1e-2 per network; int8 UNet 0.15 on held-out captured UNet calls;
+fp8 UNet 0.4. SF-V one-step frames from the int8 UNet: PSNR >= 30 dB against the fp32 frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from export.bundle import Bundle, sha256_file
+from export.calibration import Calibration, RecordingEngine, capture_calibration
+from export.errors import BundleError, ToolkitError
+from export.precision import parse_precisions, resolve, variants
+from export.quantize import activation_matmuls
+from export.variants import REL_L2_LIMIT, add_variants, output_error
+
+FLOAT8 = onnx.TensorProto.FLOAT8E4M3FN
+
+
+@pytest.fixture(scope="module")
+def calibration(tiny_bundle):
+    """UNet inputs captured from the tiny pipeline: SF-V at sigma_max on 3 images, SVD's 25 levels on one."""
+    return capture_calibration(Bundle.load(tiny_bundle), images=2, svd_every=2, holdout=4)
+
+
+@pytest.fixture(scope="module")
+def variant_bundle(tiny_bundle, calibration, tmp_path_factory):
+    """The tiny bundle with fp16 (all networks) and int8 (UNet) variants."""
+    root = tmp_path_factory.mktemp("variants") / "bundle"
+    shutil.copytree(tiny_bundle, root)
+    bundle = Bundle.load(root)
+    add_variants(bundle, ["fp16", "int8"], calibration=calibration)
+    return Bundle.load(root)
+
+
+def _graph(bundle, network, precision):
+    return onnx.load(str(bundle.root / variants(bundle.manifest, network)[precision]["file"]))
+
+
+def _producers(graph):
+    return {o: n for n in graph.node for o in n.output}
+
+
+def _consumers(graph):
+    out = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+# --------------------------------------------------------------------------- capture
+
+
+def test_capture_records_the_pipelines_own_unet_calls(calibration, tiny_bundle):
+    sizes = [c["sample"].shape[0] for c in calibration.calibrate + calibration.validate]
+    assert sizes.count(1) == 3 and sizes.count(2) == 13  # 3 SF-V calls; 25 guided levels, every 2nd
+    levels = sorted({float(c["timestep"][0]) for c in calibration.calibrate})
+    config = Bundle.load(tiny_bundle).config
+    assert levels[-1] == pytest.approx(0.25 * np.log(config.sigma_max), rel=1e-5)  # SF-V's sigma_max
+    assert len(levels) >= 10  # the schedule's levels, not one
+    assert all(c["sample"].dtype == np.float32 for c in calibration.calibrate)
+    assert calibration.validate and not any(
+        any(c is v for c in calibration.calibrate) for v in calibration.validate
+    )
+
+
+def test_recording_engine_passes_calls_through(tiny_bundle):
+    from engines.factory import create_engines
+
+    unet = create_engines(tiny_bundle, "onnxruntime", networks=["unet"])["unet"]
+    recorder = RecordingEngine(unet)
+    inputs = unet.spec.sample_inputs({"batch": 1, "frames": 2, "latent_height": 8, "latent_width": 8}, Bundle.load(tiny_bundle).config)
+    want = unet.run(inputs)["noise_pred"]
+    got = recorder.run(inputs)["noise_pred"]
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+    assert len(recorder.recorded) == 1 and np.array_equal(recorder.recorded[0]["sample"], np.asarray(inputs["sample"]))
+
+
+def test_calibration_roundtrip(calibration, tmp_path):
+    calibration.save(tmp_path / "c.npz")
+    back = Calibration.load(tmp_path / "c.npz")
+    assert len(back.calibrate) == len(calibration.calibrate) and len(back.validate) == len(calibration.validate)
+    assert np.array_equal(back.calibrate[3]["sample"], calibration.calibrate[3]["sample"])
+
+
+# --------------------------------------------------------------------------- fp16
+
+
+@pytest.mark.parametrize("network", ["image_encoder", "vae_encoder", "unet", "vae_decoder"])
+def test_fp16_structure(variant_bundle, network):
+    graph = _graph(variant_bundle, network, "fp16").graph
+    # Inputs and outputs stay float32: every runtime feeds the fp32 graph's tensors.
+    for t in list(graph.input) + list(graph.output):
+        assert t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, t.name
+    floats = [t for t in graph.initializer if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    big = [t for t in floats if np.prod(t.dims) >= 256]
+    assert big and all(t.data_type == onnx.TensorProto.FLOAT16 for t in big)  # weights are fp16
+    # The ops kept fp32 are fed and drained through explicit Casts.
+    kept = set(variants(variant_bundle.manifest, network)["fp16"]["fp32_ops"]) & set(variant_bundle.spec(network).fp32_op_types)
+    producers, consumers = _producers(graph), _consumers(graph)
+    for node in (n for n in graph.node if n.op_type in kept):
+        src = producers.get(node.input[0])
+        assert src is not None and src.op_type == "Cast" and src.attribute[0].i == onnx.TensorProto.FLOAT, node.name
+        assert all(c.op_type == "Cast" and c.attribute[0].i == onnx.TensorProto.FLOAT16 for c in consumers[node.output[0]])
+
+
+def test_fp16_vae_keeps_its_norms(variant_bundle):
+    for network in ("vae_encoder", "vae_decoder"):
+        assert "InstanceNormalization" in variants(variant_bundle.manifest, network)["fp16"]["fp32_ops"]
+
+
+@pytest.mark.parametrize("network", ["image_encoder", "vae_encoder", "unet", "vae_decoder"])
+def test_fp16_numbers(variant_bundle, network):
+    entry = variants(variant_bundle.manifest, network)["fp16"]
+    (result,) = entry["validation"]
+    assert result["passed"] and result["reference"] == "fp32"
+    assert 0 < result["rel_l2"] <= REL_L2_LIMIT["fp16"] and result["max_abs"] <= variant_bundle.spec(network).atol_fp16
+
+
+# --------------------------------------------------------------------------- int8
+
+
+def test_int8_structure(variant_bundle):
+    graph = _graph(variant_bundle, "unet", "int8").graph
+    fp32 = onnx.load(str(variant_bundle.root / "unet.onnx"), load_external_data=False)
+    producers = _producers(graph)
+    inits = {t.name: t for t in graph.initializer}
+    # Every Conv and weight MatMul reads dequantized int8 tensors (activation and weight).
+    attention = set(activation_matmuls(fp32))
+    compute = [n for n in graph.node if n.op_type == "Conv" or (n.op_type == "MatMul" and n.name not in attention)]
+    assert len(compute) > 50
+    for node in compute:
+        for name in node.input[:2]:
+            dq = producers.get(name)
+            assert dq is not None and dq.op_type == "DequantizeLinear", f"{node.name} input {name}"
+            assert inits[dq.input[2]].data_type == onnx.TensorProto.INT8  # signed int8
+            zero = onnx.numpy_helper.to_array(inits[dq.input[2]])
+            assert not zero.any()  # symmetric: zero point 0, as TensorRT requires
+    # Attention MatMuls between two activations, Softmax and norms stay float (no DQ feeding them).
+    assert attention
+    for node in graph.node:
+        if node.name in attention or node.op_type in ("Softmax", "InstanceNormalization", "LayerNormalization"):
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input), node.name
+    # Q/DQ come in pairs on activations: each activation QuantizeLinear feeds DequantizeLinear only.
+    consumers = _consumers(graph)
+    for q in (n for n in graph.node if n.op_type == "QuantizeLinear"):
+        assert all(c.op_type == "DequantizeLinear" for c in consumers[q.output[0]])
+
+
+def test_int8_numbers_on_held_out_calls(variant_bundle, calibration):
+    entry = variants(variant_bundle.manifest, "unet")["int8"]
+    assert len(entry["validation"]) == len(calibration.validate) >= 2
+    for r in entry["validation"]:
+        assert r["passed"] and r["rel_l2"] <= REL_L2_LIMIT["int8"]
+        assert r["rel_l2"] > 1e-4  # really quantized
+
+
+def test_sfv_frames_int8_vs_fp32_psnr(variant_bundle):
+    """SF-V's one step with the int8 UNet against the fp32 UNet, same noise: decoded frames' PSNR."""
+    from export.calibration import synthetic_images
+    from runtime.pipeline import VideoPipeline
+
+    image = synthetic_images(6, 64, 64, seed=7)[-1]  # not one of the calibration images
+    frames = {}
+    for precision in ("fp32", "int8"):
+        with VideoPipeline.from_bundle(variant_bundle.root, precision=precision) as pipe:
+            frames[precision] = pipe(image, steps=1, min_guidance=1.0, max_guidance=1.0, seed=3, progress=False).frames
+    mse = np.mean((frames["int8"].astype(np.float64) - frames["fp32"].astype(np.float64)) ** 2)
+    psnr = 10 * np.log10(255.0**2 / max(mse, 1e-12))
+    assert psnr >= 30.0, f"PSNR {psnr:.1f} dB"
+
+
+# --------------------------------------------------------------------------- fp8
+
+
+@pytest.fixture(scope="module")
+def fp8_bundle(variant_bundle, calibration, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fp8") / "bundle"
+    shutil.copytree(variant_bundle.root, root)
+    bundle = Bundle.load(root)
+    # Distribution calibration (the method ORT allows for float8) is slow: fewer calls suffice for structure.
+    few = Calibration(calibrate=calibration.calibrate[::3], validate=calibration.validate[:2])
+    add_variants(bundle, ["fp8"], calibration=few)
+    return bundle
+
+
+@pytest.mark.slow  # Distribution calibration (the only one ORT allows for float8) takes minutes even on tiny
+def test_fp8_structure_and_numbers(fp8_bundle):
+    model = _graph(fp8_bundle, "unet", "fp8")
+    graph = model.graph
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 19  # float8 Q/DQ needs 19
+    inits = {t.name: t for t in graph.initializer}
+    dqs = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    assert dqs and all(inits[n.input[2]].data_type == FLOAT8 for n in dqs if len(n.input) > 2 and n.input[2] in inits)
+    producers = _producers(graph)
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and all(producers[n.input[0]].op_type == "DequantizeLinear" for n in convs)
+    for r in variants(fp8_bundle.manifest, "unet")["fp8"]["validation"]:  # ONNX Runtime runs float8 Q/DQ on the CPU
+        assert r["passed"] and 1e-4 < r["rel_l2"] <= REL_L2_LIMIT["fp8"]
+
+
+# --------------------------------------------------------------------------- manifest and runtime
+
+
+def test_manifest_entries(variant_bundle):
+    for network in ("image_encoder", "vae_encoder", "unet", "vae_decoder"):
+        found = variant_bundle.manifest["networks"][network]["variants"]
+        assert list(found) == (["fp32", "fp16", "int8"] if network == "unet" else ["fp32", "fp16"])
+        assert found["fp32"]["file"] == f"{network}.onnx"
+        for precision, entry in found.items():
+            path = variant_bundle.root / entry["file"]
+            assert entry["sha256"] == sha256_file(path) and entry["bytes"] == path.stat().st_size
+            assert set(entry) >= {"file", "external_data", "sha256", "bytes", "nodes", "fp32_ops", "validation"}
+            if precision != "fp32":
+                assert entry["file"] == f"{network}.{precision}.onnx" and entry["external_data"] is None
+    assert resolve(variant_bundle, "vae_decoder", "int8") == ("fp32", variants(variant_bundle.manifest, "vae_decoder")["fp32"])
+
+
+def test_runtime_precision_falls_back_to_fp32_once(variant_bundle, caplog):
+    from engines.factory import create_engines
+
+    with caplog.at_level(logging.INFO, logger="engines.factory"):
+        engines = create_engines(variant_bundle, "onnxruntime", precision="int8")
+    assert engines["unet"].path.endswith("unet.int8.onnx") and engines["unet"].precision == "int8"
+    for name in ("image_encoder", "vae_encoder", "vae_decoder", "clip_preprocess"):
+        assert engines[name].path.endswith(f"{name}.onnx") and engines[name].precision == "fp32"
+    said = [r.getMessage() for r in caplog.records if "no int8 graph" in r.getMessage()]
+    assert len(said) == 1 and "image_encoder, vae_encoder, vae_decoder" in said[0]
+    fp16 = create_engines(variant_bundle, "onnxruntime", precision="fp16")
+    assert all(e.path.endswith(f"{n}.fp16.onnx") for n, e in fp16.items() if n != "clip_preprocess")
+
+
+def test_runtime_precision_errors(variant_bundle, tmp_path):
+    from engines.factory import create_engines
+
+    with pytest.raises(ToolkitError, match="choose one of fp32, fp16, int8, fp8"):
+        create_engines(variant_bundle, "onnxruntime", precision="int4")
+    root = tmp_path / "b"
+    shutil.copytree(variant_bundle.root, root)
+    (root / "unet.int8.onnx").write_bytes(b"corrupt")
+    with pytest.raises(BundleError, match="sha256"):
+        create_engines(root, "onnxruntime", precision="int8")
+
+
+def test_parse_precisions():
+    assert parse_precisions("int8") == ["fp32", "int8"]
+    assert parse_precisions("fp8, fp16,fp32") == ["fp32", "fp16", "int8"][:2] + ["fp8"]
+    with pytest.raises(ToolkitError, match="choose from fp32,fp16,int8,fp8"):
+        parse_precisions("fp32,bf16")
+
+
+def test_output_error():
+    want = np.array([1.0, -2.0, 2.0])
+    err = output_error(want + np.array([0.1, 0.0, 0.0]), want)
+    assert err["max_abs"] == pytest.approx(0.1) and err["max_rel"] == pytest.approx(0.05)
+    assert err["rel_l2"] == pytest.approx(0.1 / 3)
+    assert output_error(np.array([np.nan, 0, 0]), want)["rel_l2"] == float("inf")
+
+
+def test_export_cli_writes_requested_variants(tiny_model_dir, tmp_path, capsys):
+    from export.onnx import main
+
+    out = tmp_path / "b"
+    assert main(["--model", str(tiny_model_dir), "--out", str(out), "--networks", "image_encoder", "--precision", "fp32,fp16", "--quiet"]) == 0
+    bundle = Bundle.load(out)
+    found = bundle.manifest["networks"]["image_encoder"]["variants"]
+    assert list(found) == ["fp32", "fp16"] and (out / "image_encoder.fp16.onnx").is_file()
+    assert found["fp16"]["validation"][0]["passed"]
+    assert main(["--model", "tiny", "--out", str(tmp_path / "c"), "--precision", "fp32,bf16"]) == 2
+    assert "choose from fp32,fp16,int8,fp8" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
