@@ -1,4 +1,4 @@
-"""ONNX export of the tiny model: manifest contents, parity at other shapes, subsets, fp16."""
+"""ONNX export of the tiny model: manifest contents, parity at other shapes, subsets."""
 
 from __future__ import annotations
 
