@@ -81,6 +81,14 @@ def check_device_supports(core, precision: str, device: str = DEVICE) -> None:
         )
 
 
+def openvino_core(inference_precision: str = "f32"):
+    """An ``openvino.Core`` whose CPU can run ``inference_precision``: every user error before anything loads."""
+    check_inference_precision(inference_precision)
+    core = import_openvino().Core()
+    check_device_supports(core, inference_precision)
+    return core
+
+
 class OpenVINOEngine(Engine):
     """Runs ``path`` (an ONNX file whose inputs/outputs follow ``spec``) with OpenVINO on the CPU.
 

@@ -1,0 +1,177 @@
+"""The OpenVINO engine on the tiny bundle: f32 equals ONNX Runtime (per network and on pipeline
+frames), bf16 stays close, the compiled-model cache is used, and user errors are one clear line.
+
+Skipped with the install command where OpenVINO is not installed (the error tests still run).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from benchmarks.openvino import psnr, relative_error
+from benchmarks.workload import build_calls
+from engines.factory import create_engines
+from export.bundle import Bundle
+from export.errors import BackendUnavailableError, ToolkitError
+from runtime.pipeline import VideoPipeline
+
+try:
+    import openvino  # noqa: F401
+
+    HAVE_OPENVINO = True
+except ImportError:
+    HAVE_OPENVINO = False
+needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="OpenVINO is not installed: pip install -e .[openvino]")
+
+CALLS = ("image_encoder", "vae_encoder", "unet_b2", "unet_b1", "vae_decoder")
+FRAMES, HEIGHT, WIDTH = 3, 48, 64
+GUIDED = dict(steps=25, min_guidance=1.0, max_guidance=3.0)
+ONE_STEP = dict(steps=1, min_guidance=1.0, max_guidance=1.0)
+
+
+def _has_bf16() -> bool:
+    from engines.openvino_engine import device_capabilities, import_openvino
+
+    return "BF16" in device_capabilities(import_openvino().Core())
+
+
+@pytest.fixture(scope="module")
+def image():
+    y, x = np.mgrid[0:40, 0:56]
+    rgb = np.stack([x * 4.5, y * 6.0, 128 + 60 * np.sin(x / 5.0 + y / 7.0)], -1)
+    return PIL.Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def calls(tiny_bundle):
+    config = Bundle.load(tiny_bundle).config
+    return {call: (network, {k: np.asarray(v) for k, v in inputs.items()})
+            for call, (network, inputs) in build_calls(config, FRAMES, HEIGHT, WIDTH).items()}
+
+
+@pytest.fixture(scope="module")
+def ort_engines(tiny_bundle):
+    return create_engines(tiny_bundle, "onnxruntime", threads=1)
+
+
+@pytest.fixture(scope="module")
+def ov_engines(tiny_bundle):
+    return create_engines(tiny_bundle, "openvino", threads=1)
+
+
+def _clip(engines, config, image, **kw):
+    with VideoPipeline(engines, config) as pipe:
+        return pipe(image, num_frames=FRAMES, height=HEIGHT, width=WIDTH, seed=0, progress=False, **kw).frames
+
+
+# --------------------------------------------------------------------------- numerics
+
+
+@needs_openvino
+@pytest.mark.parametrize("call", CALLS)
+def test_f32_matches_onnxruntime(ort_engines, ov_engines, calls, call):
+    network, inputs = calls[call]
+    want = ort_engines[network].run(inputs)
+    got = ov_engines[network].run(inputs)
+    assert set(got) == set(want)
+    for name, value in got.items():
+        assert value.dtype == np.float32 and value.shape == want[name].shape
+        np.testing.assert_allclose(value, want[name], rtol=0, atol=ov_engines[network].spec.atol, err_msg=f"{call}.{name}")
+
+
+@needs_openvino
+@pytest.mark.parametrize("kw", [GUIDED, ONE_STEP], ids=["svd-25", "sfv-1"])
+def test_f32_frames_equal_onnxruntime(tiny_bundle, ort_engines, ov_engines, image, kw):
+    config = Bundle.load(tiny_bundle).config
+    want = _clip(ort_engines, config, image, **kw)
+    got = _clip(ov_engines, config, image, **kw)
+    assert np.abs(got.astype(int) - want).max() <= 1
+
+
+@needs_openvino
+@pytest.mark.parametrize("kw", [GUIDED, ONE_STEP], ids=["svd-25", "sfv-1"])
+def test_bf16_frames_close_to_f32(tiny_bundle, ov_engines, image, kw):
+    if not _has_bf16():
+        pytest.skip("this CPU has no BF16 (AVX-512 BF16 or AMX)")
+    config = Bundle.load(tiny_bundle).config
+    bf16 = create_engines(tiny_bundle, "openvino", threads=1, ov_precision="bf16")
+    want = _clip(ov_engines, config, image, **kw)
+    got = _clip(bf16, config, image, **kw)
+    assert 30 <= psnr(got, want) < float("inf")  # close, and really computed in bf16 (not equal)
+
+
+@needs_openvino
+def test_bf16_differs_from_f32_per_call(tiny_bundle, ov_engines, calls):
+    """The precision option reaches the device: bf16 outputs differ from f32 at bf16's resolution."""
+    if not _has_bf16():
+        pytest.skip("this CPU has no BF16 (AVX-512 BF16 or AMX)")
+    network, inputs = calls["unet_b1"]
+    bf16 = create_engines(tiny_bundle, "openvino", networks=[network], threads=1, ov_precision="bf16")[network]
+    err = relative_error(bf16.run(inputs)["noise_pred"], ov_engines[network].run(inputs)["noise_pred"])
+    assert 1e-4 < err < 0.05
+
+
+@needs_openvino
+def test_compiled_model_cache(tiny_bundle, calls, tmp_path):
+    import openvino.properties as props
+
+    network, inputs = calls["vae_decoder"]
+    cache = tmp_path / "ov-cache"
+    first = create_engines(tiny_bundle, "openvino", networks=[network], threads=1, ov_cache_dir=cache)[network]
+    want = first.run(inputs)["sample"]
+    assert not first.compiled.get_property(props.loaded_from_cache)
+    assert any(cache.iterdir())
+    second = create_engines(tiny_bundle, "openvino", networks=[network], threads=1, ov_cache_dir=cache)[network]
+    np.testing.assert_array_equal(second.run(inputs)["sample"], want)
+    assert second.compiled.get_property(props.loaded_from_cache)
+
+
+@needs_openvino
+def test_lifecycle(tiny_bundle, calls):
+    network, inputs = calls["vae_encoder"]
+    with create_engines(tiny_bundle, "openvino", networks=[network])[network] as engine:
+        assert engine.active and engine.backend == "openvino"
+        engine.run(inputs)
+    assert not engine.active and engine.compiled is None
+    assert "latent" in engine.run(inputs)  # reloads on demand
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_missing_openvino_names_the_install(tiny_bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(BackendUnavailableError, match=r"pip install -e \.\[openvino\]"):
+        create_engines(tiny_bundle, "openvino")
+
+
+def test_unknown_precision_is_refused(tiny_bundle):
+    from engines.openvino_engine import OpenVINOEngine
+
+    with pytest.raises(ToolkitError, match="unknown OpenVINO inference precision 'fp8'.*f32, bf16"):
+        create_engines(tiny_bundle, "openvino", ov_precision="fp8")
+    bundle = Bundle.load(tiny_bundle)
+    with pytest.raises(ToolkitError, match="'int4'"):
+        OpenVINOEngine(bundle.spec("unet"), bundle.path("unet"), inference_precision="int4")
+
+
+@needs_openvino
+def test_bf16_refused_on_a_cpu_without_it(tiny_bundle, calls, monkeypatch):
+    import engines.openvino_engine as ove
+
+    real = ove.device_capabilities(ove.import_openvino().Core())
+    assert "FP32" in real  # the real query answers in the names the check looks for
+    monkeypatch.setattr(ove, "device_capabilities", lambda core, device="CPU": ["FP32", "INT8", "BIN"])
+    with pytest.raises(BackendUnavailableError, match="bf16 needs a CPU with BF16.*offers FP32, INT8, BIN.*f32"):
+        create_engines(tiny_bundle, "openvino", ov_precision="bf16")
+    # An engine made directly checks at activation.
+    network, inputs = calls["image_encoder"]
+    bundle = Bundle.load(tiny_bundle)
+    engine = ove.OpenVINOEngine(bundle.spec(network), bundle.path(network), inference_precision="bf16")
+    with pytest.raises(BackendUnavailableError, match="BF16"):
+        engine.run(inputs)
+    create_engines(tiny_bundle, "openvino", ov_precision="f32")  # f32 needs nothing special
