@@ -171,7 +171,7 @@ def measure_frames(
         with VideoPipeline.from_bundle(bundle_dir, backend=backend, threads=threads, **options) as pipe:
             start = time.perf_counter()
             clips[config] = pipe(image, num_frames=frames, height=height, width=width, steps=1, min_guidance=1.0,
-                                 max_guidance=1.0, seed=seed, progress=False).frames
+                                 max_guidance=1.0, seed=seed, generator="splitmix", progress=False).frames
             seconds[config] = time.perf_counter() - start
         gc.collect()
     ref = clips[REFERENCE]

@@ -66,8 +66,9 @@ class VideoPipeline:
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | os.PathLike, backend: str = "onnxruntime", *, precision: str = "fp32",
-                    providers=None, threads: int | None = None) -> "VideoPipeline":
-        """Engines from an exported bundle.
+                    providers=None, threads: int | None = None, **backend_options) -> "VideoPipeline":
+        """Engines from an exported bundle; ``backend_options`` go to :func:`engines.factory.create_engines`
+        (OpenVINO: ``ov_precision``, ``ov_cache_dir``).
 
         ``backend="torch"`` runs the PyTorch modules of the model the bundle was exported from
         (the manifest's ``model.source``), in fp32, not the bundle's graphs: it is the reference
@@ -75,7 +76,8 @@ class VideoPipeline:
         """
         from engines.factory import pipeline_engines
 
-        return cls(pipeline_engines(bundle_dir, backend, precision=precision, providers=providers, threads=threads))
+        return cls(pipeline_engines(bundle_dir, backend, precision=precision, providers=providers, threads=threads,
+                                    **backend_options))
 
     @classmethod
     def from_model(cls, model="tiny", unet: str | os.PathLike | None = None) -> "VideoPipeline":

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.openvino import psnr, relative_error
 from benchmarks.workload import build_calls
-from engines.factory import create_engines
+from engines.factory import create_engines, pipeline_engines
 from export.bundle import Bundle
 from export.errors import BackendUnavailableError, ToolkitError
 from runtime.pipeline import VideoPipeline
@@ -55,16 +55,16 @@ def calls(tiny_bundle):
 
 @pytest.fixture(scope="module")
 def ort_engines(tiny_bundle):
-    return create_engines(tiny_bundle, "onnxruntime", threads=1)
+    return pipeline_engines(tiny_bundle, "onnxruntime", threads=1)
 
 
 @pytest.fixture(scope="module")
 def ov_engines(tiny_bundle):
-    return create_engines(tiny_bundle, "openvino", threads=1)
+    return pipeline_engines(tiny_bundle, "openvino", threads=1)
 
 
-def _clip(engines, config, image, **kw):
-    with VideoPipeline(engines, config) as pipe:
+def _clip(engines, image, **kw):
+    with VideoPipeline(engines) as pipe:
         return pipe(image, num_frames=FRAMES, height=HEIGHT, width=WIDTH, seed=0, progress=False, **kw).frames
 
 
@@ -75,20 +75,21 @@ def _clip(engines, config, image, **kw):
 @pytest.mark.parametrize("call", CALLS)
 def test_f32_matches_onnxruntime(ort_engines, ov_engines, calls, call):
     network, inputs = calls[call]
-    want = ort_engines[network].run(inputs)
-    got = ov_engines[network].run(inputs)
+    engine = getattr(ov_engines, network)
+    assert engine.backend == "openvino"
+    want = getattr(ort_engines, network).run(inputs)
+    got = engine.run(inputs)
     assert set(got) == set(want)
     for name, value in got.items():
         assert value.dtype == np.float32 and value.shape == want[name].shape
-        np.testing.assert_allclose(value, want[name], rtol=0, atol=ov_engines[network].spec.atol, err_msg=f"{call}.{name}")
+        np.testing.assert_allclose(value, want[name], rtol=0, atol=engine.spec.atol, err_msg=f"{call}.{name}")
 
 
 @needs_openvino
 @pytest.mark.parametrize("kw", [GUIDED, ONE_STEP], ids=["svd-25", "sfv-1"])
-def test_f32_frames_equal_onnxruntime(tiny_bundle, ort_engines, ov_engines, image, kw):
-    config = Bundle.load(tiny_bundle).config
-    want = _clip(ort_engines, config, image, **kw)
-    got = _clip(ov_engines, config, image, **kw)
+def test_f32_frames_equal_onnxruntime(ort_engines, ov_engines, image, kw):
+    want = _clip(ort_engines, image, **kw)
+    got = _clip(ov_engines, image, **kw)
     assert np.abs(got.astype(int) - want).max() <= 1
 
 
@@ -97,10 +98,9 @@ def test_f32_frames_equal_onnxruntime(tiny_bundle, ort_engines, ov_engines, imag
 def test_bf16_frames_close_to_f32(tiny_bundle, ov_engines, image, kw):
     if not _has_bf16():
         pytest.skip("this CPU has no BF16 (AVX-512 BF16 or AMX)")
-    config = Bundle.load(tiny_bundle).config
-    bf16 = create_engines(tiny_bundle, "openvino", threads=1, ov_precision="bf16")
-    want = _clip(ov_engines, config, image, **kw)
-    got = _clip(bf16, config, image, **kw)
+    bf16 = pipeline_engines(tiny_bundle, "openvino", threads=1, ov_precision="bf16")
+    want = _clip(ov_engines, image, **kw)
+    got = _clip(bf16, image, **kw)
     assert 30 <= psnr(got, want) < float("inf")  # close, and really computed in bf16 (not equal)
 
 
@@ -111,7 +111,7 @@ def test_bf16_differs_from_f32_per_call(tiny_bundle, ov_engines, calls):
         pytest.skip("this CPU has no BF16 (AVX-512 BF16 or AMX)")
     network, inputs = calls["unet_b1"]
     bf16 = create_engines(tiny_bundle, "openvino", networks=[network], threads=1, ov_precision="bf16")[network]
-    err = relative_error(bf16.run(inputs)["noise_pred"], ov_engines[network].run(inputs)["noise_pred"])
+    err = relative_error(bf16.run(inputs)["noise_pred"], ov_engines.unet.run(inputs)["noise_pred"])
     assert 1e-4 < err < 0.05
 
 
