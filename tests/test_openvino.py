@@ -175,3 +175,22 @@ def test_bf16_refused_on_a_cpu_without_it(tiny_bundle, calls, monkeypatch):
     with pytest.raises(BackendUnavailableError, match="BF16"):
         engine.run(inputs)
     create_engines(tiny_bundle, "openvino", ov_precision="f32")  # f32 needs nothing special
+
+
+@needs_openvino
+def test_cli_backend_openvino(tiny_bundle, image, tmp_path, capsys):
+    from runtime.generate import main
+
+    image.save(tmp_path / "in.png")
+    common = ["--bundle", str(tiny_bundle), "--image", str(tmp_path / "in.png"), "--frames", str(FRAMES), "--height",
+              str(HEIGHT), "--width", str(WIDTH), "--steps", "1", "--max-guidance", "1", "--quiet"]
+    cache = tmp_path / "ov-cache"
+    assert main(common + ["--out", str(tmp_path / "ov.npy"), "--backend", "openvino", "--ov-cache", str(cache)]) == 0
+    assert main(common + ["--out", str(tmp_path / "ort.npy")]) == 0
+    got, want = np.load(tmp_path / "ov.npy"), np.load(tmp_path / "ort.npy")
+    assert got.shape == (FRAMES, HEIGHT, WIDTH, 3) and np.abs(got.astype(int) - want).max() <= 1
+    assert any(cache.iterdir())
+    capsys.readouterr()
+    assert main(common + ["--out", str(tmp_path / "x.npy"), "--ov-precision", "bf16"]) == 2
+    assert "--ov-precision and --ov-cache go with --backend openvino" in capsys.readouterr().err
+    assert not (tmp_path / "x.npy").exists()
