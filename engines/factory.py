@@ -21,7 +21,7 @@ from export.specs import NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino")
 ALL_NETWORKS = PREPROCESS_NETWORKS + NETWORKS
 
 
@@ -41,10 +41,10 @@ class Engines:
 
 
 def pipeline_engines(bundle: Bundle | str | os.PathLike, backend: str = "onnxruntime", *, precision: str = "fp32",
-                     providers=None, threads: int | None = None) -> Engines:
+                     providers=None, threads: int | None = None, **backend_options) -> Engines:
     """Every engine a pipeline needs from ``bundle`` on ``backend`` (see :func:`create_engines`)."""
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    engines = create_engines(bundle, backend, precision=precision, providers=providers, threads=threads)
+    engines = create_engines(bundle, backend, precision=precision, providers=providers, threads=threads, **backend_options)
     return Engines(config=bundle.config, **engines)
 
 
@@ -63,18 +63,23 @@ def create_engines(
     providers=None,
     threads: int | None = None,
     verify: bool = True,
+    ov_precision: str = "f32",
+    ov_cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, Engine]:
     """Engines for ``networks`` (default: all, pre-processing included) of ``bundle`` on ``backend``.
 
     Args:
         bundle: a :class:`Bundle` or its directory (loaded and checked with ``Bundle.load``).
         backend: ``torch`` (the PyTorch modules of the model named in the manifest),
-            ``onnxruntime`` or ``tensorrt``.
+            ``onnxruntime``, ``tensorrt`` or ``openvino`` (CPU).
         precision: which graph variant to run (``fp32``, ``fp16``, ``int8``, ``fp8``); networks
             without that variant run their fp32 graph, and that is logged once.
         providers: ONNX Runtime execution providers (``["cpu"]`` by default; ``["cuda"]``, ...).
-        threads: intra-op threads (ONNX Runtime) for the CPU.
+        threads: intra-op threads (ONNX Runtime, OpenVINO) for the CPU.
         verify: check each ONNX file against the sha256 in the manifest before using it.
+        ov_precision: OpenVINO's inference precision, ``f32`` (default: ONNX Runtime's results)
+            or ``bf16`` (faster on CPUs with AVX-512 BF16 or AMX); see engines/openvino_engine.py.
+        ov_cache_dir: OpenVINO's compiled-model cache directory (the next start skips compiling).
 
     Engines are created inactive; they load on ``activate()`` or their first ``run``. The
     pre-processing graph always runs in ONNX Runtime on the CPU (it is tiny) unless the backend
@@ -100,6 +105,10 @@ def create_engines(
     from engines.ort_engine import OnnxRuntimeEngine
 
     trt_engine = tensorrt_engine_class() if backend == "tensorrt" else None  # says what is missing, first
+    if backend == "openvino":
+        from engines.openvino_engine import OpenVINOEngine, openvino_core
+
+        ov_core = openvino_core(ov_precision)  # likewise: the package, the precision, the CPU's support
     variants = _variants(bundle, names, precision)
     if precision == "fp16" and backend == "onnxruntime" and providers in (None, "cpu", ["cpu"]):
         log.warning("fp16 graphs on ONNX Runtime's CPU provider run no faster than fp32 (the CPU kernels are fp32; "
@@ -113,6 +122,11 @@ def create_engines(
             continue
         if verify:
             bundle.verify(name, variants[name])
+        if backend == "openvino" and name not in PREPROCESS_NETWORKS:
+            engines[name] = OpenVINOEngine(bundle.spec(name), bundle.path(name, variants[name]), precision=variants[name],
+                                           inference_precision=ov_precision, threads=threads, cache_dir=ov_cache_dir,
+                                           core=ov_core)
+            continue
         ort_providers = None if name in PREPROCESS_NETWORKS else providers
         engines[name] = OnnxRuntimeEngine(bundle.spec(name), bundle.path(name, variants[name]), precision=variants[name],
                                           providers=ort_providers, threads=threads)

@@ -131,12 +131,12 @@ def format_timings(timings: dict) -> str:
     return "timings: " + " | ".join(parts) + f" | total {timings['total']:.2f}s"
 
 
-
 def _openvino_options(args) -> dict:
     """The OpenVINO engines' options (only for --backend openvino)."""
     if args.backend != "openvino":
         return {}
     return {"ov_precision": args.ov_precision or "f32", "ov_cache_dir": args.ov_cache}
+
 
 if __name__ == "__main__":
     sys.exit(main())
