@@ -126,7 +126,7 @@ def test_factory_backends(tiny_bundle):
     assert list(torch_from_bundle) == ["unet", "vae_decoder"]
     assert all(isinstance(e, TorchEngine) for e in torch_from_bundle.values())
     assert torch_from_bundle["unet"].spec == Bundle.load(tiny_bundle).spec("unet")
-    assert BACKENDS == ("torch", "onnxruntime", "tensorrt")
+    assert BACKENDS == ("torch", "onnxruntime", "tensorrt", "openvino")
     with pytest.raises(BackendUnavailableError, match="unknown backend"):
         create_engines(tiny_bundle, "tvm")
     with pytest.raises(BackendUnavailableError, match="unknown precision"):

@@ -17,6 +17,7 @@ from benchmarks.workload import build_calls
 from engines.factory import create_engines, pipeline_engines
 from export.bundle import Bundle
 from export.errors import BackendUnavailableError, ToolkitError
+from export.specs import NETWORKS
 from runtime.pipeline import VideoPipeline
 
 try:
@@ -63,9 +64,17 @@ def ov_engines(tiny_bundle):
     return pipeline_engines(tiny_bundle, "openvino", threads=1)
 
 
+@pytest.fixture(scope="module")
+def bf16_engines(tiny_bundle):
+    if not _has_bf16():
+        pytest.skip("this CPU has no BF16 (AVX-512 BF16 or AMX)")
+    return pipeline_engines(tiny_bundle, "openvino", threads=1, ov_precision="bf16")
+
+
 def _clip(engines, image, **kw):
-    with VideoPipeline(engines) as pipe:
-        return pipe(image, num_frames=FRAMES, height=HEIGHT, width=WIDTH, seed=0, progress=False, **kw).frames
+    # No ``with``: leaving it would release the engines, and the next test would compile them again.
+    pipe = VideoPipeline(engines)
+    return pipe(image, num_frames=FRAMES, height=HEIGHT, width=WIDTH, seed=0, progress=False, **kw).frames
 
 
 # --------------------------------------------------------------------------- numerics
@@ -95,23 +104,17 @@ def test_f32_frames_equal_onnxruntime(ort_engines, ov_engines, image, kw):
 
 @needs_openvino
 @pytest.mark.parametrize("kw", [GUIDED, ONE_STEP], ids=["svd-25", "sfv-1"])
-def test_bf16_frames_close_to_f32(tiny_bundle, ov_engines, image, kw):
-    if not _has_bf16():
-        pytest.skip("this CPU has no BF16 (AVX-512 BF16 or AMX)")
-    bf16 = pipeline_engines(tiny_bundle, "openvino", threads=1, ov_precision="bf16")
+def test_bf16_frames_close_to_f32(ov_engines, bf16_engines, image, kw):
     want = _clip(ov_engines, image, **kw)
-    got = _clip(bf16, image, **kw)
+    got = _clip(bf16_engines, image, **kw)
     assert 30 <= psnr(got, want) < float("inf")  # close, and really computed in bf16 (not equal)
 
 
 @needs_openvino
-def test_bf16_differs_from_f32_per_call(tiny_bundle, ov_engines, calls):
+def test_bf16_differs_from_f32_per_call(ov_engines, bf16_engines, calls):
     """The precision option reaches the device: bf16 outputs differ from f32 at bf16's resolution."""
-    if not _has_bf16():
-        pytest.skip("this CPU has no BF16 (AVX-512 BF16 or AMX)")
-    network, inputs = calls["unet_b1"]
-    bf16 = create_engines(tiny_bundle, "openvino", networks=[network], threads=1, ov_precision="bf16")[network]
-    err = relative_error(bf16.run(inputs)["noise_pred"], ov_engines.unet.run(inputs)["noise_pred"])
+    _, inputs = calls["unet_b1"]
+    err = relative_error(bf16_engines.unet.run(inputs)["noise_pred"], ov_engines.unet.run(inputs)["noise_pred"])
     assert 1e-4 < err < 0.05
 
 
@@ -132,6 +135,9 @@ def test_compiled_model_cache(tiny_bundle, calls, tmp_path):
 
 @needs_openvino
 def test_lifecycle(tiny_bundle, calls):
+    every = create_engines(tiny_bundle, "openvino")
+    assert every["clip_preprocess"].backend == "onnxruntime"  # the tiny pre-processing graph, as for every backend
+    assert all(every[n].backend == "openvino" for n in NETWORKS)
     network, inputs = calls["vae_encoder"]
     with create_engines(tiny_bundle, "openvino", networks=[network])[network] as engine:
         assert engine.active and engine.backend == "openvino"
