@@ -4,8 +4,9 @@ For each call of one clip (``image_encoder``, ``vae_encoder``, ``unet_b2`` = one
 ``unet_b1`` = one SF-V step, ``vae_decoder``) the three configurations load the same bundle graph
 and run identical seeded inputs, interleaved round by round (``A B C A B C ...``) so that load
 from other processes hits all alike. Networks are measured one after another and released in
-between, so at most one network is resident three times (the full-size UNet: ~6 GB each in
-f32). Per call the table gives each configuration's median, its speed relative to ONNX Runtime
+between, so at most one network is resident three times. The full-size UNet three times does not
+fit 24 GiB (killed at 25.9 GB): run it in pairs, ``--configs ort-fp32 ov-f32`` and then
+``--configs ort-fp32 ov-bf16``, each alternated against ONNX Runtime in its own run. Per call the table gives each configuration's median, its speed relative to ONNX Runtime
 (``ORT median / median``; > 1 is faster), the start time (session creation / compilation) and
 the relative error of its output against ONNX Runtime's (``||y - y_ort|| / ||y_ort||``).
 
