@@ -22,6 +22,8 @@ from export.specs import NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino")
+# Graph variants of the bundle, plus bf16: OpenVINO's inference precision on the fp32 graphs.
+RUNTIME_PRECISIONS = PRECISIONS + ("bf16",)
 ALL_NETWORKS = PREPROCESS_NETWORKS + NETWORKS
 
 
@@ -63,7 +65,6 @@ def create_engines(
     providers=None,
     threads: int | None = None,
     verify: bool = True,
-    ov_precision: str = "f32",
     ov_cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, Engine]:
     """Engines for ``networks`` (default: all, pre-processing included) of ``bundle`` on ``backend``.
@@ -73,12 +74,12 @@ def create_engines(
         backend: ``torch`` (the PyTorch modules of the model named in the manifest),
             ``onnxruntime``, ``tensorrt`` or ``openvino`` (CPU).
         precision: which graph variant to run (``fp32``, ``fp16``, ``int8``, ``fp8``); networks
-            without that variant run their fp32 graph, and that is logged once.
+            without that variant run their fp32 graph, and that is logged once. ``bf16`` (OpenVINO
+            only) runs the fp32 graphs with OpenVINO's bf16 inference precision (faster on CPUs
+            with AVX-512 BF16 or AMX); OpenVINO otherwise computes in f32, as ONNX Runtime does.
         providers: ONNX Runtime execution providers (``["cpu"]`` by default; ``["cuda"]``, ...).
         threads: intra-op threads (ONNX Runtime, OpenVINO) for the CPU.
         verify: check each ONNX file against the sha256 in the manifest before using it.
-        ov_precision: OpenVINO's inference precision, ``f32`` (default: ONNX Runtime's results)
-            or ``bf16`` (faster on CPUs with AVX-512 BF16 or AMX); see engines/openvino_engine.py.
         ov_cache_dir: OpenVINO's compiled-model cache directory (the next start skips compiling).
 
     Engines are created inactive; they load on ``activate()`` or their first ``run``. The
@@ -87,10 +88,15 @@ def create_engines(
     """
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     names = check_network_names(ALL_NETWORKS if networks is None else networks, ALL_NETWORKS)
-    if precision not in PRECISIONS:
-        raise BackendUnavailableError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision not in RUNTIME_PRECISIONS:
+        raise BackendUnavailableError(f"unknown precision {precision!r}; choose one of {', '.join(RUNTIME_PRECISIONS)}")
     if backend not in BACKENDS:
         raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    ov_precision = "f32"
+    if precision == "bf16":  # an inference precision, not a graph variant
+        if backend != "openvino":
+            raise BackendUnavailableError("precision bf16 is OpenVINO's inference precision; use --backend openvino")
+        precision, ov_precision = "fp32", "bf16"
     missing = [n for n in names if n not in bundle.manifest["networks"]]
     if missing:
         raise BundleError(

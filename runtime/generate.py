@@ -11,6 +11,7 @@ import logging
 import sys
 
 from export.cli import quiet_logging, run_cli
+from engines.factory import RUNTIME_PRECISIONS
 from runtime.errors import InputError
 from runtime.options import add_arguments, from_arguments
 from runtime.pipeline import STAGES
@@ -26,7 +27,7 @@ EXAMPLES = """examples:
   python -m runtime.generate --bundle bundle --image in.png --out clip.gif --precision int8
   python -m runtime.generate --bundle bundle --image in.png --out frames/ --backend tensorrt
   # OpenVINO on the CPU, bf16 arithmetic where the CPU has it (f32, the default, matches ONNX Runtime)
-  python -m runtime.generate --bundle bundle --image in.png --out clip.mp4 --backend openvino --ov-precision bf16
+  python -m runtime.generate --bundle bundle --image in.png --out clip.mp4 --backend openvino --precision bf16
   # the same random numbers in two runtimes (e.g. this one and the C++ sfv-generate)
   python -m runtime.generate --bundle bundle --image in.png --out a.npy --generator splitmix --save-noise noise.npz
   python -m runtime.generate --bundle bundle --image in.png --out b.npy --noise noise.npz
@@ -48,13 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("onnxruntime", "torch", "tensorrt", "openvino"),
                    help="engines for --bundle (default onnxruntime). torch runs the PyTorch modules of the model the "
                         "bundle was exported from (its manifest's model.source) in fp32, not the bundle's graphs")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8", "fp8"),
-                   help="graph variant to run where the bundle has it, fp32 elsewhere (default fp32)")
+    p.add_argument("--precision", default="fp32", choices=RUNTIME_PRECISIONS,
+                   help="graph variant to run where the bundle has it (fp16, int8, fp8), fp32 elsewhere; bf16: with "
+                        "--backend openvino, the fp32 graphs in OpenVINO's bf16 arithmetic (faster on CPUs with AVX-512 "
+                        "BF16 or AMX, about 1%% error per network call) (default fp32)")
     p.add_argument("--providers", help="ONNX Runtime execution providers, comma-separated: cpu (default), cuda, tensorrt")
     p.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO threads on the CPU (default: the runtime's choice)")
-    p.add_argument("--ov-precision", choices=("f32", "bf16"),
-                   help="with --backend openvino: inference precision, f32 (default: ONNX Runtime's frames) or bf16 "
-                        "(faster on CPUs with AVX-512 BF16 or AMX, about 1%% error per network call)")
     p.add_argument("--ov-cache", metavar="DIR", help="with --backend openvino: compiled-model cache (the next start skips compiling)")
     add_arguments(p)
     p.add_argument("--noise", metavar="NPZ", help="explicit noise: an .npz with 'augmentation' [1,3,H,W] and 'latents' "
@@ -80,8 +80,8 @@ def _generate(args) -> int:
         raise InputError("--unet goes with --model (a bundle's UNet is fixed at export; re-export with --unet)")
     if args.model and args.backend not in (None, "torch"):
         raise InputError(f"--model runs on the torch backend; for --backend {args.backend} export a bundle and pass --bundle")
-    if (args.ov_precision or args.ov_cache) and args.backend != "openvino":
-        raise InputError("--ov-precision and --ov-cache go with --backend openvino")
+    if args.ov_cache and args.backend != "openvino":
+        raise InputError("--ov-cache goes with --backend openvino")
     output_kind(args.out)
     options = from_arguments(args)
     from runtime.noise import ExplicitNoise, RecordingNoise, noise_source, save_noise
@@ -135,7 +135,7 @@ def _openvino_options(args) -> dict:
     """The OpenVINO engines' options (only for --backend openvino)."""
     if args.backend != "openvino":
         return {}
-    return {"ov_precision": args.ov_precision or "f32", "ov_cache_dir": args.ov_cache}
+    return {"ov_cache_dir": args.ov_cache}
 
 
 if __name__ == "__main__":

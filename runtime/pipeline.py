@@ -68,7 +68,7 @@ class VideoPipeline:
     def from_bundle(cls, bundle_dir: str | os.PathLike, backend: str = "onnxruntime", *, precision: str = "fp32",
                     providers=None, threads: int | None = None, **backend_options) -> "VideoPipeline":
         """Engines from an exported bundle; ``backend_options`` go to :func:`engines.factory.create_engines`
-        (OpenVINO: ``ov_precision``, ``ov_cache_dir``).
+        (OpenVINO: ``ov_cache_dir``; ``precision="bf16"`` is OpenVINO's bf16 arithmetic).
 
         ``backend="torch"`` runs the PyTorch modules of the model the bundle was exported from
         (the manifest's ``model.source``), in fp32, not the bundle's graphs: it is the reference

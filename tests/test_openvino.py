@@ -68,7 +68,7 @@ def ov_engines(tiny_bundle):
 def bf16_engines(tiny_bundle):
     if not _has_bf16():
         pytest.skip("this CPU has no BF16 (AVX-512 BF16 or AMX)")
-    return pipeline_engines(tiny_bundle, "openvino", threads=1, ov_precision="bf16")
+    return pipeline_engines(tiny_bundle, "openvino", threads=1, precision="bf16")
 
 
 def _clip(engines, image, **kw):
@@ -158,8 +158,10 @@ def test_missing_openvino_names_the_install(tiny_bundle, monkeypatch):
 def test_unknown_precision_is_refused(tiny_bundle):
     from engines.openvino_engine import OpenVINOEngine
 
-    with pytest.raises(ToolkitError, match="unknown OpenVINO inference precision 'fp8'.*f32, bf16"):
-        create_engines(tiny_bundle, "openvino", ov_precision="fp8")
+    with pytest.raises(ToolkitError, match="unknown precision 'fp9'.*bf16"):
+        create_engines(tiny_bundle, "openvino", precision="fp9")
+    with pytest.raises(ToolkitError, match="bf16 is OpenVINO's inference precision; use --backend openvino"):
+        create_engines(tiny_bundle, "onnxruntime", precision="bf16")
     bundle = Bundle.load(tiny_bundle)
     with pytest.raises(ToolkitError, match="'int4'"):
         OpenVINOEngine(bundle.spec("unet"), bundle.path("unet"), inference_precision="int4")
@@ -173,14 +175,14 @@ def test_bf16_refused_on_a_cpu_without_it(tiny_bundle, calls, monkeypatch):
     assert "FP32" in real  # the real query answers in the names the check looks for
     monkeypatch.setattr(ove, "device_capabilities", lambda core, device="CPU": ["FP32", "INT8", "BIN"])
     with pytest.raises(BackendUnavailableError, match="bf16 needs a CPU with BF16.*offers FP32, INT8, BIN.*f32"):
-        create_engines(tiny_bundle, "openvino", ov_precision="bf16")
+        create_engines(tiny_bundle, "openvino", precision="bf16")
     # An engine made directly checks at activation.
     network, inputs = calls["image_encoder"]
     bundle = Bundle.load(tiny_bundle)
     engine = ove.OpenVINOEngine(bundle.spec(network), bundle.path(network), inference_precision="bf16")
     with pytest.raises(BackendUnavailableError, match="BF16"):
         engine.run(inputs)
-    create_engines(tiny_bundle, "openvino", ov_precision="f32")  # f32 needs nothing special
+    create_engines(tiny_bundle, "openvino")  # f32 needs nothing special
 
 
 @needs_openvino
@@ -197,6 +199,8 @@ def test_cli_backend_openvino(tiny_bundle, image, tmp_path, capsys):
     assert got.shape == (FRAMES, HEIGHT, WIDTH, 3) and np.abs(got.astype(int) - want).max() <= 1
     assert any(cache.iterdir())
     capsys.readouterr()
-    assert main(common + ["--out", str(tmp_path / "x.npy"), "--ov-precision", "bf16"]) == 2
-    assert "--ov-precision and --ov-cache go with --backend openvino" in capsys.readouterr().err
+    assert main(common + ["--out", str(tmp_path / "x.npy"), "--precision", "bf16"]) == 2
+    assert "bf16 is OpenVINO's inference precision; use --backend openvino" in capsys.readouterr().err
+    assert main(common + ["--out", str(tmp_path / "x.npy"), "--ov-cache", str(cache)]) == 2
+    assert "--ov-cache goes with --backend openvino" in capsys.readouterr().err
     assert not (tmp_path / "x.npy").exists()
