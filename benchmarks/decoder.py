@@ -14,9 +14,9 @@ One run, one process, on ONNX Runtime's CPU provider:
    ``SVD 25 = clip + vae_encoder + 25 unet(batch 2) + vae_decoder`` against
    ``SF-V 1 = clip + vae_encoder + unet(batch 1) + vae_decoder_fast``.
 
-``flock /work/brief/bigmem.lock python -m benchmarks.decoder --fast-decoder runs/decoder \
+``python -m benchmarks.decoder --fast-decoder runs/decoder \
 --full-bundle /work/bundles/svd-random-full --tiny-bundle runs/bundle --out results/decoder``
-(the full decoder at 256x256 px needs a few GB).
+(the full decoder at 14 frames of 256x256 px peaked at PEAK GB).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def tiny_calls(bundle_dir: Path, threads: int, frames: int = 14, size: int = 64,
     sessions = {net: ort_session(bundle.path(net), threads) for net in {n for n, _ in calls.values()}}
     samplers = {}
     for call, (net, dims) in calls.items():
-        feeds = {k: v.numpy() for k, v in bundle.spec(net).sample_inputs(expand_dims(dims, config)).items()}
+        feeds = bundle.spec(net).sample_inputs(expand_dims(dims, config), config)
         samplers[call] = timed(lambda s=sessions[net], f=feeds: s.run(None, f))
     stats = {k: summarize(v) for k, v in interleave(samplers, repeats, warmup=1).items()}
     m = {k: s.median for k, s in stats.items()}

@@ -158,24 +158,74 @@ def test_resume_continues_from_the_checkpoint(distilled):
     assert rows[-1]["step"] == 205
 
 
-def test_export_into_a_bundle_matches_pytorch(distilled, tmp_path):
-    from export.bundle import Bundle
+@pytest.fixture(scope="module")
+def fast_bundle(distilled, tmp_path_factory):
+    """Every network of the trained-VAE model plus vae_decoder_fast, exported and validated."""
     from export.onnx import export_bundle
-    from export.validate import ort_session
 
     root = distilled[0]
-    bundle = export_bundle(root / "vae" / "model", tmp_path / "bundle", networks=["vae_decoder"], fast_decoder=root / "decoder", progress=False)
-    assert bundle.networks == ["vae_decoder", "vae_decoder_fast"]
-    entry = Bundle.load(tmp_path / "bundle").entry("vae_decoder_fast")
+    out = tmp_path_factory.mktemp("fast-bundle")
+    export_bundle(root / "vae" / "model", out, fast_decoder=root / "decoder", progress=False)
+    return out
+
+
+def test_export_into_a_bundle_matches_pytorch(fast_bundle, distilled):
+    from export.bundle import Bundle
+    from export.validate import ort_session
+
+    bundle = Bundle.load(fast_bundle)
+    assert bundle.networks[-2:] == ["vae_decoder", "vae_decoder_fast"]
+    entry = bundle.entry("vae_decoder_fast")
     assert entry["inputs"] == bundle.entry("vae_decoder")["inputs"] and entry["outputs"] == bundle.entry("vae_decoder")["outputs"]
-    assert all(r["passed"] for r in entry["validation"]) and len(entry["validation"]) >= 2
+    validation = bundle.variant("vae_decoder_fast")["validation"]
+    assert all(r["passed"] for r in validation) and len(validation) >= 2
     decoder = load_fast_decoder(entry["source"])
     z = torch.randn(7, 4, 4, 6)
-    (got,) = ort_session(tmp_path / "bundle" / entry["file"]).run(["sample"], {"latent": z.numpy()})
+    (got,) = ort_session(bundle.path("vae_decoder_fast")).run(["sample"], {"latent": z.numpy()})
     with torch.no_grad():
         want = decoder(z).numpy()
     assert got.shape == (7, 3, 32, 48)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory):
+    import PIL.Image
+
+    path = tmp_path_factory.mktemp("img") / "in.png"
+    PIL.Image.fromarray((np.random.RandomState(1).rand(40, 56, 3) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_generate_with_the_fast_decoder(fast_bundle, image_path, tmp_path):
+    """--decoder fast: same latents as full, frames from vae_decoder_fast; torch and ONNX Runtime agree."""
+    from runtime.generate import main
+    from runtime.pipeline import VideoPipeline
+
+    out = tmp_path / "clip.npy"
+    common = ["--bundle", str(fast_bundle), "--image", str(image_path), "--frames", "3", "--steps", "1",
+              "--max-guidance", "1", "--height", "32", "--width", "48", "--threads", "1", "--quiet"]
+    assert main([*common, "--out", str(out), "--decoder", "fast"]) == 0
+    frames = np.load(out)
+    assert frames.shape == (3, 32, 48, 3) and frames.dtype == np.uint8
+    opts = dict(num_frames=3, steps=1, max_guidance=1.0, height=32, width=48, progress=False)
+    with VideoPipeline.from_bundle(fast_bundle, threads=1) as pipe:
+        full = pipe(str(image_path), decoder="full", **opts)
+        fast = pipe(str(image_path), decoder="fast", **opts)
+    assert np.array_equal(fast.frames, frames)
+    assert np.array_equal(full.latents, fast.latents) and not np.array_equal(full.frames, fast.frames)
+    ref = VideoPipeline.from_bundle(fast_bundle, backend="torch")(str(image_path), decoder="fast", **opts)
+    assert np.abs(ref.frames.astype(int) - frames.astype(int)).max() <= 1
+
+
+def test_fast_decoder_missing_from_the_bundle(tiny_bundle, image_path, tmp_path, capsys):
+    from runtime.generate import main
+
+    out = tmp_path / "clip.npy"
+    rc = main(["--bundle", str(tiny_bundle), "--image", str(image_path), "--out", str(out), "--frames", "2", "--steps", "1",
+               "--decoder", "fast", "--threads", "1", "--quiet"])
+    assert rc == 2 and not out.exists()
+    assert "--fast-decoder" in capsys.readouterr().err
 
 
 def test_export_refuses_fast_decoder_without_a_directory():
