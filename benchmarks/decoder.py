@@ -6,7 +6,7 @@ One run, one process, on ONNX Runtime's CPU provider:
    at 14 frames of 576x1024 px; seconds per call at 14 frames of 128x128 and 256x256 px, every
    decoder interleaved round by round (medians). The full decoder is the SVD configuration's
    (``svd-random``: built here from the real config for the FLOP count; its ONNX graph from a
-   full-size bundle, ``--full-bundle``). Each fast decoder (``--fast-decoder``, one or more runs of
+   full-size bundle, ``--full-decoder``). Each fast decoder (``--fast-decoder``, one or more runs of
    ``training.decoder``) is exported and validated against PyTorch into a temporary directory.
 2. **Quality** from each run's ``eval.json`` (held-out clips, against the teacher's frames).
 3. **End to end on tiny** (``--tiny-bundle``, a tiny bundle with ``vae_decoder_fast``): per-call
@@ -15,7 +15,7 @@ One run, one process, on ONNX Runtime's CPU provider:
    ``SF-V 1 = clip + vae_encoder + unet(batch 1) + vae_decoder_fast``.
 
 ``python -m benchmarks.decoder --fast-decoder runs/decoder \
---full-bundle /work/bundles/svd-random-full --tiny-bundle runs/bundle --out results/decoder``
+--full-decoder /work/bundles/svd-random-full --tiny-bundle runs/bundle --out results/decoder``
 (the full decoder at 14 frames of 256x256 px peaked at PEAK GB).
 """
 
@@ -130,7 +130,16 @@ def tiny_calls(bundle_dir: Path, threads: int, frames: int = 14, size: int = 64,
     }
 
 
-def run(fast_dirs: Sequence[str], full_bundle: str | None, tiny_bundle: str | None, sizes: Sequence[int], frames: int,
+def _full_decoder_graph(path: Path) -> Path:
+    """``vae_decoder.onnx`` itself, or the one in a bundle directory (read only, any manifest version)."""
+    graph = path / "vae_decoder.onnx" if path.is_dir() else path
+    if not graph.is_file():
+        raise BenchmarkError(f"--full-decoder {path}: no vae_decoder.onnx there; export one with "
+                             "`python -m export.onnx --model svd-random --networks vae_decoder --out DIR`")
+    return graph
+
+
+def run(fast_dirs: Sequence[str], full_decoder: str | None, tiny_bundle: str | None, sizes: Sequence[int], frames: int,
         repeats: int, threads: int) -> dict:
     from export.validate import ort_session
     from training.fast_decoder import fast_decoder_dir, load_fast_decoder
@@ -155,10 +164,8 @@ def run(fast_dirs: Sequence[str], full_bundle: str | None, tiny_bundle: str | No
             rows[name]["quality"] = json.loads(eval_file.read_text())
     with tempfile.TemporaryDirectory(prefix="decoder-bench-") as tmp:
         sessions = {}
-        if full_bundle:
-            from export.bundle import Bundle
-
-            sessions["svd_decoder"] = ort_session(Bundle.load(full_bundle).path("vae_decoder"), threads)
+        if full_decoder:
+            sessions["svd_decoder"] = ort_session(_full_decoder_graph(Path(full_decoder)), threads)
         for i, (name, (_, dec)) in enumerate(decoders.items()):
             sessions[name] = ort_session(export_fast(dec, Path(tmp), f"d{i}"), threads)
         log.info("timing %s at %s px, %d frames, %d rounds", ", ".join(sessions), sizes, frames, repeats)
@@ -218,11 +225,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Fast decoder vs SVD's temporal decoder: parameters, FLOPs, ONNX Runtime CPU time, held-out quality, "
                     "and the tiny end-to-end estimate, in one run.",
         epilog="example:\n  flock /work/brief/bigmem.lock python -m benchmarks.decoder --fast-decoder runs/decoder \\\n"
-               "      --full-bundle /work/bundles/svd-random-full --tiny-bundle runs/bundle --out results/decoder",
+               "      --full-decoder /work/bundles/svd-random-full --tiny-bundle runs/bundle --out results/decoder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--fast-decoder", nargs="+", required=True, metavar="DIR", help="training.decoder run(s) (OUT or OUT/decoder)")
-    p.add_argument("--full-bundle", metavar="DIR", help="a full-size bundle (svd-random) whose vae_decoder is timed")
+    p.add_argument("--full-decoder", metavar="PATH", help="the full-size (svd-random) vae_decoder.onnx, or a bundle directory holding it")
     p.add_argument("--tiny-bundle", metavar="DIR", help="a tiny bundle with vae_decoder_fast for the end-to-end estimate")
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="square sizes in px (default: 128 256)")
     p.add_argument("--frames", type=int, default=14)
@@ -237,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.repeats < 1 or args.frames < 1 or args.threads < 1:
         raise BenchmarkError("--repeats, --frames and --threads must be >= 1")
-    result = run(args.fast_decoder, args.full_bundle, args.tiny_bundle, args.sizes, args.frames, args.repeats, args.threads)
+    result = run(args.fast_decoder, args.full_decoder, args.tiny_bundle, args.sizes, args.frames, args.repeats, args.threads)
     text = format_markdown(result)
     print(text)
     if args.out:
