@@ -82,6 +82,20 @@ def export_fast(decoder: torch.nn.Module, stage: Path, name: str) -> Path:
     return files[-1]
 
 
+def decoder_session(path: Path, threads: int, low_memory: bool = False):
+    """An ONNX Runtime CPU session; ``low_memory`` turns off the memory arena and pattern planning
+    (the full decoder at 256x256 px then peaks lower; every decoder of a run gets the same options)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    if low_memory:
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def decoder_samplers(sessions: Mapping[str, object], sizes: Sequence[int], frames: int, scale: int = 8) -> dict:
     """``{(decoder, size): timed call}`` on seeded latents ``[frames, 4, size/8, size/8]``."""
     g = np.random.default_rng(0)
@@ -140,15 +154,15 @@ def _full_decoder_graph(path: Path) -> Path:
 
 
 def run(fast_dirs: Sequence[str], full_decoder: str | None, tiny_bundle: str | None, sizes: Sequence[int], frames: int,
-        repeats: int, threads: int) -> dict:
-    from export.validate import ort_session
+        repeats: int, threads: int, low_memory: bool = False) -> dict:
     from training.fast_decoder import fast_decoder_dir, load_fast_decoder
 
     info = machine_info(threads)
     warning = contention_warning(info)
     if warning:
         log.warning(warning)
-    result: dict = {"machine": info, "targets": TARGETS, "flop_dims": FLOP_DIMS, "frames": frames, "sizes": list(sizes), "repeats": repeats}
+    result: dict = {"machine": info, "targets": TARGETS, "flop_dims": FLOP_DIMS, "frames": frames, "sizes": list(sizes), "repeats": repeats,
+                    "low_memory": low_memory}
     rows: dict[str, dict] = {}
     full_params, full_flops = svd_decoder_flops()
     rows["svd_decoder"] = {"parameters": full_params, "gflop": full_flops / 1e9}
@@ -165,9 +179,9 @@ def run(fast_dirs: Sequence[str], full_decoder: str | None, tiny_bundle: str | N
     with tempfile.TemporaryDirectory(prefix="decoder-bench-") as tmp:
         sessions = {}
         if full_decoder:
-            sessions["svd_decoder"] = ort_session(_full_decoder_graph(Path(full_decoder)), threads)
+            sessions["svd_decoder"] = decoder_session(_full_decoder_graph(Path(full_decoder)), threads, low_memory)
         for i, (name, (_, dec)) in enumerate(decoders.items()):
-            sessions[name] = ort_session(export_fast(dec, Path(tmp), f"d{i}"), threads)
+            sessions[name] = decoder_session(export_fast(dec, Path(tmp), f"d{i}"), threads, low_memory)
         log.info("timing %s at %s px, %d frames, %d rounds", ", ".join(sessions), sizes, frames, repeats)
         stats = {k: summarize(v) for k, v in interleave(decoder_samplers(sessions, sizes, frames), repeats, warmup=1).items()}
     for key, s in stats.items():
@@ -235,6 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=14)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--low-memory", action="store_true", help="ONNX Runtime without its memory arena (lower peak RSS)")
     p.add_argument("--out", metavar="DIR", help="write decoder.json and decoder.md here")
     return p
 
@@ -244,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.repeats < 1 or args.frames < 1 or args.threads < 1:
         raise BenchmarkError("--repeats, --frames and --threads must be >= 1")
-    result = run(args.fast_decoder, args.full_decoder, args.tiny_bundle, args.sizes, args.frames, args.repeats, args.threads)
+    result = run(args.fast_decoder, args.full_decoder, args.tiny_bundle, args.sizes, args.frames, args.repeats, args.threads, args.low_memory)
     text = format_markdown(result)
     print(text)
     if args.out:
