@@ -16,7 +16,7 @@ One run, one process, on ONNX Runtime's CPU provider:
 
 ``python -m benchmarks.decoder --fast-decoder runs/decoder \
 --full-decoder /work/bundles/svd-random-full --tiny-bundle runs/bundle --out results/decoder``
-(the full decoder at 14 frames of 256x256 px peaked at PEAK GB).
+(the full decoder at 14 frames of 256x256 px peaked at 6.1 GB with --low-memory: run it under the big-memory lock).
 """
 
 from __future__ import annotations
