@@ -17,7 +17,7 @@ from engines.base import Engine
 from export.bundle import PRECISIONS, Bundle
 from export.errors import BackendUnavailableError, BundleError, ToolkitError
 from export.environment import require_gpu_and_tensorrt
-from export.specs import NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
+from export.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino")
 # Graph variants of the bundle, plus bf16: OpenVINO's inference precision on the fp32 graphs.
 RUNTIME_PRECISIONS = PRECISIONS + ("bf16",)
 ALL_NETWORKS = PREPROCESS_NETWORKS + NETWORKS
+KNOWN_NETWORKS = ALL_NETWORKS + OPTIONAL_NETWORKS  # optional ones are created when the bundle has them
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,19 @@ class Engines:
     unet: Engine
     vae_decoder: Engine
     config: ModelConfig
+    vae_decoder_fast: Engine | None = None  # the distilled decoder, when the bundle has one
 
     def all(self) -> list[Engine]:
-        return [getattr(self, name) for name in ALL_NETWORKS]
+        return [e for e in (getattr(self, name) for name in KNOWN_NETWORKS) if e is not None]
 
 
 def pipeline_engines(bundle: Bundle | str | os.PathLike, backend: str = "onnxruntime", *, precision: str = "fp32",
                      providers=None, threads: int | None = None, **backend_options) -> Engines:
     """Every engine a pipeline needs from ``bundle`` on ``backend`` (see :func:`create_engines`)."""
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    engines = create_engines(bundle, backend, precision=precision, providers=providers, threads=threads, **backend_options)
+    names = list(ALL_NETWORKS) + [n for n in OPTIONAL_NETWORKS if n in bundle.networks]
+    engines = create_engines(bundle, backend, networks=names, precision=precision, providers=providers, threads=threads,
+                             **backend_options)
     return Engines(config=bundle.config, **engines)
 
 
@@ -87,7 +91,7 @@ def create_engines(
     is torch, which runs its PyTorch reference.
     """
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    names = check_network_names(ALL_NETWORKS if networks is None else networks, ALL_NETWORKS)
+    names = check_network_names(ALL_NETWORKS if networks is None else networks, KNOWN_NETWORKS)
     if precision not in RUNTIME_PRECISIONS:
         raise BackendUnavailableError(f"unknown precision {precision!r}; choose one of {', '.join(RUNTIME_PRECISIONS)}")
     if backend not in BACKENDS:
@@ -105,6 +109,10 @@ def create_engines(
         )
     if backend == "torch":
         model = _load_manifest_model(bundle)
+        if "vae_decoder_fast" in names:
+            from training.fast_decoder import load_fast_decoder
+
+            model.fast_decoder = load_fast_decoder(bundle.entry("vae_decoder_fast")["source"])
         from engines.torch_engine import TorchEngine
 
         return {name: TorchEngine(bundle.spec(name), model) for name in names}

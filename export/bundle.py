@@ -15,7 +15,7 @@ from pathlib import Path
 
 from export.atomic import write_json_atomic
 from export.errors import BundleError
-from export.specs import NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, TensorSpec
+from export.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, TensorSpec
 
 MANIFEST = "manifest.json"
 FORMAT = "sfv-bundle"
@@ -77,8 +77,8 @@ class Bundle:
 
     @property
     def networks(self) -> list[str]:
-        """The networks this bundle holds, pre-processing graphs first, then pipeline order."""
-        return [n for n in PREPROCESS_NETWORKS + NETWORKS if n in self.manifest["networks"]]
+        """The networks this bundle holds, pre-processing graphs first, then pipeline order, then optional ones."""
+        return [n for n in PREPROCESS_NETWORKS + NETWORKS + OPTIONAL_NETWORKS if n in self.manifest["networks"]]
 
     def precisions(self, network: str) -> list[str]:
         """The graph variants of ``network`` (e.g. ``["fp32", "int8"]``)."""

@@ -80,6 +80,7 @@ class SVDModel:
     config: ModelConfig
     source: str  # where the model came from (a path or a built-in name)
     unet_source: str  # where the UNet came from (differs when --unet overrides it)
+    fast_decoder: torch.nn.Module | None = None  # a distilled decoder (training.fast_decoder), when one is attached
 
 
 # --------------------------------------------------------------------------- configs

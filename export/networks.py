@@ -101,4 +101,8 @@ def build_network(name: str, model) -> nn.Module:
         return UNetNet(model.unet).eval()
     if name == "vae_decoder":
         return VaeDecoderNet(model.vae).eval()
+    if name == "vae_decoder_fast":  # already takes the decoder's signature (training/fast_decoder.py)
+        if model.fast_decoder is None:
+            raise KeyError(f"{name}: no fast decoder attached to the model (SVDModel.fast_decoder)")
+        return model.fast_decoder.eval()
     raise KeyError(name)

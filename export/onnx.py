@@ -49,6 +49,7 @@ from export.models import BUILTIN_MODELS, SVDModel, load_model
 from export.networks import build_network
 from export.specs import (
     NETWORKS,
+    OPTIONAL_NETWORKS,
     PREPROCESS_NETWORKS,
     ModelConfig,
     NetworkSpec,
@@ -71,7 +72,7 @@ EXTERNAL_DATA_BYTES = 1_800_000_000
 LARGE_UNET_PARAMS = 100_000_000
 # Which model component each network wraps (a component is freed once no network needs it).
 _COMPONENT = {"clip_preprocess": None, "image_encoder": "image_encoder", "vae_encoder": "vae", "unet": "unet", "vae_decoder": "vae"}
-ALL_NETWORKS = PREPROCESS_NETWORKS + NETWORKS
+ALL_NETWORKS = PREPROCESS_NETWORKS + NETWORKS + OPTIONAL_NETWORKS
 _VERSIONED = ("torch", "onnx", "onnxruntime", "diffusers", "transformers", "polygraphy", "onnx_graphsurgeon")
 
 
@@ -149,6 +150,7 @@ def export_network(
     opset: int = DEFAULT_OPSET,
     say=log.info,
     release: bool = False,
+    net: torch.nn.Module | None = None,
 ) -> tuple[dict, list[Path]]:
     """Trace, clean up, save and validate one network's fp32 graph into directory ``stage``.
 
@@ -157,13 +159,14 @@ def export_network(
         release: drop the network's component from ``model`` once traced (the references for
             validation are computed before tracing), so that the full-size UNet's 6 GB of
             PyTorch weights are freed before its ONNX weights are read back.
+        net: the module to export instead of ``model``'s (the fast decoder, which no model holds).
 
     Returns:
         the manifest entry (with one graph variant) and the files written in ``stage`` (the
         external data file first, so that it is moved into the bundle first).
     """
     t0 = time.perf_counter()
-    net = build_network(name, model)
+    net = net if net is not None else build_network(name, model)
     params = sum(p.numel() for p in net.parameters())
     large = _weight_bytes(net) > EXTERNAL_DATA_BYTES
     say(f"{name}: exporting {params:,} parameters at {dict(sample_dims)} (opset {opset})")
@@ -174,7 +177,7 @@ def export_network(
     _trace(net, spec, spec.sample_inputs(expand_dims(dict(sample_dims), config), config), raw_dir / f"{name}.onnx", opset)
     t_export = time.perf_counter() - t0
     del net
-    if release:
+    if release and _COMPONENT.get(name):
         setattr(model, _COMPONENT[name], None)
     _free_memory()
 
@@ -272,14 +275,29 @@ def _validate(path: Path, spec: NetworkSpec, refs, precision: str, say) -> list[
 # --------------------------------------------------------------------------- the bundle
 
 
-def _check_networks(networks: Iterable[str] | None) -> list[str]:
-    """The networks to export in bundle order (default: the pre-processing graph and all four)."""
-    if networks is None:
-        return list(ALL_NETWORKS)
-    networks = list(networks)
+def _check_networks(networks: Iterable[str] | None, fast_decoder: bool = False) -> list[str]:
+    """The networks to export in bundle order (default: the pre-processing graph and all four,
+    plus ``vae_decoder_fast`` with a fast decoder)."""
+    networks = list(PREPROCESS_NETWORKS + NETWORKS) if networks is None else list(networks)
     if not networks:
         raise UnknownNetworkError(f"no network to export; choose from {', '.join(ALL_NETWORKS)}")
-    return check_network_names(networks, ALL_NETWORKS)
+    if "vae_decoder_fast" in networks and not fast_decoder:
+        raise UnknownNetworkError("vae_decoder_fast is a trained network: pass --fast-decoder DIR (the OUT of training.decoder)")
+    return check_network_names(networks + (["vae_decoder_fast"] if fast_decoder else []), ALL_NETWORKS)
+
+
+def _load_fast_decoder(path: str | os.PathLike, config: ModelConfig) -> tuple[torch.nn.Module, str]:
+    """The distilled decoder at ``path``, checked to take this model's latents, and its absolute directory."""
+    from training.fast_decoder import fast_decoder_dir, load_fast_decoder
+
+    decoder = load_fast_decoder(path)
+    c = decoder.config
+    if c.latent_channels != config.latent_channels or c.scale_factor != config.vae_scale_factor:
+        raise ShapeError(
+            f"fast decoder {path} takes {c.latent_channels} latent channels and upsamples {c.scale_factor}x, the model "
+            f"{config.latent_channels} and {config.vae_scale_factor}x; distil one from this model with training.decoder"
+        )
+    return decoder, str(fast_decoder_dir(path).resolve())
 
 
 def _prepare_out(out: Path) -> None:
@@ -348,6 +366,7 @@ def export_bundle(
     validate_dims: Sequence[Mapping[str, int]] | None = None,
     progress: bool = True,
     sample_dims: Mapping[str, int] | None = None,
+    fast_decoder: str | os.PathLike | None = None,
 ) -> Bundle:
     """Export ``networks`` of ``model`` to ``out`` as validated ONNX graphs plus ``manifest.json``.
 
@@ -355,16 +374,18 @@ def export_bundle(
         model: a loaded :class:`SVDModel`, or ``tiny`` / ``svd-random`` / a diffusers SVD directory.
         out: the bundle directory (created if missing). Networks of an existing bundle that are
             not re-exported keep their entries.
-        networks: subset of :data:`export.specs.NETWORKS`; default all four.
+        networks: subset of :data:`ALL_NETWORKS`; default ``clip_preprocess`` and the four of
+            :data:`export.specs.NETWORKS` (plus ``vae_decoder_fast`` with ``fast_decoder``).
         opset: ONNX opset (14-20).
         unet: UNet directory replacing the model's (only when ``model`` is not loaded yet).
         validate_dims: dims (``batch``/``frames``/``height``/``width``) to validate at; default
             per model size (:func:`default_dims`); ``[]`` skips validation.
         progress: log one line per step (otherwise only at debug level).
         sample_dims: the dims to trace at; default per model size.
+        fast_decoder: a distilled fast decoder (``training.decoder``'s OUT) to add as ``vae_decoder_fast``.
     """
     say = log.info if progress else log.debug
-    names = _check_networks(networks)
+    names = _check_networks(networks, fast_decoder is not None)
     if int(opset) not in OPSETS:
         raise ShapeError(f"opset {opset} is not supported; use {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     out = Path(out)
@@ -387,6 +408,7 @@ def export_bundle(
     for dims in [export_dims, *check_list]:
         check_dims(config, dims)
 
+    fast, fast_source = _load_fast_decoder(fast_decoder, config) if fast_decoder is not None else (None, None)
     kept, engines = _previous_entries(out, config, names)
     specs = build_specs(config)
     manifest = new_manifest(
@@ -415,9 +437,9 @@ def export_bundle(
                                                          validate=bool(check_list), say=say)
                 staged += files
                 continue
-            component = _COMPONENT[name]
+            component = _COMPONENT.get(name)
             # A model loaded here frees each component (the 6 GB UNet) once no later network needs it.
-            last_use = owned and component not in {_COMPONENT[n] for n in names[i + 1 :]}
+            last_use = owned and component not in {_COMPONENT.get(n) for n in names[i + 1 :]}
             entries[name], files = export_network(
                 name,
                 model,
@@ -429,7 +451,10 @@ def export_bundle(
                 opset=opset,
                 say=say,
                 release=last_use,
+                net=fast if name == "vae_decoder_fast" else None,
             )
+            if name == "vae_decoder_fast":
+                entries[name]["source"] = fast_source  # where the torch backend loads it from
             staged += files
         # All networks passed: move the graphs into place (data before graph), then the manifest.
         for f in staged:
@@ -467,6 +492,7 @@ def _parser() -> argparse.ArgumentParser:
             "  python -m export.onnx --model tiny --out /tmp/bundle\n"
             "  python -m export.onnx --model ~/models/svd-img2vid --unet runs/sfv/unet --out bundle --fp16\n"
             "  python -m export.onnx --model svd-random --networks unet --out /tmp/full   # 1.5 B UNet, external data\n"
+            "  python -m export.onnx --model runs/vae/model --fast-decoder runs/decoder --out bundle   # + vae_decoder_fast\n"
             "\nThe graphs have dynamic batch, frames, height and width; --frames/--height/--width only choose the\n"
             "shape traced at export time (small is faster). Validation always runs at other shapes."
         ),
@@ -478,7 +504,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write (created if missing)")
     p.add_argument("--unet", metavar="DIR", help="UNet directory replacing the model's, e.g. a distilled SF-V UNet")
     p.add_argument("--networks", nargs="+", metavar="NAME",
-                   help=f"networks to export (default: all): {', '.join(ALL_NETWORKS)}")
+                   help=f"networks to export (default: all but vae_decoder_fast): {', '.join(ALL_NETWORKS)}")
+    p.add_argument("--fast-decoder", metavar="DIR",
+                   help="also export a distilled fast decoder (the OUT of `python -m training.decoder`) as vae_decoder_fast")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     p.add_argument("--fp16", action="store_true", help="short for --precision fp32,fp16")
     p.add_argument("--precision", default="fp32", metavar="LIST",
@@ -507,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.height is not None:
         sample.update(height=args.height, width=args.width)
     check_dims(ModelConfig(vae_scale_factor=1, unet_downsample=1), {k: v for k, v in sample.items() if k == "frames"})
-    _check_networks(args.networks)  # before loading a possibly large model
+    _check_networks(args.networks, args.fast_decoder is not None)  # before loading a possibly large model
     from export.precision import parse_precisions
 
     precisions = parse_precisions(args.precision + (",fp16" if args.fp16 else ""))
@@ -521,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         validate_dims=[] if args.no_validate else None,
         progress=not args.quiet,
         sample_dims=sample or None,
+        fast_decoder=args.fast_decoder,
     )
     if len(precisions) > 1:
         from export.variants import add_variants

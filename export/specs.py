@@ -26,6 +26,8 @@ NETWORKS = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
 # Small graphs that hold the runtime's pre-processing numerics, so that every runtime (Python,
 # C++) computes them identically: CLIP's antialiased resize and normalisation.
 PREPROCESS_NETWORKS = ("clip_preprocess",)
+# Networks a bundle may add: the distilled fast decoder (training.decoder), vae_decoder's signature.
+OPTIONAL_NETWORKS = ("vae_decoder_fast",)
 SYMBOLS = ("batch", "frames", "height", "width", "latent_height", "latent_width", "image_height", "image_width")
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "uint8": np.uint8}
 
@@ -332,5 +334,15 @@ def build_specs(config: ModelConfig) -> dict[str, NetworkSpec]:
             atol_fp16=1e-1,
             profile_symbols=("frames", "height", "width"),
             fp32_op_types=("GroupNormalization", "InstanceNormalization", "ReduceMean", "Softmax", "Pow", "Sqrt"),
+        ),
+        # Distilled fast decoder (training/fast_decoder.py): the decoder's signature; convolutions
+        # and ReLUs only, so nothing needs to stay fp32.
+        "vae_decoder_fast": NetworkSpec(
+            name="vae_decoder_fast",
+            inputs=(TensorSpec("latent", "float32", ("frames", lat, "latent_height", "latent_width")),),
+            outputs=(TensorSpec("sample", "float32", ("frames", 3, "height", "width")),),
+            atol=1e-3,
+            atol_fp16=1e-1,
+            profile_symbols=("frames", "height", "width"),
         ),
     }

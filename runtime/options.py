@@ -17,7 +17,7 @@ from export.specs import ModelConfig, check_resolution
 from runtime.errors import InputError
 from runtime.noise import GENERATORS
 
-DECODERS = ("full",)
+DECODERS = ("full", "fast")
 
 
 def _opt(flag: str, help: str, default=None, **extra):
@@ -42,8 +42,8 @@ class GenerateOptions:
     generator: str = _opt("--generator", "noise generator: auto (torch when installed, as diffusers; else splitmix), "
                           "torch or splitmix (portable, also in the C++ runtime) (default auto)", default="auto",
                           choices=GENERATORS)
-    decoder: str = _opt("--decoder", "VAE decoder: full (the model's temporal decoder) (default full)", default="full",
-                        choices=DECODERS)
+    decoder: str = _opt("--decoder", "VAE decoder: full (the model's temporal decoder) or fast (the bundle's distilled "
+                        "vae_decoder_fast, from export.onnx --fast-decoder) (default full)", default="full", choices=DECODERS)
 
     def resolve(self, config: ModelConfig) -> "GenerateOptions":
         """A copy with every ``None`` replaced by the model's default, checked (:class:`InputError`)."""

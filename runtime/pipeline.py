@@ -18,6 +18,7 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
+from engines.base import Engine
 from engines.factory import Engines
 from export.specs import ModelConfig
 from runtime.conditioning import added_time_ids, augment_image, guidance_scales
@@ -125,6 +126,8 @@ class VideoPipeline:
         opts = opts.resolve(self.config)
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if output == "frames":
+            self._decoder_engine(opts.decoder)  # a missing fast decoder fails before any work
         cfg, engines = self.config, self.engines
         noise = noise or noise_source(opts.generator, opts.seed)
         timings: dict = {}
@@ -168,22 +171,34 @@ class VideoPipeline:
         timings["vae_decoder"] = 0.0
         if output == "frames":
             with _timed(timings, "vae_decoder"):
-                frames = self.decode(latents, opts.decode_chunk_size, progress)
+                frames = self.decode(latents, opts.decode_chunk_size, progress, opts.decoder)
 
         timings.update(total=time.perf_counter() - start, unet_calls=denoiser.unet_calls, steps=opts.steps)
         return VideoResult(frames=frames, latents=latents, options=opts, timings=timings)
 
-    def decode(self, latents: np.ndarray, decode_chunk_size: int, progress: bool = False) -> np.ndarray:
+    def _decoder_engine(self, decoder: str) -> Engine:
+        engine = self.engines.vae_decoder if decoder == "full" else self.engines.vae_decoder_fast
+        if engine is None:
+            raise InputError(
+                "decoder='fast' needs a bundle with the distilled decoder (vae_decoder_fast), which this one lacks; "
+                "export it with `python -m export.onnx --model M --fast-decoder RUN --out BUNDLE`, or use --decoder full"
+            )
+        return engine
+
+    def decode(self, latents: np.ndarray, decode_chunk_size: int, progress: bool = False, decoder: str = "full") -> np.ndarray:
         """``latents [1, F, C, h, w]`` -> uint8 frames ``[F, H, W, 3]``, ``decode_chunk_size`` frames per call.
+
+        ``decoder="fast"`` runs the bundle's distilled ``vae_decoder_fast`` (same signature).
 
         The temporal decoder mixes frames within a chunk only, so smaller chunks save memory
         at some cost in temporal consistency (as in diffusers).
         """
+        engine = self._decoder_engine(decoder)
         z = latents.reshape(-1, *latents.shape[2:]) * np.float32(1 / self.config.scaling_factor)  # [F, C, h, w]
         chunks = []
         with _progress(-(-z.shape[0] // decode_chunk_size), "decode", "chunk", progress) as bar:
             for i in range(0, z.shape[0], decode_chunk_size):
-                chunks.append(self.engines.vae_decoder.run({"latent": z[i : i + decode_chunk_size]})["sample"])
+                chunks.append(engine.run({"latent": z[i : i + decode_chunk_size]})["sample"])
                 bar.update()
         return to_uint8(np.concatenate(chunks))
 

@@ -274,6 +274,31 @@ def encode_clips(
     return LatentSet(torch.cat(latents), torch.cat(image_latents), torch.cat(embeds), ids, lab)
 
 
+def load_clips(
+    data: str, frames: int, height: int, width: int, num_clips: int = 64, stride: int = 1, seed: int = 0
+) -> tuple[list[torch.Tensor], float, list[int] | None]:
+    """Up to ``num_clips`` pixel clips ``[frames, 3, height, width]`` in [-1, 1] from ``data``.
+
+    ``data`` is a directory of videos, ``bigbuckbunny`` (clips start every ``frames // 2`` kept
+    frames) or ``synthetic``. Returns ``(clips, fps, labels)``; labels are the synthetic motion
+    classes, ``None`` for videos.
+    """
+    labels = None
+    if data == "synthetic":
+        clips, labels = synthetic_clips(num_clips, frames, height if height == width else max(height, width), seed)
+        clips = [resize_crop(c, height, width) for c in clips]
+        fps = 7.0
+    elif data == "bigbuckbunny":
+        path = bigbuckbunny_path()
+        clips = list(itertools.islice(video_clips(path, frames, height, width, stride, hop=max(1, frames // 2)), num_clips))
+        fps = video_fps(path) / stride
+    else:
+        clips, fps = directory_clips(Path(data), frames, height, width, stride, limit=num_clips)
+    if not clips:
+        raise DataError(f"{data}: no clips of {frames} frames at stride {stride}")
+    return clips, fps, labels
+
+
 def load_latents(
     model,
     data: str,
@@ -299,19 +324,7 @@ def load_latents(
         if key.is_file():
             log.info("using cached latents %s", key)
             return LatentSet.load(key)
-    labels = None
-    if data == "synthetic":
-        clips, labels = synthetic_clips(num_clips, frames, height if height == width else max(height, width), seed)
-        clips = [resize_crop(c, height, width) for c in clips]
-        fps = 7.0
-    elif data == "bigbuckbunny":
-        path = bigbuckbunny_path()
-        clips = list(itertools.islice(video_clips(path, frames, height, width, stride, hop=max(1, frames // 2)), num_clips))
-        fps = video_fps(path) / stride
-    else:
-        clips, fps = directory_clips(Path(data), frames, height, width, stride, limit=num_clips)
-    if not clips:
-        raise DataError(f"{data}: no clips of {frames} frames at stride {stride}")
+    clips, fps, labels = load_clips(data, frames, height, width, num_clips, stride, seed)
     log.info("encoding %d clips of %d frames at %dx%d", len(clips), frames, height, width)
     latents = encode_clips(model, clips, fps, motion_bucket_id, noise_aug_strength, labels, seed)
     if key is not None:
