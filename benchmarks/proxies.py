@@ -164,8 +164,8 @@ def clip_proxies(bundle_dir: str | os.PathLike) -> dict[str, dict]:
 
 def measure(bundle_dir: str | os.PathLike) -> dict:
     """All proxies of the bundle at ``bundle_dir`` (plus what they depend on, for the record)."""
-    from benchmarks.machine import versions
     from export.bundle import Bundle
+    from export.environment import library_versions
 
     bundle = Bundle.load(bundle_dir)
     return {
@@ -173,7 +173,7 @@ def measure(bundle_dir: str | os.PathLike) -> dict:
         "clips": clip_proxies(bundle_dir),
         "model_config": normalise(bundle.config.to_json()),
         "clip": {k: v for k, v in clip_dims(bundle.config).items() if k in ("frames", "height", "width")},
-        "versions": {k: v for k, v in versions().items() if k in ("torch", "onnx", "onnxruntime")},
+        "versions": library_versions(("torch", "onnx", "onnxruntime")),
     }
 
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 
 from export.bundle import PRECISIONS
 from export.errors import BundleError, ToolkitError
-from export.specs import NETWORKS
+from export.specs import NETWORKS, OPTIONAL_NETWORKS
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 # int8 pays where convolutions/GEMMs with weights dominate and the activations are well
 # calibrated, i.e. the UNet; fp8 is a Hopper-only UNet format (TensorRT's demo does the same).
 DEFAULT_NETWORKS = {
-    "fp32": NETWORKS,
-    "fp16": NETWORKS,
+    "fp32": NETWORKS + OPTIONAL_NETWORKS,
+    "fp16": NETWORKS + OPTIONAL_NETWORKS,
     "int8": ("unet",),
     "fp8": ("unet",),
 }

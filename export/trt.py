@@ -45,7 +45,11 @@ from export.bundle import MANIFEST, Bundle, sha256_file
 from export.cli import run_cli
 from export.errors import BundleError, ToolkitError
 from export.precision import DEFAULT_NETWORKS, TRT_FALLBACK, missing_variants, resolve
-from export.specs import NETWORKS, NetworkSpec
+from export.specs import NETWORKS, OPTIONAL_NETWORKS, NetworkSpec
+
+# The networks TensorRT builds: the four, and the fast decoder where the bundle has one (the
+# pre-processing graphs stay on ONNX Runtime).
+ENGINE_NETWORKS = NETWORKS + OPTIONAL_NETWORKS
 from export.trt_build import TENSORRT_REQUIREMENT, BuildOptions, engine_loader, save_plan
 from export.trt_cache import MachineInfo, CacheDecision, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
 from export.trt_profiles import ProfileRanges, network_profile, parse_range, resolve_ranges
@@ -185,7 +189,7 @@ def build_engines(
     """Build (or reuse) the engines of ``networks``; return ``{network: "built" | "reused"}``."""
     machine = machine or detect_machine()
     result = {}
-    for network in networks or [n for n in bundle.networks if n in NETWORKS]:  # not the pre-processing graphs
+    for network in networks or [n for n in bundle.networks if n in ENGINE_NETWORKS]:
         job = plan_job(bundle, network, ranges, options, machine)
         if job.decision.reuse:
             log.info("%s: reusing %s (%s)", network, job.plan_file, job.decision.reason)
@@ -263,7 +267,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-size", metavar="HxW[xF]",
                    help="with --int8/--fp8 and no quantized graph yet: pixel size (and frames) of the pipeline runs whose "
                         "UNet inputs calibrate it (default: the model's default size)")
-    p.add_argument("--networks", nargs="+", choices=NETWORKS, help="networks to build (default: all in the bundle)")
+    p.add_argument("--networks", nargs="+", choices=ENGINE_NETWORKS, help="networks to build (default: all in the bundle)")
     p.add_argument("--batch", type=_range_arg("batch"), help="videos per call MIN:OPT:MAX (default 1:1:1; UNet max doubled for CFG)")
     p.add_argument("--cfg", action="store_true", help="optimise the UNet for the CFG-doubled batch (multi-step SVD)")
     p.add_argument("--frames", type=_range_arg("frames"), help="frames per video MIN:OPT:MAX (default 1:F:max(F,25))")
@@ -313,7 +317,7 @@ def _check_networks(bundle_networks: Sequence[str], wanted: Sequence[str] | None
             f"bundle {root} has no {', '.join(absent)} (it has {', '.join(bundle_networks) or 'none'}); "
             f"export it with `python -m export.onnx --out {root} --networks {' '.join(absent)}`"
         )
-    return [n for n in NETWORKS if n in wanted]
+    return [n for n in ENGINE_NETWORKS if n in wanted]
 
 
 @run_cli
@@ -330,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if exists:
         bundle = Bundle.load(root)
         ranges = resolve_ranges(bundle.config, _overrides(args))
-        networks = _check_networks([n for n in bundle.networks if n in NETWORKS], args.networks, root)
+        networks = _check_networks([n for n in bundle.networks if n in ENGINE_NETWORKS], args.networks, root)
         if args.model is not None:
             log.info("%s already holds a bundle: building from it, not re-exporting --model (re-export with python -m export.onnx)", root)
     elif args.model is None:
@@ -354,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bundle = export_bundle(model, root, networks=args.networks, opset=args.opset)
         del model
         gc.collect()
-        networks = _check_networks([n for n in bundle.networks if n in NETWORKS], args.networks, root)
+        networks = _check_networks([n for n in bundle.networks if n in ENGINE_NETWORKS], args.networks, root)
 
     # 4. The graph variants the engines are built from, exported where the bundle lacks them.
     ensure_variants(bundle, networks, options.precision, calibration_size)
