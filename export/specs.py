@@ -131,8 +131,10 @@ class NetworkSpec:
     outputs: tuple[TensorSpec, ...]
     atol: float  # fp32 validation tolerance (max abs error vs PyTorch)
     atol_fp16: float  # fp16 validation tolerance
-    # Symbol -> which dimension range of a TensorRT profile it follows.
-    profile_symbols: tuple[str, ...] = ("batch",)
+    # TensorRT profile policy: (symbol, range it follows) pairs, the range being a field or
+    # property of export.trt_profiles.ProfileRanges (e.g. the decoder's frames follow
+    # "decode_chunk", the UNet's batch "guided_batch", doubled for classifier-free guidance).
+    profile_symbols: tuple[tuple[str, str], ...] = (("batch", "batch"),)
     fp32_op_types: tuple[str, ...] = field(default=())  # ops kept in fp32 under --fp16
 
     @property
@@ -297,7 +299,7 @@ def build_specs(config: ModelConfig) -> dict[str, NetworkSpec]:
             outputs=(TensorSpec("image_embeds", "float32", ("batch", emb)),),
             atol=1e-4,
             atol_fp16=5e-2,
-            profile_symbols=("batch",),
+            profile_symbols=(("batch", "batch"),),
         ),
         # VAE encoder: image in [-1, 1] -> mode of the latent distribution (unscaled, as SVD uses it).
         "vae_encoder": NetworkSpec(
@@ -306,7 +308,7 @@ def build_specs(config: ModelConfig) -> dict[str, NetworkSpec]:
             outputs=(TensorSpec("latent", "float32", ("batch", lat, "latent_height", "latent_width")),),
             atol=1e-4,
             atol_fp16=5e-2,
-            profile_symbols=("batch", "height", "width"),
+            profile_symbols=(("batch", "batch"), ("height", "height"), ("width", "width")),
             fp32_op_types=("GroupNormalization", "InstanceNormalization", "ReduceMean", "Softmax", "Pow", "Sqrt"),
         ),
         # Spatio-temporal UNet: preconditioned input (c_in * x concatenated with the image latent),
@@ -322,7 +324,7 @@ def build_specs(config: ModelConfig) -> dict[str, NetworkSpec]:
             outputs=(TensorSpec("noise_pred", "float32", ("batch", "frames", lat, "latent_height", "latent_width")),),
             atol=1e-3,
             atol_fp16=1e-1,
-            profile_symbols=("batch", "frames", "height", "width"),
+            profile_symbols=(("batch", "guided_batch"), ("frames", "frames"), ("height", "height"), ("width", "width")),
         ),
         # Temporal VAE decoder: one chunk of unscaled latents (latents / scaling_factor), all frames
         # of one video, -> pixels in about [-1, 1]. num_frames is the chunk length (axis 0).
@@ -332,7 +334,7 @@ def build_specs(config: ModelConfig) -> dict[str, NetworkSpec]:
             outputs=(TensorSpec("sample", "float32", ("frames", 3, "height", "width")),),
             atol=1e-3,
             atol_fp16=1e-1,
-            profile_symbols=("frames", "height", "width"),
+            profile_symbols=(("frames", "decode_chunk"), ("height", "height"), ("width", "width")),
             fp32_op_types=("GroupNormalization", "InstanceNormalization", "ReduceMean", "Softmax", "Pow", "Sqrt"),
         ),
         # Distilled fast decoder (training/fast_decoder.py): the decoder's signature; convolutions
@@ -343,6 +345,6 @@ def build_specs(config: ModelConfig) -> dict[str, NetworkSpec]:
             outputs=(TensorSpec("sample", "float32", ("frames", 3, "height", "width")),),
             atol=1e-3,
             atol_fp16=1e-1,
-            profile_symbols=("frames", "height", "width"),
+            profile_symbols=(("frames", "decode_chunk"), ("height", "height"), ("width", "width")),
         ),
     }

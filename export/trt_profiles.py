@@ -45,6 +45,12 @@ class ProfileRanges:
     width: Range = (256, 1024, 1024)  # pixels
     cfg: bool = False  # optimise the UNet for the doubled CFG batch (multi-step SVD)
 
+    @property
+    def guided_batch(self) -> Range:
+        """The UNet's batch: up to twice the videos (CFG doubles it); opt doubled when ``cfg``."""
+        lo, opt, hi = self.batch
+        return (lo, 2 * opt if self.cfg else opt, 2 * hi)
+
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
@@ -127,20 +133,14 @@ def check_ranges(ranges: ProfileRanges, config: ModelConfig) -> None:
             raise ShapeError(f"profile {label} (--height/--width): {exc}") from None
 
 
-def network_ranges(network: str, ranges: ProfileRanges) -> dict[str, Range]:
-    """The symbol ranges that network ``network``'s spec is resolved with."""
-    out = {"batch": ranges.batch, "frames": ranges.frames, "height": ranges.height, "width": ranges.width}
-    if network == "unet":
-        lo, opt, hi = ranges.batch
-        out["batch"] = (lo, 2 * opt if ranges.cfg else opt, 2 * hi)
-    elif network == "vae_decoder":
-        out["frames"] = ranges.decode_chunk
-    return out
+def network_ranges(spec: NetworkSpec, ranges: ProfileRanges) -> dict[str, Range]:
+    """The symbol ranges that ``spec`` is resolved with: its own profile policy (``profile_symbols``)."""
+    return {symbol: getattr(ranges, source) for symbol, source in spec.profile_symbols}
 
 
 def network_profile(spec: NetworkSpec, config: ModelConfig, ranges: ProfileRanges) -> dict[str, dict[str, list[int]]]:
     """``{input name: {"min": shape, "opt": shape, "max": shape}}`` for one network (plain JSON)."""
-    shapes = spec.profile(config, network_ranges(spec.name, ranges))
+    shapes = spec.profile(config, network_ranges(spec, ranges))
     return {name: {"min": list(s[0]), "opt": list(s[1]), "max": list(s[2])} for name, s in shapes.items()}
 
 

@@ -51,7 +51,8 @@ def test_cfg_moves_unet_opt_to_doubled_batch():
     assert p["unet"]["sample"]["opt"][0] == 2
     assert p["unet"]["sample"]["max"][0] == 2
     assert p["vae_encoder"]["image"]["opt"][0] == 1  # only the UNet sees the doubled batch
-    assert network_ranges("unet", ProfileRanges(batch=(1, 2, 3), cfg=True))["batch"] == (1, 4, 6)
+    unet = build_specs(ModelConfig())["unet"]
+    assert network_ranges(unet, ProfileRanges(batch=(1, 2, 3), cfg=True))["batch"] == (1, 4, 6)
 
 
 def test_other_networks_at_default_ranges():
@@ -138,3 +139,17 @@ def test_shape_in_profile():
     assert not shape_in_profile((1, 26, 8, 72, 128), bounds)
     assert not shape_in_profile((3, 14, 8, 72, 128), bounds)
     assert not shape_in_profile((1, 14, 8, 72), bounds)
+
+
+def test_profile_policy_comes_from_each_spec():
+    """Each network's spec says which range each of its symbols follows; the decoders (the SVD
+    one and the fast one) take the decode chunk, not the video's frame count."""
+    specs = build_specs(ModelConfig())
+    ranges = ProfileRanges(frames=(1, 14, 25), decode_chunk=(1, 4, 8))
+    for name in ("vae_decoder", "vae_decoder_fast"):
+        assert network_ranges(specs[name], ranges)["frames"] == (1, 4, 8)
+    assert network_ranges(specs["unet"], ranges)["frames"] == (1, 14, 25)
+    for spec in specs.values():
+        used = {d for t in spec.inputs for d in t.shape if isinstance(d, str)} - {"latent_height", "latent_width"}
+        if spec.name != "clip_preprocess":  # runs on ONNX Runtime: no TensorRT profile
+            assert used <= {symbol for symbol, _ in spec.profile_symbols}, spec.name
