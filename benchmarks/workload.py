@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks.errors import BenchmarkError
 from export.bundle import MANIFEST, Bundle
-from export.specs import NETWORKS, ModelConfig, NetworkSpec, check_resolution, expand_dims
+from export.specs import NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, check_resolution, expand_dims
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def ensure_bundle(model, bundle_dir: str | os.PathLike | None = None, progress: 
     """Load the bundle at ``bundle_dir`` (default :func:`default_bundle_dir`), exporting ``model`` if it has none.
 
     ``model`` is a name/path or a loaded :class:`export.models.SVDModel`. A cached bundle is
-    reused only if it lists all four networks.
+    reused only if it holds every network the pipeline runs.
     """
     from export.onnx import export_bundle
 
@@ -84,7 +84,7 @@ def ensure_bundle(model, bundle_dir: str | os.PathLike | None = None, progress: 
     bundle_dir = Path(bundle_dir)
     if (bundle_dir / MANIFEST).is_file():
         bundle = Bundle.load(bundle_dir)
-        if set(bundle.networks) == set(NETWORKS):
+        if set(PREPROCESS_NETWORKS + NETWORKS) <= set(bundle.networks):
             log.info("using the bundle in %s", bundle_dir)
             return bundle
     # Never silently: an export takes minutes for large models and the user should know which exporter ran.
@@ -104,11 +104,11 @@ class RunConfig:
     ``[sigma_max, 0]`` at batch 1 (paper Eq. 6, one forward pass).
     """
 
-    KINDS = {"svd": "SVD", "sfv": "SF-V"}
+    KINDS = {"svd": "SVD", "sfv": "SF-V", "sfvfast": "SF-V + fast decoder"}
 
     def __init__(self, kind: str, steps: int):
         if kind not in self.KINDS:
-            raise BenchmarkError(f"unknown configuration kind {kind!r}; use svd-STEPS or sfv-1")
+            raise BenchmarkError(f"unknown configuration kind {kind!r}; use svd-STEPS, sfv-1 or sfvfast-1")
         if steps < 1:
             raise BenchmarkError(f"steps must be >= 1, got {steps}")
         self.kind, self.steps = kind, int(steps)
@@ -134,16 +134,22 @@ class RunConfig:
         return self.kind == "svd"
 
     @property
+    def decoder(self) -> str:
+        """``fast``: the bundle's distilled temporal decoder (``vae_decoder_fast``) instead of SVD's."""
+        return "fast" if self.kind == "sfvfast" else "full"
+
+    @property
     def unet_batch(self) -> int:
         return 2 if self.guidance else 1
 
     def pipeline_kwargs(self) -> dict:
         """Keyword arguments for :class:`runtime.pipeline.VideoPipeline`'s call."""
-        return {"steps": self.steps, "min_guidance": 1.0, "max_guidance": 3.0 if self.guidance else 1.0}
+        return {"steps": self.steps, "min_guidance": 1.0, "max_guidance": 3.0 if self.guidance else 1.0,
+                "decoder": self.decoder}
 
     def describe(self) -> dict:
         return {"name": self.name, "label": self.label, "steps": self.steps, "guidance": self.guidance,
-                "unet_batch": self.unet_batch}
+                "unet_batch": self.unet_batch, "decoder": self.decoder}
 
     def __repr__(self) -> str:
         return f"RunConfig({self.name})"

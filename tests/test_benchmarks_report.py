@@ -264,3 +264,13 @@ def test_machine_info_records_vector_extensions_and_load():
     assert set(info["vector_extensions"]) <= set(VECTOR_FLAGS.values())
     assert "load_average" in info and info["cpu"]
     assert "(" in describe(info)  # the extensions (or "no AVX2") are in the header line
+
+
+def test_fast_decoder_configuration():
+    """``sfvfast-1``: SF-V's one step decoded by the bundle's distilled decoder, its own table row."""
+    from benchmarks.workload import RunConfig
+
+    rc = RunConfig.parse("sfvfast-1")
+    assert rc.label == "SF-V + fast decoder" and not rc.guidance and rc.unet_batch == 1
+    assert rc.pipeline_kwargs() == {"steps": 1, "min_guidance": 1.0, "max_guidance": 1.0, "decoder": "fast"}
+    assert RunConfig.parse("sfv-1").pipeline_kwargs()["decoder"] == "full"
