@@ -1,4 +1,4 @@
-"""Atomic file writes: an interrupted run never leaves a half file under the final name."""
+"""Atomic writes: an interrupted run never leaves a half file or directory under the final name."""
 
 from __future__ import annotations
 
@@ -52,6 +52,30 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary directory beside ``final``; on success it replaces ``final``.
+
+    A directory a reader finds under ``final`` is always a whole one: the old one until the
+    rename, the new one after (a previous ``final`` is removed just before). On any exception
+    the temporary directory goes and ``final`` is left as it was.
+    """
+    import shutil
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        usual_permissions(tmp)  # mkdtemp made it 0700
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> None:

@@ -22,13 +22,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from export.atomic import atomic_directory
 from export.environment import quiet_torchvision_fallback
 from export.errors import ModelLayoutError
 from export.specs import ModelConfig
@@ -184,9 +183,7 @@ def write_random_model(path: str | os.PathLike, configs: dict, seed: int = 0) ->
         from transformers import CLIPImageProcessor
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         # The constructors draw from torch's global RNG; seed it inside a fork so the caller's
         # random state is the same afterwards.
         with torch.random.fork_rng(devices=[]):
@@ -203,12 +200,6 @@ def write_random_model(path: str | os.PathLike, configs: dict, seed: int = 0) ->
             vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
         )
         pipe.save_pretrained(tmp, safe_serialization=True)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

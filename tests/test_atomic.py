@@ -80,3 +80,22 @@ def test_written_file_gets_umask_permissions_without_touching_the_umask(tmp_path
         assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(previous)
+
+
+def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
+    from export.atomic import atomic_directory
+
+    final = tmp_path / "model"
+    with atomic_directory(final) as tmp:
+        (tmp / "a.txt").write_text("1")
+        assert not final.exists()  # nothing under the final name while writing
+    assert (final / "a.txt").read_text() == "1"
+    assert (final.stat().st_mode & 0o777) == (0o777 & ~current_umask())  # not mkdtemp's 0700
+    with pytest.raises(RuntimeError), atomic_directory(final) as tmp:
+        (tmp / "b.txt").write_text("2")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in final.iterdir()) == ["a.txt"]  # the old directory, untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary left behind
+    with atomic_directory(final) as tmp:
+        (tmp / "c.txt").write_text("3")
+    assert sorted(p.name for p in final.iterdir()) == ["c.txt"]

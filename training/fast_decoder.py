@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from export.atomic import atomic_directory
 from export.errors import ToolkitError
 
 TEMPORAL_LINKS = ("memory", "tconv", "none")
@@ -161,23 +161,11 @@ def save_fast_decoder(decoder: FastDecoder, out: str | os.PathLike) -> Path:
     """Write ``out/config.json`` and ``out/model.safetensors``; the directory appears atomically."""
     from safetensors.torch import save_file
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_directory(out) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
         (tmp / CONFIG_FILE).write_text(json.dumps(decoder.config.to_json(), indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out)
 
 
 def load_fast_decoder(path: str | os.PathLike) -> FastDecoder:

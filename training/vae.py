@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from export.atomic import atomic_directory
 from export.cli import run_cli
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.data import load_clips
@@ -144,21 +145,12 @@ def save_model_with_vae(source: str | os.PathLike, vae: torch.nn.Module, out: st
     """
     from export.models import resolve_model_dir
 
-    src, out = resolve_model_dir(source), Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        shutil.copytree(src, tmp, copy_function=_link_or_copy, ignore=lambda d, names: ["vae"] if Path(d) == src else [])
+    src = resolve_model_dir(source)
+    with atomic_directory(out) as tmp:
+        shutil.copytree(src, tmp, copy_function=_link_or_copy, dirs_exist_ok=True,
+                        ignore=lambda d, names: ["vae"] if Path(d) == src else [])
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out)
 
 
 # --------------------------------------------------------------------------- training
