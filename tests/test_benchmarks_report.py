@@ -66,9 +66,9 @@ def test_summarize_dicts_and_threads():
 def test_run_config_parse():
     svd, sfv = RunConfig.parse("svd-25"), RunConfig.parse("SFV-1")
     assert (svd.label, svd.steps, svd.guidance, svd.unet_batch) == ("SVD", 25, True, 2)
-    assert svd.pipeline_kwargs() == {"steps": 25, "min_guidance": 1.0, "max_guidance": 3.0}
+    assert svd.pipeline_kwargs() == {"steps": 25, "min_guidance": 1.0, "max_guidance": 3.0, "decoder": "full"}
     assert (sfv.label, sfv.unet_batch) == ("SF-V", 1)
-    assert sfv.pipeline_kwargs() == {"steps": 1, "min_guidance": 1.0, "max_guidance": 1.0}
+    assert sfv.pipeline_kwargs() == {"steps": 1, "min_guidance": 1.0, "max_guidance": 1.0, "decoder": "full"}
     for bad in ("svd", "lcm-4", "svd-0", "svd-x"):
         with pytest.raises(BenchmarkError):
             RunConfig.parse(bad)

@@ -33,7 +33,7 @@ def test_clip_pixels_equal_svd_pipeline(image, tiny_model_dir):
     ref = processor(images=ref, do_normalize=True, do_center_crop=False, do_resize=False, do_rescale=False,
                     return_tensors="pt").pixel_values
     net = ClipPreprocessNet(224, tuple(processor.image_mean), tuple(processor.image_std))
-    ours = net(torch.from_numpy(pixels(image)))
+    ours = net(torch.from_numpy(pixels(image).copy()))  # a writable copy for torch
     assert ours.shape == (1, 3, 224, 224) and ours.dtype == torch.float32
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
 
