@@ -148,8 +148,11 @@ def create_engines(
 
 
 def _variants(bundle: Bundle, names: Sequence[str], precision: str) -> dict[str, str]:
-    """The graph variant each network runs: ``precision`` where the bundle has it, else fp32 (logged once)."""
-    chosen = {n: precision if precision in bundle.precisions(n) else "fp32" for n in names}
+    """The graph variant each network runs (the runtime's fallback chain of :mod:`export.precision`:
+    ``precision`` where the bundle has it, else fp32); a fallback is logged once."""
+    from export.precision import resolve
+
+    chosen = {n: resolve(bundle, n, precision)[0] for n in names}
     fallback = [n for n in names if chosen[n] != precision and n not in PREPROCESS_NETWORKS]
     if fallback:
         log.warning("bundle %s has no %s graph for %s; running fp32 there", bundle.root, precision, ", ".join(fallback))

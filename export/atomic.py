@@ -83,6 +83,14 @@ def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_npy_atomic(final: str | os.PathLike, array) -> None:
+    """``np.save`` through a temporary file (a handle: ``np.save`` would append ``.npy`` to a bare name)."""
+    import numpy as np
+
+    with atomic_path(final) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
 def write_json_atomic(final: str | os.PathLike, obj) -> None:
     with atomic_path(final) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")

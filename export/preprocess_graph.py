@@ -35,7 +35,7 @@ def build_clip_preprocess(spec: NetworkSpec, config: ModelConfig, opset: int = 1
         nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 
-    f32, f64, i64 = np.float32, np.float64, np.int64
+    f32, i64 = np.float32, np.int64
     # 1. uint8 HWC -> float32 NCHW in [-1, 1] (diffusers normalises before the resize).
     x = node("Cast", ["pixels"], "x_float", to=TensorProto.FLOAT)
     x = node("Div", [x, const("c255", 255.0, f32)], "x_unit")

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 
+from export.atomic import write_npy_atomic
 from export.cli import quiet_logging, run_cli
 from engines.factory import RUNTIME_PRECISIONS
 from runtime.errors import InputError
@@ -107,21 +108,11 @@ def _generate(args) -> int:
     if args.save_noise:
         save_noise(args.save_noise, noise.drawn["augmentation"], noise.drawn["latents"])
     if args.save_latents:
-        write_video_array(args.save_latents, result.latents)
+        write_npy_atomic(args.save_latents, result.latents)
     # The result is printed under --quiet too (which silences progress bars and log lines).
     print(f"wrote {path}: {len(result.frames)} frames {result.frames.shape[2]}x{result.frames.shape[1]} at {result.options.fps} fps")
     print(format_timings(result.timings))
     return 0
-
-
-def write_video_array(path, array) -> None:
-    """An ``.npy`` of any float array, atomically."""
-    import numpy as np
-
-    from export.atomic import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
 
 
 def format_timings(timings: dict) -> str:

