@@ -12,7 +12,8 @@ both sides in the same run, on the same machine, at the same moment:
    the gate alternates them round by round (``A B B A ...``, rotating over the processes), so a
    burst of load hits both sides alike;
 4. per stage (preprocess, CLIP, VAE encoder, UNet, sampler glue, decoder, video writing, end to
-   end) a Mann-Whitney U test on the rounds plus a minimum effect decides (:mod:`benchmarks.decide`).
+   end) a paired test on the rounds (Wilcoxon signed-rank of each round's head/base log ratio, so
+   load that drifts between rounds cancels) plus a minimum effect decides (:mod:`benchmarks.decide`).
 
 It prints a table, writes ``gate.json`` and ``gate.md`` (for a CI comment) into ``--out``, and
 exits 1 when a stage is slower, 0 otherwise (2 on a usage error).
@@ -24,7 +25,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from benchmarks.decide import Comparison, compare
+from benchmarks.decide import Comparison, compare, smallest_p
 from benchmarks.errors import BenchmarkError
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,9 @@ class GateConfig:
     # Every worker is pinned to this CPU (None: the last usable one; -1: not pinned), so that a
     # difference between the VM's vCPUs cannot pass for a difference between the sides. It is
     # no cure for load: at load ~10 on 2 cores, pinned workers of identical code still had
-    # medians up to 20% apart over 12 rounds (measured), which the rank test must absorb.
+    # medians up to 20% apart over 12 rounds (measured), which the paired test absorbs.
     cpu: int | None = None
-    alpha: float = 0.001  # per-stage significance of the one-sided U test
+    alpha: float = 0.001  # per-stage significance of the one-sided signed-rank test (8 stages: <= 0.8% false alarms)
     min_effect: float = 0.05  # smallest slowdown called a regression (5%)
 
     @classmethod
@@ -85,11 +85,11 @@ class GateConfig:
         for name in ("rounds", "clips_per_sample", "processes", "threads", "steps"):
             if getattr(self, name) < 1:
                 raise BenchmarkError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        # The smallest p-value a one-sided U test of n vs n samples can give is 1 / C(2n, n).
-        fewest = next(n for n in range(2, 200) if 1 / math.comb(2 * n, n) < self.alpha)
+        # The smallest p-value a one-sided signed-rank test of n paired rounds can give is 2 ** -n.
+        fewest = next(n for n in range(2, 200) if smallest_p(n) < self.alpha)
         if self.rounds < fewest:
-            raise BenchmarkError(f"--rounds {self.rounds} cannot reach p < {self.alpha} (the rank test's smallest p-value "
-                                 f"with {self.rounds} rounds per side is {1 / math.comb(2 * self.rounds, self.rounds):.2g}); "
+            raise BenchmarkError(f"--rounds {self.rounds} cannot reach p < {self.alpha} (the paired test's smallest p-value "
+                                 f"with {self.rounds} rounds is {smallest_p(self.rounds):.2g}); "
                                  f"use --rounds >= {fewest} or a larger --alpha")
 
 
@@ -416,7 +416,8 @@ def header_lines(result: dict) -> list[str]:
         f"{cfg['rounds']} interleaved rounds per side after {cfg['warmup']} warm-up per process, {cfg['processes']} "
         f"processes per side, a sample = fastest of {cfg['clips_per_sample']} clips; {cfg['threads']} thread(s), "
         f"workers pinned to CPU {result.get('cpu', '-')}",
-        f"decision: one-sided Mann-Whitney U, p < {cfg['alpha']} and a change of at least {100 * cfg['min_effect']:.0f}%",
+        f"decision: one-sided Wilcoxon signed-rank test on the rounds' head/base ratios, p < {cfg['alpha']} and a "
+        f"median ratio of at least {1 + cfg['min_effect']:.2f}",
         f"machine: {describe(result['machine'])} (load after: {result['load_after'][0] if result['load_after'] else '?'})",
     ]
     if result.get("notes"):

@@ -22,6 +22,7 @@ dynamo graph was slower in ONNX Runtime and failed at batch 2 after export at ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import functools
 import gc
@@ -41,7 +42,7 @@ import torch
 
 from export.atomic import usual_permissions
 from export.bundle import MANIFEST, Bundle, new_manifest, sha256_file
-from export.cli import run_cli
+from export.cli import quiet_logging, run_cli
 from export.cleanup import cleanup, load_lean, load_weights
 from export.environment import library_versions
 from export.errors import BundleError, ShapeError, ToolkitError, UnknownNetworkError
@@ -390,15 +391,43 @@ def export_bundle(
         raise ShapeError(f"opset {opset} is not supported; use {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     out = Path(out)
     _prepare_out(out)
+    model, owned = _loaded(model, unet, say)
+    export_dims, check_list = _trace_and_check_dims(model, sample_dims, validate_dims)
+    fast = _load_fast_decoder(fast_decoder, model.config) if fast_decoder is not None else None
+    kept, engines = _previous_entries(out, model.config, names)
+    manifest = new_manifest(model.source, model.unet_source, model.config, {
+        "exporter": EXPORTER,
+        "opset": int(opset),
+        "versions": library_versions(_VERSIONED),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sample_dims": export_dims,
+    })
+    with _staging_dir(out) as stage:
+        entries, staged = _export_networks(names, model, owned, stage, export_dims, check_list, opset, fast, say)
+        _install(staged, entries, out)
+    manifest["networks"] = {n: ({**kept, **entries})[n] for n in ALL_NETWORKS if n in kept or n in entries}
+    manifest["engines"] = engines
+    bundle = Bundle(root=out, manifest=manifest)
+    bundle.save()  # last, atomically: a bundle without its manifest is not a bundle
+    say(f"wrote {out / MANIFEST} ({', '.join(manifest['networks'])})")
+    return bundle
 
-    owned = not isinstance(model, SVDModel)
-    if owned:
-        t0 = time.perf_counter()
-        say(f"loading model {model}" + (f" with UNet {unet}" if unet else ""))
-        model = load_model(model, unet=unet)
-        say(f"loaded in {time.perf_counter() - t0:.1f} s")
-    elif unet is not None:
-        raise ToolkitError("pass unet= only with a model path; a loaded SVDModel already has its UNet")
+
+def _loaded(model: SVDModel | str | os.PathLike, unet, say) -> tuple[SVDModel, bool]:
+    """``(model, owned)``: the loaded model, and whether this export loaded it (and may free its parts)."""
+    if isinstance(model, SVDModel):
+        if unet is not None:
+            raise ToolkitError("pass unet= only with a model path; a loaded SVDModel already has its UNet")
+        return model, False
+    t0 = time.perf_counter()
+    say(f"loading model {model}" + (f" with UNet {unet}" if unet else ""))
+    loaded = load_model(model, unet=unet)
+    say(f"loaded in {time.perf_counter() - t0:.1f} s")
+    return loaded, True
+
+
+def _trace_and_check_dims(model: SVDModel, sample_dims, validate_dims) -> tuple[dict[str, int], list[dict[str, int]]]:
+    """The dims to trace at and the list to validate at (defaults per model size, overrides applied, checked)."""
     config = model.config
     full_size = model.unet is not None and sum(p.numel() for p in model.unet.parameters()) > LARGE_UNET_PARAMS
     export_dims, check_list = default_dims(config, full_size)
@@ -407,73 +436,55 @@ def export_bundle(
     check_list = [{**export_dims, **d} for d in check_list]  # fill symbols a dims entry leaves out
     for dims in [export_dims, *check_list]:
         check_dims(config, dims)
+    return export_dims, check_list
 
-    fast, fast_source = _load_fast_decoder(fast_decoder, config) if fast_decoder is not None else (None, None)
-    kept, engines = _previous_entries(out, config, names)
-    specs = build_specs(config)
-    manifest = new_manifest(
-        model.source,
-        model.unet_source,
-        config,
-        {
-            "exporter": EXPORTER,
-            "opset": int(opset),
-            "versions": library_versions(_VERSIONED),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "sample_dims": export_dims,
-        },
-    )
 
+@contextlib.contextmanager
+def _staging_dir(out: Path):
+    """A private folder inside ``out`` where graphs are written before they are moved into place."""
     try:
         stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out)).resolve()
     except OSError as exc:
         raise BundleError(f"cannot write to {out} ({exc.strerror}); choose a writable --out") from None
     try:
-        entries, staged = {}, []
-        for i, name in enumerate(names):
-            say(f"[{i + 1}/{len(names)}] {name}")
-            if name in PREPROCESS_NETWORKS:
-                entries[name], files = export_preprocess(name, model, specs[name], config, stage, opset,
-                                                         validate=bool(check_list), say=say)
-                staged += files
-                continue
-            component = _COMPONENT.get(name)
-            # A model loaded here frees each component (the 6 GB UNet) once no later network needs it.
-            last_use = owned and component not in {_COMPONENT.get(n) for n in names[i + 1 :]}
-            entries[name], files = export_network(
-                name,
-                model,
-                specs[name],
-                config,
-                stage,
-                export_dims,
-                check_list,
-                opset=opset,
-                say=say,
-                release=last_use,
-                net=fast if name == "vae_decoder_fast" else None,
-            )
-            if name == "vae_decoder_fast":
-                entries[name]["source"] = fast_source  # where the torch backend loads it from
-            staged += files
-        # All networks passed: move the graphs into place (data before graph), then the manifest.
-        for f in staged:
-            usual_permissions(f)  # staged files are private (mkdtemp); the bundle is not
-            os.replace(f, out / f.name)
-        for name in names:
-            for variant in entries[name]["variants"].values():
-                stale = out / f"{variant['file']}.data"
-                if variant["external_data"] is None and stale.exists():
-                    stale.unlink()
+        yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
-    manifest["networks"] = {n: ({**kept, **entries})[n] for n in ALL_NETWORKS if n in kept or n in entries}
-    manifest["engines"] = engines
-    bundle = Bundle(root=out, manifest=manifest)
-    bundle.save()
-    say(f"wrote {out / MANIFEST} ({', '.join(manifest['networks'])})")
-    return bundle
+
+def _export_networks(names: list[str], model: SVDModel, owned: bool, stage: Path, export_dims, check_list,
+                     opset: int, fast: tuple[torch.nn.Module, str] | None, say) -> tuple[dict, list[Path]]:
+    """Export, clean and validate each network into ``stage``; ``(manifest entries, staged files)``."""
+    specs = build_specs(model.config)
+    entries, staged = {}, []
+    for i, name in enumerate(names):
+        say(f"[{i + 1}/{len(names)}] {name}")
+        if name in PREPROCESS_NETWORKS:
+            entries[name], files = export_preprocess(name, model, specs[name], model.config, stage, opset,
+                                                     validate=bool(check_list), say=say)
+        else:
+            component = _COMPONENT.get(name)
+            # A model loaded here frees each component (the 6 GB UNet) once no later network needs it.
+            last_use = owned and component not in {_COMPONENT.get(n) for n in names[i + 1 :]}
+            net = fast[0] if name == "vae_decoder_fast" else None
+            entries[name], files = export_network(name, model, specs[name], model.config, stage, export_dims,
+                                                  check_list, opset=opset, say=say, release=last_use, net=net)
+            if name == "vae_decoder_fast":
+                entries[name]["source"] = fast[1]  # where the torch backend loads it from
+        staged += files
+    return entries, staged
+
+
+def _install(staged: list[Path], entries: dict, out: Path) -> None:
+    """Move the validated graphs into ``out`` (data before graph) and drop external data they no longer use."""
+    for f in staged:
+        usual_permissions(f)  # staged files are private (mkdtemp); the bundle is not
+        os.replace(f, out / f.name)
+    for entry in entries.values():
+        for variant in entry["variants"].values():
+            stale = out / f"{variant['file']}.data"
+            if variant["external_data"] is None and stale.exists():
+                stale.unlink()
 
 
 # --------------------------------------------------------------------------- CLI
@@ -540,6 +551,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     precisions = parse_precisions(args.precision + (",fp16" if args.fp16 else ""))
     calibration_size = _calibration_size(args.calibration_size)
+    with quiet_logging(args.quiet):
+        _export(args, precisions, sample, calibration_size)
+    return 0
+
+
+def _export(args, precisions, sample, calibration_size) -> None:
     bundle = export_bundle(
         args.model,
         args.out,
@@ -555,7 +572,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from export.variants import add_variants
 
         add_variants(bundle, precisions, args.networks, calibration_size=calibration_size)
-    return 0
 
 
 def _calibration_size(text: str | None) -> dict:

@@ -144,15 +144,35 @@ def test_compare_needs_samples():
 
     with pytest.raises(BenchmarkError, match="at least 2 samples"):
         compare("unet", [1.0], [1.0, 2.0])
+    with pytest.raises(BenchmarkError, match="paired by round"):
+        compare("unet", [1.0, 1.0, 1.0], [1.0, 2.0])
+
+
+def test_compare_pairs_rounds_so_that_load_drift_cancels():
+    """A 15% slowdown under load that doubles between rounds: lost as two groups, found when paired."""
+    from scipy.stats import mannwhitneyu
+
+    from benchmarks.decide import compare
+
+    load = [1.0, 2.0, 1.3, 1.8, 1.1, 1.6, 2.2, 1.2, 1.9, 1.4, 1.05, 1.7, 2.1, 1.25, 1.5]
+    jitter = [1.00, 1.02, 0.99, 1.01, 0.98, 1.00, 1.03, 0.99, 1.01, 1.02, 0.98, 1.00, 1.01, 0.99, 1.02]
+    base = [0.1 * x for x in load]
+    head = [0.1 * x * 1.15 * j for x, j in zip(load, jitter)]
+    assert mannwhitneyu(head, base, alternative="greater").pvalue > 0.05  # unpaired: not even close
+    c = compare("unet", base, head)
+    assert c.verdict == "slower" and c.ratio == pytest.approx(1.15, abs=0.02), c
+    # Reversing the pairing (head's rounds against other rounds of base) must lose it again,
+    # so the test above passes because of the pairing, not because of the data.
+    assert compare("unet", base, head[::-1]).verdict != "slower"
 
 
 def test_gate_config_refuses_rounds_that_cannot_reach_alpha():
     from benchmarks.errors import BenchmarkError
     from benchmarks.gate import GateConfig
 
-    GateConfig.for_mode("quick", rounds=7).check()  # 1 / C(14, 7) = 0.00029 < 0.001
-    with pytest.raises(BenchmarkError, match="use --rounds >= 7"):
-        GateConfig.for_mode("quick", rounds=6).check()  # 1 / C(12, 6) = 0.00108
+    GateConfig.for_mode("quick", rounds=10).check()  # 2 ** -10 = 0.00098 < 0.001
+    with pytest.raises(BenchmarkError, match="use --rounds >= 10"):
+        GateConfig.for_mode("quick", rounds=9).check()  # 2 ** -9 = 0.00195
 
 
 def test_round_order_alternates_and_rotates():
