@@ -12,8 +12,9 @@ both sides in the same run, on the same machine, at the same moment:
    the gate alternates them round by round (``A B B A ...``, rotating over the processes), so a
    burst of load hits both sides alike;
 4. per stage (preprocess, CLIP, VAE encoder, UNet, sampler glue, decoder, video writing, end to
-   end) a paired test on the rounds (Wilcoxon signed-rank of each round's head/base log ratio, so
-   load that drifts between rounds cancels) plus a minimum effect decides (:mod:`benchmarks.decide`).
+   end) two rank tests on the rounds, paired (Wilcoxon signed-rank of each round's head/base log
+   ratio, so load that drifts between rounds cancels) and unpaired (Mann-Whitney U), plus a
+   minimum effect decide (:mod:`benchmarks.decide`).
 
 It prints a table, writes ``gate.json`` and ``gate.md`` (for a CI comment) into ``--out``, and
 exits 1 when a stage is slower, 0 otherwise (2 on a usage error).
@@ -68,7 +69,7 @@ class GateConfig:
     # no cure for load: at load ~10 on 2 cores, pinned workers of identical code still had
     # medians up to 20% apart over 12 rounds (measured), which the paired test absorbs.
     cpu: int | None = None
-    alpha: float = 0.001  # per-stage significance of the one-sided signed-rank test (8 stages: <= 0.8% false alarms)
+    alpha: float = 0.001  # per-stage significance of the decision (8 stages: <= 0.8% false alarms)
     min_effect: float = 0.05  # smallest slowdown called a regression (5%)
 
     @classmethod
@@ -85,10 +86,9 @@ class GateConfig:
         for name in ("rounds", "clips_per_sample", "processes", "threads", "steps"):
             if getattr(self, name) < 1:
                 raise BenchmarkError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        # The smallest p-value a one-sided signed-rank test of n paired rounds can give is 2 ** -n.
         fewest = next(n for n in range(2, 200) if smallest_p(n) < self.alpha)
         if self.rounds < fewest:
-            raise BenchmarkError(f"--rounds {self.rounds} cannot reach p < {self.alpha} (the paired test's smallest p-value "
+            raise BenchmarkError(f"--rounds {self.rounds} cannot reach p < {self.alpha} (the decision's smallest p-value "
                                  f"with {self.rounds} rounds is {smallest_p(self.rounds):.2g}); "
                                  f"use --rounds >= {fewest} or a larger --alpha")
 
@@ -321,7 +321,7 @@ def base_worktree(ref: str, repo: Path = ROOT):
 def export_bundle(root: Path, out: Path, model: str = "tiny", who: str = "the working tree") -> Path:
     """Export ``model`` with the exporter of the tree at ``root`` (its own process), without validation
     (the gate times graphs; `python -m export.onnx` validates them)."""
-    log.info("gate: exporting %s with %s's exporter to %s (explicitly, once; pass --bundle DIR to reuse a bundle)",
+    log.info("exporting %s with %s's exporter to %s (explicitly, once; pass --bundle DIR to reuse a bundle)",
              model, who, out)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, "-m", "export.onnx", "--model", model, "--out", str(out), "--no-validate",
@@ -416,8 +416,8 @@ def header_lines(result: dict) -> list[str]:
         f"{cfg['rounds']} interleaved rounds per side after {cfg['warmup']} warm-up per process, {cfg['processes']} "
         f"processes per side, a sample = fastest of {cfg['clips_per_sample']} clips; {cfg['threads']} thread(s), "
         f"workers pinned to CPU {result.get('cpu', '-')}",
-        f"decision: one-sided Wilcoxon signed-rank test on the rounds' head/base ratios, p < {cfg['alpha']} and a "
-        f"median ratio of at least {1 + cfg['min_effect']:.2f}",
+        f"decision: one-sided rank tests on the rounds (Wilcoxon signed-rank on head/base, Mann-Whitney U; the smaller "
+        f"p doubled) < {cfg['alpha']} and a median round ratio of at least {1 + cfg['min_effect']:.2f}",
         f"machine: {describe(result['machine'])} (load after: {result['load_after'][0] if result['load_after'] else '?'})",
     ]
     if result.get("notes"):

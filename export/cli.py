@@ -17,7 +17,8 @@ def run_cli(main):
     def wrapper(argv=None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         try:
-            return main(argv) or 0
+            with quiet_logging(False):  # no carriage-return bars of other libraries in a log file
+                return main(argv) or 0
         except ToolkitError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code

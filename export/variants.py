@@ -29,7 +29,7 @@ import numpy as np
 
 from export.atomic import usual_permissions
 from export.bundle import Bundle, sha256_file
-from export.errors import ValidationError
+from export.errors import ShapeError, ValidationError
 from export.precision import DEFAULT_NETWORKS, PRECISIONS, check_precision, variant_file, variants
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def _convert(bundle: Bundle, network: str, precision: str, out_path: Path, calib
     from export.quantize import quantize
 
     if calibration is None:
-        raise ValidationError(f"{network}: {precision} needs calibration inputs (export.calibration.capture_unet_inputs)")
+        raise ValidationError(f"{network}: {precision} needs calibration inputs (export.calibration.capture_calibration, or `python -m export.variants --precision int8`)")
     fp32_ops = quantize(src, out_path, calibration.calibrate, precision=precision, external=external)
     model = onnx.load(str(out_path), load_external_data=False)
     return fp32_ops, len(model.graph.node), external
@@ -272,7 +272,9 @@ def _parser():
     p.add_argument("--networks", nargs="+", metavar="NAME", help="networks (default: each precision's default networks)")
     p.add_argument("--calibration-size", metavar="HxW[xF]", help="pixel size (and frames) of the captured pipeline runs (default: the model's)")
     p.add_argument("--calibration-images", type=int, default=4, help="images whose SF-V step is captured (default 4; one more is held out)")
-    p.add_argument("--svd-every", type=int, default=1, help="keep every N-th call of the 25-step SVD run (default 1)")
+    p.add_argument("--svd-steps", type=int, default=25, help="steps of the guided SVD run whose calls are captured "
+                   "(default 25, SVD's schedule; fewer steps cover the same sigma range in fewer calls)")
+    p.add_argument("--svd-every", type=int, default=1, help="keep every N-th call of the SVD run (default 1)")
     p.add_argument("--calibration", metavar="NPZ", help="load captured inputs from this file instead of capturing (or save them here if missing)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     return p
@@ -290,6 +292,8 @@ def _main(argv=None) -> int:
 
     args = _parser().parse_args(argv)
     precisions = parse_precisions(args.precision)
+    if args.svd_steps < 2 or args.svd_every < 1 or args.calibration_images < 1:
+        raise ShapeError("--svd-steps must be >= 2, --svd-every and --calibration-images >= 1")
     bundle = Bundle.load(args.bundle)
     calibration = None
     if any(p in precisions for p in ("int8", "fp8")):
@@ -300,7 +304,7 @@ def _main(argv=None) -> int:
             calibration = Calibration.load(path)
         else:
             calibration = capture_calibration(
-                bundle, images=args.calibration_images, svd_every=args.svd_every, threads=args.threads,
+                bundle, images=args.calibration_images, svd_steps=args.svd_steps, svd_every=args.svd_every, threads=args.threads,
                 **_calibration_size(args.calibration_size),
             )
             if path is not None:

@@ -138,6 +138,23 @@ def test_compare_verdicts(base, head, verdict):
     assert 0 <= c.confidence <= 1
 
 
+def test_compare_keeps_the_unpaired_test_where_it_has_more_power():
+    """Rounds whose own noise outweighs a clear 12% shift of the groups: the U test decides."""
+    import math
+
+    from scipy.stats import mannwhitneyu, wilcoxon
+
+    from benchmarks.decide import compare
+
+    base = [1 + 0.015 * i for i in range(15)]
+    head = [1.12 * b for b in reversed(base)]  # slowest head rounds meet the fastest base rounds
+    paired = wilcoxon([math.log(h / b) for b, h in zip(base, head)], alternative="greater").pvalue
+    unpaired = mannwhitneyu(head, base, alternative="greater").pvalue
+    assert paired > 0.001 > 2 * unpaired  # alone, the paired test would miss it
+    c = compare("glue", base, head)
+    assert c.verdict == "slower" and c.p_slower == pytest.approx(2 * unpaired), c
+
+
 def test_compare_needs_samples():
     from benchmarks.decide import compare
     from benchmarks.errors import BenchmarkError
@@ -161,6 +178,7 @@ def test_compare_pairs_rounds_so_that_load_drift_cancels():
     assert mannwhitneyu(head, base, alternative="greater").pvalue > 0.05  # unpaired: not even close
     c = compare("unet", base, head)
     assert c.verdict == "slower" and c.ratio == pytest.approx(1.15, abs=0.02), c
+    assert c.p_slower < 0.001  # from the paired test: the U test's p is > 0.05
     # Reversing the pairing (head's rounds against other rounds of base) must lose it again,
     # so the test above passes because of the pairing, not because of the data.
     assert compare("unet", base, head[::-1]).verdict != "slower"
@@ -170,9 +188,9 @@ def test_gate_config_refuses_rounds_that_cannot_reach_alpha():
     from benchmarks.errors import BenchmarkError
     from benchmarks.gate import GateConfig
 
-    GateConfig.for_mode("quick", rounds=10).check()  # 2 ** -10 = 0.00098 < 0.001
-    with pytest.raises(BenchmarkError, match="use --rounds >= 10"):
-        GateConfig.for_mode("quick", rounds=9).check()  # 2 ** -9 = 0.00195
+    GateConfig.for_mode("quick", rounds=7).check()  # 2 / C(14, 7) = 0.00058 < 0.001
+    with pytest.raises(BenchmarkError, match="use --rounds >= 7"):
+        GateConfig.for_mode("quick", rounds=6).check()  # 2 / C(12, 6) = 0.0022
 
 
 def test_round_order_alternates_and_rotates():

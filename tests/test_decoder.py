@@ -95,8 +95,27 @@ def test_metrics_and_baseline():
     torch.testing.assert_close(fit(z), frames, atol=1e-4, rtol=0)
 
 
+def test_ssim_loss_is_the_held_out_metric():
+    """The training term computes scikit-image's SSIM (the reported figure), and it has gradients."""
+    from training.decoder import DistillationLoss, ssim, ssim_torch
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 2, 3, 40, 36, generator=g, dtype=torch.float64) * 2 - 1
+    b = (a + 0.3 * torch.randn(a.shape, generator=g, dtype=torch.float64)).clamp(-1, 1)
+    assert float(ssim_torch(a.flatten(0, 1), b.flatten(0, 1))) == pytest.approx(ssim(a, b), abs=1e-9)
+    student = b.float().requires_grad_(True)
+    terms = DistillationLoss(ssim_weight=1.0)(student, a.float(), a.float())
+    assert float(terms["ssim"].detach()) == pytest.approx(1 - ssim(a, b), abs=1e-5)
+    terms["loss"].backward()
+    assert student.grad is not None and float(student.grad.abs().sum()) > 0
+    assert "ssim" not in DistillationLoss()(student, a.float(), a.float())  # off by default
+
+
 def test_config_errors():
     from training.decoder import ConfigError, DecoderConfig, main
+
+    with pytest.raises(ConfigError, match="--crop 8: must be 0 or at least 11"):
+        DecoderConfig(crop=8, ssim_weight=0.5).validate(scale=8)
 
     with pytest.raises(ConfigError, match="--blocks"):
         DecoderConfig(blocks="1,1").validate()

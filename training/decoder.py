@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from export.cli import run_cli
-from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.loop import begin, run_steps
 from training.fast_decoder import TEMPORAL_LINKS, FastDecoder, FastDecoderConfig, save_fast_decoder
-from training.sfv import ConfigError, MetricsLog
+from training.sfv import ConfigError
 from training.vae import split_clips
 from training.options import CLIP_OPTION_HELP, config_from_args, config_parser
 
@@ -67,6 +67,7 @@ class DecoderConfig:
     lr: float = 2e-3  # Adam; cosine decay to lr/20 over max_steps
     temporal_weight: float = 0.5  # weight of the frame-difference term
     original_weight: float = 0.0  # weight of L1 against the original frames
+    ssim_weight: float = 0.0  # weight of the (1 - SSIM) term against the teacher's frames
     adv_weight: float = 0.0  # weight of the hinge adversarial term (0: off)
     lr_d: float = 2e-4  # patch discriminator learning rate (with --adv-weight)
     ema_decay: float = 0.99
@@ -99,6 +100,7 @@ class DecoderConfig:
             ("lr_d", 0 < self.lr_d <= 1, "must be in (0, 1]"),
             ("temporal_weight", self.temporal_weight >= 0, "must be >= 0"),
             ("original_weight", self.original_weight >= 0, "must be >= 0"),
+            ("ssim_weight", self.ssim_weight >= 0, "must be >= 0"),
             ("adv_weight", self.adv_weight >= 0, "must be >= 0"),
             ("ema_decay", 0 <= self.ema_decay < 1, "must be in [0, 1)"),
             ("save_every", self.save_every >= 0, "must be >= 0"),
@@ -111,6 +113,8 @@ class DecoderConfig:
                 ("width", self.width >= scale and self.width % scale == 0, f"must be a positive multiple of {scale}"),
                 ("crop", self.crop == 0 or (self.crop % scale == 0 and scale <= self.crop <= min(self.height, self.width)),
                  f"must be 0 or a multiple of {scale} no larger than the clip"),
+                ("crop", not self.ssim_weight or min(self.crop or self.height, self.crop or self.width) >= SSIM_WINDOW,
+                 f"must be 0 or at least {SSIM_WINDOW} px with --ssim-weight (the SSIM window)"),
             ]
         for name, ok, msg in checks:
             if not ok:
@@ -178,11 +182,44 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
-class DistillationLoss:
-    """``L1(s, t) + w_t L1(diff s, diff t) + w_o L1(s, x) [+ w_adv (-D(s))]`` on clips ``[B, F, 3, H, W]``."""
+SSIM_SIGMA = 1.5  # Wang et al. 2004's Gaussian window, as scikit-image's gaussian_weights=True
+SSIM_WINDOW = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1  # 11: scipy's Gaussian filter truncated at 3.5 sigma
 
-    def __init__(self, temporal_weight: float = 0.5, original_weight: float = 0.0, adv_weight: float = 0.0):
+
+def ssim_torch(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Mean SSIM of frames ``[N, C, H, W]`` (Wang et al. 2004, Eq. 13), differentiable.
+
+    The same figure as :func:`ssim` (scikit-image's ``structural_similarity`` with
+    ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``): local statistics under an
+    11x11 Gaussian window, constants ``(0.01 R)^2`` and ``(0.03 R)^2``, averaged over the pixels
+    whose window lies inside the frame (scikit-image crops the same border) and over channels.
+    """
+    radius = SSIM_WINDOW // 2
+    x = torch.arange(-radius, radius + 1, dtype=a.dtype, device=a.device)
+    g = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
+    g = g / g.sum()
+    channels = a.shape[1]
+    window = (g[:, None] * g[None, :]).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, window, groups=channels)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.mean()
+
+
+class DistillationLoss:
+    """``L1(s, t) + w_t L1(diff s, diff t) + w_o L1(s, x) + w_s (1 - SSIM(s, t)) [+ w_adv (-D(s))]`` on clips ``[B, F, 3, H, W]``."""
+
+    def __init__(self, temporal_weight: float = 0.5, original_weight: float = 0.0, adv_weight: float = 0.0,
+                 ssim_weight: float = 0.0):
         self.temporal_weight, self.original_weight, self.adv_weight = temporal_weight, original_weight, adv_weight
+        self.ssim_weight = ssim_weight
 
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor, original: torch.Tensor, disc: nn.Module | None = None) -> dict[str, torch.Tensor]:
         terms = {"rec": (student - teacher).abs().mean(), "temporal": (frame_diff(student) - frame_diff(teacher)).abs().mean()}
@@ -190,6 +227,10 @@ class DistillationLoss:
         if self.original_weight:
             terms["original"] = (student - original).abs().mean()
             loss = loss + self.original_weight * terms["original"]
+        if self.ssim_weight:
+            # The teacher's frames are clamped to the displayed range, as the metric sees them.
+            terms["ssim"] = 1 - ssim_torch(student.flatten(0, 1), teacher.clamp(-1, 1).flatten(0, 1))
+            loss = loss + self.ssim_weight * terms["ssim"]
         if self.adv_weight and disc is not None:
             terms["g_adv"] = -disc(student.flatten(0, 1)).mean()
             loss = loss + self.adv_weight * terms["g_adv"]
@@ -291,7 +332,6 @@ def train_decoder(cfg: DecoderConfig, model=None, data: tuple[DecoderData, Decod
     """
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
     from export.models import load_model
 
@@ -319,23 +359,11 @@ def train_decoder(cfg: DecoderConfig, model=None, data: tuple[DecoderData, Decod
     else:
         student, opt, sched = acc.prepare(student, opt, sched)
     ema = EMAModel(acc.unwrap_model(student).parameters(), decay=cfg.ema_decay)
-    loss_fn = DistillationLoss(cfg.temporal_weight, cfg.original_weight, cfg.adv_weight)
+    loss_fn = DistillationLoss(cfg.temporal_weight, cfg.original_weight, cfg.adv_weight, cfg.ssim_weight)
     rng = torch.Generator().manual_seed(cfg.seed * 1000 + acc.process_index)
-    step = 0
-    if cfg.resume:
-        path = latest_checkpoint(out / "checkpoints")
-        if path is not None:
-            step = load_checkpoint(acc, path, ema, rng)
-        else:
-            log.info("no checkpoint under %s; starting afresh", out / "checkpoints")
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    metrics = MetricsLog(out, acc.is_main_process)
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and acc.is_local_main_process), desc="decoder")
-    start, row, running, count = time.perf_counter(), {}, {}, 0
     unwrap = acc.unwrap_model
-    while step < cfg.max_steps:
+
+    def one_step() -> dict[str, torch.Tensor]:
         batch = random_crop(train, torch.randint(len(train.latents), (cfg.batch_size,), generator=rng), cfg.crop, scale, rng)
         z, teacher, original = (t.to(acc.device) for t in (batch.latents, batch.teacher, batch.clips))
         fake = student(z.flatten(0, 1), frames=z.shape[1]).unflatten(0, z.shape[:2])
@@ -354,26 +382,12 @@ def train_decoder(cfg: DecoderConfig, model=None, data: tuple[DecoderData, Decod
         if disc is not None:
             opt_d.zero_grad(set_to_none=True)  # the generator term's gradients on D are not used
         ema.step(unwrap(student).parameters())
-        step += 1
-        count += 1
-        for k, v in terms.items():
-            running[k] = running.get(k, 0.0) + float(v.detach())
-        bar.update(1)
-        elapsed = time.perf_counter() - start
-        done = bool(cfg.max_minutes) and elapsed > cfg.max_minutes * 60
-        if step % cfg.log_every == 0 or step == cfg.max_steps or done:
-            row = {"step": step, **{k: v / count for k, v in running.items()}, "lr": sched.get_last_lr()[0], "seconds": round(elapsed, 3)}
-            running, count = {}, 0
-            metrics.write(row)
-            bar.set_postfix(rec=f"{row['rec']:.4f}")
-        if done:
-            log.info("stopping after %.1f minutes at step %d", cfg.max_minutes, step)
-            break
-        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps:
-            save_checkpoint(acc, out / "checkpoints", step, ema, rng)
-    bar.close()
-    train_seconds = time.perf_counter() - start
-    save_checkpoint(acc, out / "checkpoints", step, ema, rng)
+        return terms
+
+    step = begin(acc, cfg, out, ema, rng)
+    loop = run_steps(acc, cfg, out, step, ema, rng, one_step, desc="decoder", progress=progress, shown="rec",
+                     extra=lambda: {"lr": sched.get_last_lr()[0]})
+    step, train_seconds, metrics = loop.step, loop.seconds, loop.metrics
     result: dict = {}
     if acc.is_main_process:
         final = FastDecoder(unwrap(student).config)
@@ -430,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
             "temporal": "temporal link: memory (previous frame), tconv (previous and next), none",
             "temporal_weight": "weight of the frame-difference term",
             "original_weight": "weight of L1 against the original frames",
+            "ssim_weight": "weight of the (1 - SSIM) term against the teacher's frames (the held-out SSIM's own formula)",
             "adv_weight": "weight of the adversarial term (0: off)",
             "lr": "learning rate (Adam)",
             "lr_d": "learning rate of the patch discriminator (with --adv-weight)",

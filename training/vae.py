@@ -22,17 +22,16 @@ import json
 import logging
 import os
 import shutil
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from export.atomic import atomic_directory
 from export.cli import run_cli
-from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.loop import begin, run_steps
 from training.data import load_clips
-from training.sfv import ConfigError, MetricsLog
+from training.sfv import ConfigError
 from training.options import CLIP_OPTION_HELP, config_from_args, config_parser
 
 log = logging.getLogger(__name__)
@@ -186,7 +185,6 @@ def train_vae(cfg: VAEConfig, model=None, progress: bool = True) -> dict:
     """Train the model's VAE; writes ``OUT/model`` and returns the last metrics row (with held-out PSNR)."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
     from export.models import load_model
 
@@ -201,20 +199,9 @@ def train_vae(cfg: VAEConfig, model=None, progress: bool = True) -> dict:
     vae, opt = acc.prepare(vae, opt)
     ema = EMAModel(acc.unwrap_model(vae).parameters(), decay=cfg.ema_decay)
     rng = torch.Generator().manual_seed(cfg.seed * 1000 + acc.process_index)
-    step = 0
-    if cfg.resume:
-        path = latest_checkpoint(out / "checkpoints")
-        if path is not None:
-            step = load_checkpoint(acc, path, ema, rng)
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    metrics = MetricsLog(out, acc.is_main_process)
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and acc.is_local_main_process), desc="vae")
-    start, row, running, count = time.perf_counter(), {}, {}, 0
-    while step < cfg.max_steps:
-        index = torch.randint(len(train_clips), (cfg.batch_size,), generator=rng)
-        video = train_clips[index]
+
+    def one_step() -> dict[str, torch.Tensor]:
+        video = train_clips[torch.randint(len(train_clips), (cfg.batch_size,), generator=rng)]
         if cfg.crop:
             video = random_crops(video, cfg.crop, rng)
         terms = vae_loss(vae, video.to(acc.device), cfg.kl_weight, rng)
@@ -222,31 +209,18 @@ def train_vae(cfg: VAEConfig, model=None, progress: bool = True) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         ema.step(acc.unwrap_model(vae).parameters())
-        step += 1
-        count += 1
-        for k, v in terms.items():
-            running[k] = running.get(k, 0.0) + float(v.detach())
-        bar.update(1)
-        elapsed = time.perf_counter() - start
-        done = bool(cfg.max_minutes) and elapsed > cfg.max_minutes * 60
-        if step % cfg.log_every == 0 or step == cfg.max_steps or done:
-            row = {"step": step, **{k: v / count for k, v in running.items()}, "seconds": round(elapsed, 3)}
-            running, count = {}, 0
-            metrics.write(row)
-            bar.set_postfix(l1=f"{row['l1']:.4f}")
-        if done:
-            break
-        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps:
-            save_checkpoint(acc, out / "checkpoints", step, ema, rng)
-    bar.close()
-    save_checkpoint(acc, out / "checkpoints", step, ema, rng)
+        return terms
+
+    step = begin(acc, cfg, out, ema, rng)
+    loop = run_steps(acc, cfg, out, step, ema, rng, one_step, desc="vae", progress=progress, shown="l1")
+    row, metrics = loop.row, loop.metrics
     if acc.is_main_process:
         final = acc.unwrap_model(vae)
         ema.copy_to(final.parameters())
         final.eval().requires_grad_(False)
         if len(held_clips):
             row["held_out_psnr"] = round(reconstruction_psnr(final, held_clips), 3)
-        row["train_seconds"] = round(time.perf_counter() - start, 1)
+        row["train_seconds"] = round(loop.seconds, 1)
         save_model_with_vae(model.source, final, out / "model")
         metrics.write(row)
     acc.wait_for_everyone()
