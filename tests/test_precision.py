@@ -278,3 +278,24 @@ def test_export_cli_writes_requested_variants(tiny_model_dir, tmp_path, capsys):
     assert main(["--model", "tiny", "--out", str(tmp_path / "c"), "--precision", "fp32,bf16"]) == 2
     assert "choose from fp32,fp16,int8,fp8" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_variants_cli_svd_steps(tiny_bundle, capsys):
+    """--svd-steps shortens the captured guided run (the same sigma range in fewer calls); bad values are refused."""
+    from export.variants import main
+
+    assert main(["--bundle", str(tiny_bundle), "--precision", "int8", "--svd-steps", "1"]) != 0
+    assert "--svd-steps must be >= 2" in capsys.readouterr().err
+    short = capture_calibration(Bundle.load(tiny_bundle), images=1, svd_steps=4, holdout=0)
+    assert [c["sample"].shape[0] for c in short.calibrate + short.validate].count(2) == 4
+
+
+def test_calibration_splits_guided_calls_into_single_samples():
+    """Batch-2 (guided) calls are calibrated as two batch-1 calls: same activations, half the memory."""
+    from export.quantize import split_batch
+
+    feed = {"sample": np.arange(2 * 3, dtype=np.float32).reshape(2, 3), "timestep": np.array([5.0, 6.0], np.float32)}
+    parts = split_batch(feed)
+    assert len(parts) == 2 and all(p["sample"].shape == (1, 3) and p["timestep"].shape == (1,) for p in parts)
+    np.testing.assert_array_equal(np.concatenate([p["sample"] for p in parts]), feed["sample"])
+    assert [float(p["timestep"][0]) for p in parts] == [5.0, 6.0]
