@@ -66,6 +66,26 @@ def add_speedups(configs: Sequence[dict], reference: str) -> None:
                     c[f"speedup_{key}_q"] = [stats.q1, stats.q3]
 
 
+def end_to_end_ratio(configs: Sequence[dict], slow: str, fast: str) -> dict | None:
+    """``slow`` / ``fast`` end to end: the median and quartiles of the round-by-round ratios (same rounds)."""
+    from benchmarks.timing import summarize
+
+    by_name = {c["name"]: c for c in configs}
+    if slow not in by_name or fast not in by_name:
+        return None
+    a, b = by_name[slow], by_name[fast]
+    ratios = [x["total"] / y["total"] for x, y in zip(a.get("samples") or [], b.get("samples") or []) if y["total"]]
+    if not ratios:
+        return {"slow": slow, "fast": fast, "median": _ratio(a["median"]["total"], b["median"]["total"]), "q": None}
+    stats = summarize(ratios)
+    return {"slow": slow, "fast": fast, "median": stats.median, "q": [stats.q1, stats.q3]}
+
+
+def _ratio_line(r: dict) -> str:
+    band = f" [{r['q'][0]:.1f}-{r['q'][1]:.1f}]" if r.get("q") else ""
+    return f"end to end, {r['slow']} (full decoder) / {r['fast']} (fast decoder): {r['median']:.1f}x{band}"
+
+
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
@@ -201,6 +221,8 @@ def format_text(result: dict) -> str:
     parts = ["SF-V speedup beside the paper's Table 1", *header_lines(result), "",
              _text_table(*speedup_rows(result)), "", "per stage (median seconds [quartiles], share of the sum of the stage medians):",
              _text_table(*stage_rows(result))]
+    if result.get("fast_decoder_speedup"):
+        parts += ["", _ratio_line(result["fast_decoder_speedup"])]
     check = result.get("per_step_model")
     if check:
         parts += ["", format_per_step_check(check)]
@@ -211,6 +233,8 @@ def format_markdown(result: dict) -> str:
     parts = ["# SF-V speedup beside the paper's Table 1", ""] + [f"- {l}" for l in header_lines(result)]
     parts += ["", _md_table(*speedup_rows(result)), "", "## Per stage (median seconds [quartiles], share of the sum of the stage medians)", "",
               _md_table(*stage_rows(result))]
+    if result.get("fast_decoder_speedup"):
+        parts += ["", _ratio_line(result["fast_decoder_speedup"])]
     check = result.get("per_step_model")
     if check:
         parts += ["", "## Per-step model check", "", "```", format_per_step_check(check), "```"]

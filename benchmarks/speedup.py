@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import load_average, machine_info, usable_cores
 from benchmarks.per_step import call_samplers, check_prediction, derive_configs, run_per_step
-from benchmarks.report import add_speedups, format_text, paper_entry, with_other, write_results
+from benchmarks.report import add_speedups, end_to_end_ratio, format_text, paper_entry, with_other, write_results
 from benchmarks.timing import interleave, set_threads, summarize, summarize_dicts
 from benchmarks.workload import (
     BACKENDS,
@@ -136,6 +136,7 @@ def run_loops(
         "settings": {"repeats": repeats, "warmup": warmup, "threads": threads, "thread_choice": thread_choice, "mode": "loop",
                      "configs": [c.name for c in run_configs], "bundle": str(bundle.root) if bundle else None},
         "configs": entries,
+        "fast_decoder_speedup": end_to_end_ratio(entries, "svd-25", "sfvfast-1"),
     }
     if calls is not None:
         result["calls"] = {k: v.to_json() for k, v in calls.items()}

@@ -274,3 +274,15 @@ def test_fast_decoder_configuration():
     assert rc.label == "SF-V + fast decoder" and not rc.guidance and rc.unet_batch == 1
     assert rc.pipeline_kwargs() == {"steps": 1, "min_guidance": 1.0, "max_guidance": 1.0, "decoder": "fast"}
     assert RunConfig.parse("sfv-1").pipeline_kwargs()["decoder"] == "full"
+
+
+def test_end_to_end_ratio_of_the_fast_decoder_row():
+    """SVD 25 (full decoder) over SF-V + fast decoder, per round; absent without the fast row."""
+    from benchmarks.report import _ratio_line, end_to_end_ratio
+
+    slow = {"name": "svd-25", "median": {"total": 3.0}, "samples": [{"total": 3.0}, {"total": 2.0}, {"total": 4.0}]}
+    fast = {"name": "sfvfast-1", "median": {"total": 0.1}, "samples": [{"total": 0.1}, {"total": 0.1}, {"total": 0.1}]}
+    r = end_to_end_ratio([slow, fast], "svd-25", "sfvfast-1")
+    assert r["median"] == pytest.approx(30.0) and r["q"] == pytest.approx([25.0, 35.0])
+    assert "30.0x [25.0-35.0]" in _ratio_line(r)
+    assert end_to_end_ratio([slow], "svd-25", "sfvfast-1") is None
