@@ -59,13 +59,15 @@ def describe_dims(dims: Mapping[str, int]) -> str:
 def default_bundle_dir(model: str | os.PathLike) -> Path:
     """Where a benchmark bundle of ``model`` is cached: ``$SFV_CACHE/bundles/<model>-<hash>``.
 
-    Built-in models are keyed by their cached directory (whose name already hashes the config);
-    other directories by their absolute path.
+    Built-in models are keyed by their cached directory (whose name already hashes the config),
+    other directories by their absolute path; both also by :func:`export.environment.exporter_fingerprint`,
+    so that a bundle from other exporter code is exported afresh rather than timed.
     """
+    from export.environment import exporter_fingerprint
     from export.models import BUILTIN_MODELS, builtin_model_dir, cache_dir
 
     source = builtin_model_dir(str(model)) if str(model) in BUILTIN_MODELS else Path(model).resolve()
-    key = hashlib.sha256(str(source).encode()).hexdigest()[:10]
+    key = hashlib.sha256(f"{source}\0{exporter_fingerprint()}".encode()).hexdigest()[:10]
     return cache_dir() / "bundles" / f"{Path(source).name}-{key}"
 
 

@@ -37,6 +37,19 @@ def library_versions(names: Iterable[str]) -> dict[str, str | None]:
     return versions
 
 
+def exporter_fingerprint() -> str:
+    """12 hex digits of sha256 over the exporter's own source (``export/*.py``) and the versions of
+    the libraries that trace and write the graphs: a cached export made by other exporter code
+    (e.g. an older ``clip_preprocess`` graph) must not be reused as if it were this one's."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    digest.update(repr(sorted(library_versions(("torch", "onnx", "diffusers", "transformers")).items())).encode())
+    return digest.hexdigest()[:12]
+
+
 def nvidia_driver_present() -> bool:
     """Whether an NVIDIA kernel driver or its ``nvidia-smi`` is installed (Linux, Windows)."""
     return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None

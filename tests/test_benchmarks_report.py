@@ -286,3 +286,17 @@ def test_end_to_end_ratio_of_the_fast_decoder_row():
     assert r["median"] == pytest.approx(30.0) and r["q"] == pytest.approx([25.0, 35.0])
     assert "30.0x [25.0-35.0]" in _ratio_line(r)
     assert end_to_end_ratio([slow], "svd-25", "sfvfast-1") is None
+
+
+def test_cached_benchmark_bundle_is_keyed_by_the_exporter(monkeypatch, tmp_path):
+    """A bundle exported by other exporter code (another fingerprint) is not reused."""
+    import export.environment
+    from benchmarks.workload import default_bundle_dir
+
+    monkeypatch.setenv("SFV_CACHE", str(tmp_path))
+    model = tmp_path / "my-model"
+    first = default_bundle_dir(model)
+    assert default_bundle_dir(model) == first and first.parent == tmp_path / "bundles"
+    assert export.environment.exporter_fingerprint() == export.environment.exporter_fingerprint()
+    monkeypatch.setattr(export.environment, "exporter_fingerprint", lambda: "0" * 12)
+    assert default_bundle_dir(model) != first
