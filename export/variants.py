@@ -29,7 +29,7 @@ import numpy as np
 
 from export.atomic import usual_permissions
 from export.bundle import Bundle, sha256_file
-from export.errors import ShapeError, ValidationError
+from export.errors import BundleError, ShapeError, ValidationError
 from export.precision import DEFAULT_NETWORKS, PRECISIONS, check_precision, variant_file, variants
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,16 @@ def _save(model, path: Path, external: bool) -> None:
     )
 
 
+def _check_single_link(bundle: Bundle, network: str) -> None:
+    """onnx refuses external data with several hard links (a guard against link attacks): say so up front."""
+    data = variants(bundle.manifest, network)["fp32"].get("external_data")
+    path = bundle.root / data if data else None
+    if path is not None and path.exists() and path.stat().st_nlink > 1:
+        raise BundleError(f"{path} has {path.stat().st_nlink} hard links, and onnx refuses to read external data "
+                          f"with more than one; give it its own copy first (cp {path.name} {path.name}.tmp && "
+                          f"mv {path.name}.tmp {path.name}) and run again")
+
+
 def add_variant(bundle: Bundle, network: str, precision: str, calibration=None, threads: int | None = None) -> dict:
     """Convert, validate, move into place and record one variant; return its manifest entry.
 
@@ -165,6 +175,7 @@ def add_variant(bundle: Bundle, network: str, precision: str, calibration=None, 
     if precision == "fp32":
         return variants(bundle.manifest, network)["fp32"]
     spec = bundle.spec(network)
+    _check_single_link(bundle, network)
     name = variant_file(network, precision)
     stage = Path(tempfile.mkdtemp(prefix=f".{precision}-", dir=bundle.root))
     try:

@@ -9,6 +9,7 @@ fp8 UNet 0.4. SF-V one-step frames from the int8 UNet: PSNR >= 30 dB against the
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -299,3 +300,17 @@ def test_calibration_splits_guided_calls_into_single_samples():
     assert len(parts) == 2 and all(p["sample"].shape == (1, 3) and p["timestep"].shape == (1,) for p in parts)
     np.testing.assert_array_equal(np.concatenate([p["sample"] for p in parts]), feed["sample"])
     assert [float(p["timestep"][0]) for p in parts] == [5.0, 6.0]
+
+
+def test_hard_linked_external_data_gets_a_clear_error(tmp_path):
+    """onnx will not read external data with several hard links; the variant step says what to do first."""
+    from export.errors import BundleError
+    from export.variants import _check_single_link
+
+    manifest = {"format_version": 2, "networks": {"unet": {"variants": {"fp32": {"file": "unet.onnx", "external_data": "unet.onnx.data"}}}}}
+    bundle = Bundle(root=tmp_path, manifest=manifest)  # the check reads the fp32 entry and the root only
+    (tmp_path / "unet.onnx.data").write_bytes(b"0" * 8)
+    _check_single_link(bundle, "unet")  # one link: fine
+    os.link(tmp_path / "unet.onnx.data", tmp_path / "copy.data")
+    with pytest.raises(BundleError, match="2 hard links.*own copy"):
+        _check_single_link(bundle, "unet")
