@@ -98,10 +98,10 @@ def _bicubic_weights(node, const, shape: str, axis: int, tag: str, size: int) ->
     a = -0.75
     n = node("Gather", [shape, const(f"bw_idx_{tag}", [axis], i64)], f"bw_n_{tag}", axis=0)  # [1]
     last = node("Sub", [n, const(f"bw_one_{tag}", 1, i64)], f"bw_last_{tag}")
-    scale = node("Div", [node("Cast", [last], f"bw_last_f_{tag}", to=TensorProto.FLOAT), const(f"bw_den_{tag}", float(size - 1), f32)], f"bw_scale_{tag}")
+    last_f = node("Cast", [last], f"bw_last_f_{tag}", to=TensorProto.FLOAT)
+    scale = node("Div", [last_f, const(f"bw_den_{tag}", float(size - 1), f32)], f"bw_scale_{tag}")
     real = node("Mul", [const(f"bw_out_{tag}", np.arange(size), f32), scale], f"bw_real_{tag}")  # [S]
     zero_f, one_f = const(f"bw_zf_{tag}", 0.0, f32), const(f"bw_of_{tag}", 1.0, f32)
-    last_f = node("Cast", [last], f"bw_lastf_{tag}", to=TensorProto.FLOAT)
     floor = node("Min", [node("Max", [node("Floor", [real], f"bw_floor_{tag}"), zero_f], f"bw_fl0_{tag}"), last_f], f"bw_j_f_{tag}")
     t = node("Min", [node("Max", [node("Sub", [real, floor], f"bw_t_raw_{tag}"), zero_f], f"bw_t0_{tag}"), one_f], f"bw_t_{tag}")
     j = node("Cast", [floor], f"bw_j_{tag}", to=TensorProto.INT64)
