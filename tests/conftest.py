@@ -9,6 +9,15 @@ import pytest
 import torch
 
 
+def pytest_report_header(config):
+    """The CPU model and vector extensions head the test log: fast paths (int8, bf16, OpenVINO)
+    take different kernels on AVX2-only and AVX-512 machines, so a result names its CPU."""
+    from benchmarks.machine import cpu_model, vector_extensions
+
+    ext = vector_extensions()
+    return f"cpu: {cpu_model()} ({', '.join(ext) if ext else 'no AVX2'}), {os.cpu_count()} logical CPUs"
+
+
 def pytest_configure(config):
     # Tiny networks: one thread is faster than two on a shared 2-core machine (less contention).
     torch.set_num_threads(int(os.environ.get("SFV_TEST_THREADS", "1")))
