@@ -9,13 +9,25 @@ import pytest
 import torch
 
 
-def pytest_report_header(config):
-    """The CPU model and vector extensions head the test log: fast paths (int8, bf16, OpenVINO)
-    take different kernels on AVX2-only and AVX-512 machines, so a result names its CPU."""
+def _cpu_line() -> str:
     from benchmarks.machine import cpu_model, vector_extensions
 
     ext = vector_extensions()
     return f"cpu: {cpu_model()} ({', '.join(ext) if ext else 'no AVX2'}), {os.cpu_count()} logical CPUs"
+
+
+def pytest_report_header(config):
+    """The CPU model and vector extensions head the test log: fast paths (int8, bf16, OpenVINO)
+    take different kernels on AVX2-only and AVX-512 machines, so a result names its CPU."""
+    return _cpu_line()
+
+
+def pytest_sessionstart(session):
+    # `pytest -q` (the CI command) hides the report header; the CPU line is printed all the same.
+    if session.config.option.verbose < 0:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(_cpu_line())
 
 
 def pytest_configure(config):
