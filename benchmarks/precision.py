@@ -29,6 +29,7 @@ import numpy as np
 
 from benchmarks.machine import describe, machine_info
 from benchmarks.timing import interleave, summarize, timed
+from engines.ort_engine import cpu_session_options
 from export.atomic import write_json_atomic
 from export.bundle import Bundle
 from export.cli import run_cli
@@ -42,10 +43,7 @@ log = logging.getLogger(__name__)
 def _session(path, threads):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), cpu_session_options(threads, quiet=True), providers=["CPUExecutionProvider"])
 
 
 def network_inputs(bundle: Bundle, network: str, dims: Mapping[str, int], captured=None) -> list[dict[str, np.ndarray]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from engines.base import Engine
 from export.bundle import PRECISIONS, Bundle
 from export.errors import BackendUnavailableError, BundleError, ToolkitError
-from export.environment import require_gpu_and_tensorrt
+from export.environment import require_gpu_and_tensorrt, x86_without_vnni
 from export.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,12 @@ def create_engines(
 
         ov_core = openvino_core(ov_precision)  # likewise: the package, the precision, the CPU's support
     variants = _variants(bundle, names, precision)
-    if precision == "fp16" and backend == "onnxruntime" and providers in (None, "cpu", ["cpu"]):
+    on_cpu = backend == "onnxruntime" and providers in (None, "cpu", ["cpu"])
+    if precision == "int8" and on_cpu and variants.get("unet") == "int8" and x86_without_vnni():
+        log.warning("this CPU has no VNNI: ONNX Runtime runs the int8 UNet with its exact u8u8 kernels (its fast u8s8 "
+                    "kernels saturate there), so int8 may be no faster than fp32 on it; compare with "
+                    "`python -m benchmarks.precision --bundle %s` (docs/precision.md)", bundle.root)
+    if precision == "fp16" and on_cpu:
         log.warning("fp16 graphs on ONNX Runtime's CPU provider run no faster than fp32 (the CPU kernels are fp32; "
                     "casts are added): fp16 is for GPUs (--providers cuda, --backend tensorrt)")
     engines = {}

@@ -29,6 +29,35 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 
 Provider = str | tuple[str, dict]
 
+# On x86-64 CPUs without VNNI (AVX2-only, or AVX-512 without VNNI) ONNX Runtime's u8s8 integer
+# GEMM multiplies with vpmaddubsw, whose 16-bit intermediate saturates: the int8 UNet's output
+# was 0.44 away from fp32 (rel. L2) on an AVX2-only EPYC against 0.10 with VNNI. This entry
+# selects the exact u8u8 kernels on such CPUs and changes nothing on VNNI CPUs or other
+# architectures (docs/precision.md). fp32 and fp16 graphs never reach those kernels.
+EXACT_INT8_GEMM = ("session.x64quantprecision", "1")
+
+
+def cpu_session_options(threads: int | None = None, optimize: bool = True, quiet: bool = False):
+    """The ``onnxruntime.SessionOptions`` every CPU session of the toolkit uses.
+
+    Args:
+        threads: intra-op threads; ``None`` lets ONNX Runtime choose (one per core).
+        optimize: all graph optimisations (``ORT_ENABLE_ALL``); ``False`` runs the graph as written.
+        quiet: log errors only (ONNX Runtime warns about casts it cannot fuse in fp16 graphs).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    if quiet:
+        options.log_severity_level = 3
+    options.add_session_config_entry(*EXACT_INT8_GEMM)
+    return options
+
 
 def resolve_providers(providers: Sequence[Provider] | str | None) -> list[tuple[str, dict]]:
     """Normalise ``["cuda", ("TensorrtExecutionProvider", {...})]`` to ``[(full name, options)]``.
@@ -92,10 +121,7 @@ class OnnxRuntimeEngine(Engine):
                     "for CUDA/TensorRT install onnxruntime-gpu in place of onnxruntime "
                     "(`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`), or run on the CPU (--providers cpu)"
                 )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            options.intra_op_num_threads = int(self.threads)
+        options = cpu_session_options(self.threads)
         try:
             session = ort.InferenceSession(
                 self.path,

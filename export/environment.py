@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import platform
 import shutil
 from collections.abc import Iterable
 from importlib import metadata
@@ -23,6 +24,29 @@ INSTALL_HINT = (
     "on a machine with an NVIDIA GPU and driver, run `pip install '.[gpu]'` "
     f"({TENSORRT_REQUIREMENT}, onnxruntime-gpu, cuda-python) with a CUDA build of torch"
 )
+
+
+# Integer dot-product instructions: with one of them ONNX Runtime's u8s8 GEMM is exact and fast.
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as ``/proc/cpuinfo`` names them (Linux; empty where unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def x86_without_vnni() -> bool:
+    """An x86-64 CPU known to lack VNNI (AVX2-only, or AVX-512 without VNNI): ONNX Runtime's int8
+    GEMM there needs its exact u8u8 kernels, which cost speed (docs/precision.md)."""
+    flags = cpu_flags()
+    return platform.machine().lower() in ("x86_64", "amd64") and bool(flags) and not (flags & VNNI_FLAGS)
 
 
 def library_versions(names: Iterable[str]) -> dict[str, str | None]:

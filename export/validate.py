@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engines.ort_engine import cpu_session_options
 from export.errors import ValidationError
 from export.specs import ModelConfig, NetworkSpec, expand_dims
 
@@ -70,9 +71,7 @@ def ort_session(path: str | os.PathLike, threads: int | None = None):
     """A CPU ONNX Runtime session for the graph at ``path`` (external data beside it)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.log_severity_level = 3  # errors only; ORT warns about fp16 casts it cannot fuse
+    options = cpu_session_options(threads or torch.get_num_threads(), quiet=True)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.ort_engine import cpu_session_options
 from export.atomic import usual_permissions
 from export.bundle import Bundle, sha256_file
 from export.errors import BundleError, ShapeError, ValidationError
@@ -59,11 +60,7 @@ def output_error(got: np.ndarray, want: np.ndarray) -> dict:
 def _session(path: str | os.PathLike, threads: int | None = None):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), cpu_session_options(threads, quiet=True), providers=["CPUExecutionProvider"])
 
 
 def validate_against_fp32(
@@ -192,8 +189,8 @@ def add_variant(bundle: Bundle, network: str, precision: str, calibration=None, 
             worst = max(r["rel_l2"] for r in failed)
             raise ValidationError(
                 f"{network} ({precision}) differs from the fp32 graph by rel. L2 {worst:.3g} > {REL_L2_LIMIT[precision]} "
-                f"on {len(failed)} of {len(results)} inputs; keep more ops in float (export.quantize.FLOAT_OPS) or "
-                "calibrate on more inputs"
+                f"on {len(failed)} of {len(results)} inputs; calibrate on more of the pipeline's own calls "
+                "(--calibration-images, --svd-steps) or use --precision fp16 for this network"
             )
         data = f"{name}.data" if external else None
         files = ([stage / data] if data else []) + [staged]

@@ -188,7 +188,8 @@ def fast_bundle(distilled, tmp_path_factory):
     return out
 
 
-def test_export_into_a_bundle_matches_pytorch(fast_bundle, distilled):
+@pytest.mark.parametrize("frames", [8, 14])  # the model's frame count (14) and another >= 8
+def test_export_into_a_bundle_matches_pytorch(fast_bundle, distilled, frames):
     from export.bundle import Bundle
     from export.validate import ort_session
 
@@ -199,11 +200,11 @@ def test_export_into_a_bundle_matches_pytorch(fast_bundle, distilled):
     validation = bundle.variant("vae_decoder_fast")["validation"]
     assert all(r["passed"] for r in validation) and len(validation) >= 2
     decoder = load_fast_decoder(entry["source"])
-    z = torch.randn(7, 4, 4, 6)
+    z = torch.randn(frames, 4, 4, 6, generator=torch.Generator().manual_seed(frames))
     (got,) = ort_session(bundle.path("vae_decoder_fast")).run(["sample"], {"latent": z.numpy()})
     with torch.no_grad():
         want = decoder(z).numpy()
-    assert got.shape == (7, 3, 32, 48)
+    assert got.shape == (frames, 3, 32, 48)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
@@ -216,25 +217,27 @@ def image_path(tmp_path_factory):
     return path
 
 
-def test_generate_with_the_fast_decoder(fast_bundle, image_path, tmp_path):
-    """--decoder fast: same latents as full, frames from vae_decoder_fast; torch and ONNX Runtime agree."""
+@pytest.mark.parametrize("frames", [8, 14])
+def test_generate_with_the_fast_decoder(fast_bundle, image_path, tmp_path, frames):
+    """--decoder fast: same latents as full, frames from vae_decoder_fast; torch and ONNX Runtime agree
+    at the model's frame count (14) and another >= 8."""
     from runtime.generate import main
     from runtime.pipeline import VideoPipeline
 
     out = tmp_path / "clip.npy"
-    common = ["--bundle", str(fast_bundle), "--image", str(image_path), "--frames", "3", "--steps", "1",
+    common = ["--bundle", str(fast_bundle), "--image", str(image_path), "--frames", str(frames), "--steps", "1",
               "--max-guidance", "1", "--height", "32", "--width", "48", "--threads", "1", "--quiet"]
     assert main([*common, "--out", str(out), "--decoder", "fast"]) == 0
-    frames = np.load(out)
-    assert frames.shape == (3, 32, 48, 3) and frames.dtype == np.uint8
-    opts = dict(num_frames=3, steps=1, max_guidance=1.0, height=32, width=48, progress=False)
+    clip = np.load(out)
+    assert clip.shape == (frames, 32, 48, 3) and clip.dtype == np.uint8
+    opts = dict(num_frames=frames, steps=1, max_guidance=1.0, height=32, width=48, progress=False)
     with VideoPipeline.from_bundle(fast_bundle, threads=1) as pipe:
         full = pipe(str(image_path), decoder="full", **opts)
         fast = pipe(str(image_path), decoder="fast", **opts)
-    assert np.array_equal(fast.frames, frames)
+    assert np.array_equal(fast.frames, clip)
     assert np.array_equal(full.latents, fast.latents) and not np.array_equal(full.frames, fast.frames)
     ref = VideoPipeline.from_bundle(fast_bundle, backend="torch")(str(image_path), decoder="fast", **opts)
-    assert np.abs(ref.frames.astype(int) - frames.astype(int)).max() <= 1
+    assert np.abs(ref.frames.astype(int) - clip.astype(int)).max() <= 1
 
 
 def test_fast_decoder_missing_from_the_bundle(tiny_bundle, image_path, tmp_path, capsys):

@@ -74,6 +74,9 @@ Session::Session(const NetworkInfo& network, const RuntimeOptions& options) : im
     Ort::SessionOptions so;
     so.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
     if (options.threads > 0) so.SetIntraOpNumThreads(options.threads);
+    // Exact u8u8 integer GEMM on x86-64 CPUs without VNNI, where the u8s8 kernels saturate
+    // (the Python engines set the same entry: engines/ort_engine.py EXACT_INT8_GEMM).
+    so.AddConfigEntry("session.x64quantprecision", "1");
     append_providers(so, options);
     try {
         impl_->session = Ort::Session(env(), network.file.c_str(), so);
