@@ -15,6 +15,10 @@ any length decodes; chunks are independent, as in SVD's temporal decoder.
 Same contract as SVD's decoder: ``latent [n, C, h, w]`` (the latents divided by
 ``scaling_factor``, one video's frames in order) -> ``sample [n, 3, 8h, 8w]`` in about [-1, 1].
 Saved as ``config.json`` + ``model.safetensors`` in one directory and loaded with safetensors.
+
+The public TAESDV checkpoint (:mod:`training.taesdv`) can take the same place: :func:`open_fast_decoder`
+tells the two kinds apart by path (a ``.pth`` / ``.safetensors`` file is TAESDV, a directory a
+distilled decoder) and gives either under the contract above.
 """
 
 from __future__ import annotations
