@@ -206,3 +206,19 @@ def test_unreadable_checkpoints_are_clear_errors(taesdv_bundle, tmp_path, capsys
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err, err
     assert Bundle.load(taesdv_bundle).manifest == before
+
+
+def test_benchmark_row(checkpoints, tmp_path, monkeypatch):
+    """``benchmarks.decoder --taesdv``: TAESDV's row (parameters, FLOPs, time) beside a distilled decoder's."""
+    from benchmarks import decoder as bench
+    from training.fast_decoder import FastDecoder, FastDecoderConfig, save_fast_decoder
+
+    # SVD's decoder FLOPs need its 64 M-parameter VAE built; its count is in docs/decoder.md.
+    monkeypatch.setattr(bench, "svd_decoder_flops", lambda: (63_579_183, 94_766e9))
+    small = save_fast_decoder(FastDecoder(FastDecoderConfig(channels=(8, 8, 8, 8), blocks=(1, 1, 1, 1))), tmp_path / "small")
+    result = bench.run([str(small)], None, None, [32], 3, 1, 1, taesdv=str(checkpoints["pth"][0]))
+    row = result["decoders"]["taesdv"]
+    assert row["parameters"] == 1_591_171 and round(row["gflop"]) == 5661 and row["seconds"]["32"]["median"] > 0
+    assert list(row["vs_distilled"]) == ["fast:small"] and row["vs_distilled"]["fast:small"]["32"] > 0
+    text = bench.format_markdown(result)
+    assert "| taesdv | 1,591,171 | 5661 | 17x | " in text and "TAESDV vs fast:small, same rounds" in text
