@@ -513,7 +513,7 @@ def _parser() -> argparse.ArgumentParser:
             "  python -m export.onnx --model ~/models/svd-img2vid --unet runs/sfv/unet --out bundle --fp16\n"
             "  python -m export.onnx --model svd-random --networks unet --out /tmp/full   # 1.5 B UNet, external data\n"
             "  python -m export.onnx --model runs/vae/model --fast-decoder runs/decoder --out bundle   # + vae_decoder_fast\n"
-            "  python -m export.onnx --model ~/models/svd-img2vid --fast-decoder taesdv.pth --out bundle   # TAESDV as it\n"
+            "  python -m export.onnx --model ~/models/svd-img2vid --fast-decoder taesdv.pth --out bundle   # + TAESDV as vae_decoder_fast\n"
             "\nThe graphs have dynamic batch, frames, height and width; --frames/--height/--width only choose the\n"
             "shape traced at export time (small is faster). Validation always runs at other shapes."
         ),
