@@ -192,7 +192,6 @@ def load_fast_decoder(path: str | os.PathLike) -> FastDecoder:
 # --------------------------------------------------------------------------- TAESDV and the choice of decoder
 
 TAESDV_SUFFIXES = (".pth", ".safetensors")  # a file with one of these is a TAESDV checkpoint
-FAST_DECODER_KINDS = ("distilled", "taesdv")
 
 
 def load_taesdv(path: str | os.PathLike) -> TAESDV:
