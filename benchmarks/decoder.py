@@ -14,6 +14,12 @@ One run, one process, on ONNX Runtime's CPU provider:
    ``SVD 25 = clip + vae_encoder + 25 unet(batch 2) + vae_decoder`` against
    ``SF-V 1 = clip + vae_encoder + unet(batch 1) + vae_decoder_fast``.
 
+``--taesdv taesdv.pth`` adds TAESDV (docs/models-taesdv.md) as one more row, exported under the
+same contract (``vae_decoder_fast``) and timed in the same rounds: against SVD's decoder, against
+each distilled decoder (``vs_distilled``: distilled seconds / TAESDV seconds), and on tiny against
+the tiny model's decoder and the bundle's ``vae_decoder_fast``. Its time does not depend on the
+teacher, so its full-size ratio is a real one.
+
 ``python -m benchmarks.decoder --fast-decoder runs/decoder \
 --full-decoder /work/bundles/svd-random-full --tiny-bundle runs/bundle --out results/decoder``
 (the full decoder at 14 frames of 256x256 px peaked at 6.1 GB with --low-memory: run it under the big-memory lock).
@@ -82,6 +88,28 @@ def export_fast(decoder: torch.nn.Module, stage: Path, name: str) -> Path:
     return files[-1]
 
 
+def export_taesdv(path: str | Path, stage: Path) -> tuple[torch.nn.Module, Path]:
+    """TAESDV's decoder under the ``vae_decoder_fast`` contract (SVD's scaling factor), exported
+    and validated by the exporter's chain into ``stage``; ``(module, graph)``."""
+    from export.onnx import export_network, fast_decoder_for
+    from export.specs import ModelConfig, build_specs
+    from training.fast_decoder import open_fast_decoder
+
+    found = open_fast_decoder(path)
+    if found.kind != "taesdv":
+        raise BenchmarkError(f"--taesdv {path}: not a TAESDV checkpoint file (.pth or .safetensors)")
+    config = ModelConfig()
+    net, _ = fast_decoder_for(found, config)
+    folder = stage / "taesdv"
+    folder.mkdir()
+    _, files = export_network(
+        "vae_decoder_fast", None, build_specs(config)["vae_decoder_fast"], config, folder,
+        {"batch": 1, "frames": 3, "height": 64, "width": 64}, [{"batch": 1, "frames": 14, "height": 128, "width": 64}],
+        say=log.debug, net=net,
+    )
+    return net, files[-1]
+
+
 def decoder_session(path: Path, threads: int, low_memory: bool = False):
     """An ONNX Runtime CPU session; ``low_memory`` turns off the memory arena and pattern planning
     (the full decoder at 256x256 px then peaks lower; every decoder of a run gets the same options)."""
@@ -107,8 +135,10 @@ def decoder_samplers(sessions: Mapping[str, object], sizes: Sequence[int], frame
     return samplers
 
 
-def tiny_calls(bundle_dir: Path, threads: int, frames: int = 14, size: int = 64, repeats: int = 5) -> dict:
-    """Per-call ONNX Runtime seconds of every network of a tiny bundle, and the two clip estimates."""
+def tiny_calls(bundle_dir: Path, threads: int, frames: int = 14, size: int = 64, repeats: int = 5,
+               taesdv_graph: Path | None = None) -> dict:
+    """Per-call ONNX Runtime seconds of every network of a tiny bundle, and the two clip estimates
+    (and a third with TAESDV, timed in the same rounds on the same latents, given its graph)."""
     from export.bundle import Bundle
     from export.specs import expand_dims
     from export.validate import ort_session
@@ -126,22 +156,30 @@ def tiny_calls(bundle_dir: Path, threads: int, frames: int = 14, size: int = 64,
         "vae_decoder_fast": ("vae_decoder_fast", {"frames": frames, "height": size, "width": size}),
     }
     sessions = {net: ort_session(bundle.path(net), threads) for net in {n for n, _ in calls.values()}}
+    if taesdv_graph is not None:
+        calls["taesdv"] = ("vae_decoder_fast", calls["vae_decoder_fast"][1])  # same signature, same latents
+        sessions["taesdv"] = ort_session(taesdv_graph, threads)
     samplers = {}
     for call, (net, dims) in calls.items():
         feeds = bundle.spec(net).sample_inputs(expand_dims(dims, config), config)
-        samplers[call] = timed(lambda s=sessions[net], f=feeds: s.run(None, f))
+        samplers[call] = timed(lambda s=sessions["taesdv" if call == "taesdv" else net], f=feeds: s.run(None, f))
     stats = {k: summarize(v) for k, v in interleave(samplers, repeats, warmup=1).items()}
     m = {k: s.median for k, s in stats.items()}
     svd25 = m["image_encoder"] + m["vae_encoder"] + 25 * m["unet_b2"] + m["vae_decoder"]
     sfv1 = m["image_encoder"] + m["vae_encoder"] + m["unet_b1"] + m["vae_decoder"]
     sfv1_fast = m["image_encoder"] + m["vae_encoder"] + m["unet_b1"] + m["vae_decoder_fast"]
-    return {
+    result = {
         "frames": frames, "height": size, "width": size, "repeats": repeats,
         "calls": {k: s.to_json() for k, s in stats.items()},
         "svd25_full_s": svd25, "sfv1_full_s": sfv1, "sfv1_fast_s": sfv1_fast,
         "speedup_sfv1_full": svd25 / sfv1, "speedup_sfv1_fast": svd25 / sfv1_fast,
         "decoder_share_sfv1_full": m["vae_decoder"] / sfv1,
     }
+    if "taesdv" in m:
+        sfv1_taesdv = sfv1 - m["vae_decoder"] + m["taesdv"]
+        result.update(sfv1_taesdv_s=sfv1_taesdv, speedup_sfv1_taesdv=svd25 / sfv1_taesdv,
+                      taesdv_vs_vae_decoder=m["vae_decoder"] / m["taesdv"], taesdv_vs_fast=m["vae_decoder_fast"] / m["taesdv"])
+    return result
 
 
 def _full_decoder_graph(path: Path) -> Path:
@@ -154,7 +192,7 @@ def _full_decoder_graph(path: Path) -> Path:
 
 
 def run(fast_dirs: Sequence[str], full_decoder: str | None, tiny_bundle: str | None, sizes: Sequence[int], frames: int,
-        repeats: int, threads: int, low_memory: bool = False) -> dict:
+        repeats: int, threads: int, low_memory: bool = False, taesdv: str | None = None) -> dict:
     from training.fast_decoder import fast_decoder_dir, load_fast_decoder
 
     info = machine_info(threads)
@@ -182,8 +220,17 @@ def run(fast_dirs: Sequence[str], full_decoder: str | None, tiny_bundle: str | N
             sessions["svd_decoder"] = decoder_session(_full_decoder_graph(Path(full_decoder)), threads, low_memory)
         for i, (name, (_, dec)) in enumerate(decoders.items()):
             sessions[name] = decoder_session(export_fast(dec, Path(tmp), f"d{i}"), threads, low_memory)
+        taesdv_graph = None
+        if taesdv:
+            net, taesdv_graph = export_taesdv(taesdv, Path(tmp))
+            z = torch.randn(FLOP_DIMS["frames"], 4, FLOP_DIMS["height"] // 8, FLOP_DIMS["width"] // 8)
+            rows["taesdv"] = {"parameters": sum(p.numel() for p in net.parameters()), "gflop": count_flops(net, [z]) / 1e9,
+                              "temporal": "memory", "source": str(Path(taesdv).resolve())}
+            sessions["taesdv"] = decoder_session(taesdv_graph, threads, low_memory)
         log.info("timing %s at %s px, %d frames, %d rounds", ", ".join(sessions), sizes, frames, repeats)
         stats = {k: summarize(v) for k, v in interleave(decoder_samplers(sessions, sizes, frames), repeats, warmup=1).items()}
+        if tiny_bundle:  # while the TAESDV graph exists
+            result["tiny_end_to_end"] = tiny_calls(Path(tiny_bundle), threads, frames, taesdv_graph=taesdv_graph)
     for key, s in stats.items():
         name, size = key.rsplit("@", 1)
         rows[name].setdefault("seconds", {})[size] = s.to_json()
@@ -193,9 +240,12 @@ def run(fast_dirs: Sequence[str], full_decoder: str | None, tiny_bundle: str | N
         row["flops_ratio"] = rows["svd_decoder"]["gflop"] / row["gflop"]
         if "seconds" in rows["svd_decoder"]:
             row["speedup"] = {size: rows["svd_decoder"]["seconds"][size]["median"] / row["seconds"][size]["median"] for size in row["seconds"]}
+    if "taesdv" in rows:  # > 1: TAESDV is faster than that distilled decoder
+        rows["taesdv"]["vs_distilled"] = {
+            name: {size: rows[name]["seconds"][size]["median"] / rows["taesdv"]["seconds"][size]["median"] for size in row["seconds"]}
+            for name, row in rows.items() if name.startswith("fast:")
+        }
     result["decoders"] = rows
-    if tiny_bundle:
-        result["tiny_end_to_end"] = tiny_calls(Path(tiny_bundle), threads, frames)
     return result
 
 
@@ -209,9 +259,11 @@ def format_markdown(result: dict) -> str:
              + " | " + " | ".join(f"speedup @ {s}" for s in sizes) + " |",
              "|---" * (4 + 2 * len(sizes)) + "|"]
     for name, r in rows.items():
+        # The targets are the distilled decoder's; TAESDV's row is a comparison, not graded.
+        mark = (lambda good: f" ({ok(good)})") if name.startswith("fast:") else (lambda good: "")  # noqa: E731
         secs = [f"{r['seconds'][s]['median']:.4g}" if "seconds" in r else "-" for s in sizes]
-        speed = [f"{r['speedup'][s]:.1f}x ({ok(r['speedup'][s] >= t['speedup'])})" if "speedup" in r else "-" for s in sizes]
-        ratio = f"{r['flops_ratio']:.0f}x ({ok(r['flops_ratio'] >= t['flops_ratio'])})" if "flops_ratio" in r else "1x"
+        speed = [f"{r['speedup'][s]:.1f}x{mark(r['speedup'][s] >= t['speedup'])}" if "speedup" in r else "-" for s in sizes]
+        ratio = f"{r['flops_ratio']:.0f}x{mark(r['flops_ratio'] >= t['flops_ratio'])}" if "flops_ratio" in r else "1x"
         lines.append(f"| {name} | {r['parameters']:,} | {r['gflop']:.0f} | {ratio} | " + " | ".join(secs) + " | " + " | ".join(speed) + " |")
     quality = {n: r["quality"] for n, r in rows.items() if "quality" in r}
     if quality:
@@ -222,6 +274,9 @@ def format_markdown(result: dict) -> str:
             lines.append(f"| {n} | {q['steps']} | {q['train_seconds']:.0f} | {s['psnr']:.2f} ({ok(s['psnr'] >= t['psnr'])}) | "
                          f"{s['ssim']:.3f} ({ok(s['ssim'] >= t['ssim'])}) | {s['temporal']:.4f} ({s['teacher_temporal']:.4f}) | "
                          f"{s['temporal_ratio']:.2f} ({ok(s['temporal_ratio'] <= t['temporal_ratio'])}) | {b['psnr']:.2f} / {b['ssim']:.3f} |")
+    for name, ratios in rows.get("taesdv", {}).get("vs_distilled", {}).items():
+        lines += ["", f"TAESDV vs {name}, same rounds: " + ", ".join(f"{r:.2f}x at {s}x{s}" for s, r in ratios.items())
+                  + " (distilled seconds / TAESDV seconds; > 1: TAESDV is faster)"]
     e2e = result.get("tiny_end_to_end")
     if e2e:
         c = {k: v["median"] for k, v in e2e["calls"].items()}
@@ -230,6 +285,10 @@ def format_markdown(result: dict) -> str:
                   f"SVD 25 steps + full decoder {e2e['svd25_full_s']:.3f} s; SF-V 1 step + full decoder {e2e['sfv1_full_s']:.3f} s "
                   f"({e2e['speedup_sfv1_full']:.1f}x, decoder {100 * e2e['decoder_share_sfv1_full']:.0f}%); SF-V 1 step + fast decoder "
                   f"{e2e['sfv1_fast_s']:.3f} s ({e2e['speedup_sfv1_fast']:.1f}x, {ok(e2e['speedup_sfv1_fast'] >= t['e2e'])})."]
+        if "sfv1_taesdv_s" in e2e:
+            lines.append(f"TAESDV on tiny: {e2e['taesdv_vs_vae_decoder']:.2f}x the tiny model's decoder, {e2e['taesdv_vs_fast']:.2f}x "
+                         f"the bundle's vae_decoder_fast (their seconds / TAESDV's); SF-V 1 step + TAESDV {e2e['sfv1_taesdv_s']:.3f} s "
+                         f"({e2e['speedup_sfv1_taesdv']:.1f}x).")
     return "\n".join(lines) + "\n"
 
 
@@ -242,7 +301,8 @@ def _parser() -> argparse.ArgumentParser:
                "      --full-decoder /work/bundles/svd-random-full --tiny-bundle runs/bundle --out results/decoder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--fast-decoder", nargs="+", required=True, metavar="DIR", help="training.decoder run(s) (OUT or OUT/decoder)")
+    p.add_argument("--fast-decoder", nargs="+", default=[], metavar="DIR", help="training.decoder run(s) (OUT or OUT/decoder)")
+    p.add_argument("--taesdv", metavar="FILE", help="TAESDV's checkpoint (taesdv.pth or .safetensors): one more row, same rounds")
     p.add_argument("--full-decoder", metavar="PATH", help="the full-size (svd-random) vae_decoder.onnx, or a bundle directory holding it")
     p.add_argument("--tiny-bundle", metavar="DIR", help="a tiny bundle with vae_decoder_fast for the end-to-end estimate")
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256], help="square sizes in px (default: 128 256)")
@@ -259,7 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.repeats < 1 or args.frames < 1 or args.threads < 1:
         raise BenchmarkError("--repeats, --frames and --threads must be >= 1")
-    result = run(args.fast_decoder, args.full_decoder, args.tiny_bundle, args.sizes, args.frames, args.repeats, args.threads, args.low_memory)
+    if not args.fast_decoder and not args.taesdv:
+        raise BenchmarkError("give a decoder to compare: --fast-decoder DIR (a training.decoder run) and/or --taesdv FILE")
+    result = run(args.fast_decoder, args.full_decoder, args.tiny_bundle, args.sizes, args.frames, args.repeats, args.threads,
+                 args.low_memory, taesdv=args.taesdv)
     text = format_markdown(result)
     print(text)
     if args.out:

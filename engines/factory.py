@@ -109,10 +109,11 @@ def create_engines(
         )
     if backend == "torch":
         model = _load_manifest_model(bundle)
-        if "vae_decoder_fast" in names:
-            from training.fast_decoder import load_fast_decoder
+        if "vae_decoder_fast" in names:  # distilled (a directory) or TAESDV (a checkpoint file): see its manifest kind
+            from training.fast_decoder import open_fast_decoder
 
-            model.fast_decoder = load_fast_decoder(bundle.entry("vae_decoder_fast")["source"])
+            found = open_fast_decoder(bundle.entry("vae_decoder_fast")["source"])
+            model.fast_decoder = found.contract_module(model.config.scaling_factor)
         from engines.torch_engine import TorchEngine
 
         return {name: TorchEngine(bundle.spec(name), model) for name in names}

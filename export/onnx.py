@@ -283,22 +283,29 @@ def _check_networks(networks: Iterable[str] | None, fast_decoder: bool = False) 
     if not networks:
         raise UnknownNetworkError(f"no network to export; choose from {', '.join(ALL_NETWORKS)}")
     if "vae_decoder_fast" in networks and not fast_decoder:
-        raise UnknownNetworkError("vae_decoder_fast is a trained network: pass --fast-decoder DIR (the OUT of training.decoder)")
+        raise UnknownNetworkError("vae_decoder_fast needs its weights: pass --fast-decoder DIR (the OUT of training.decoder) "
+                                  "or --fast-decoder taesdv.pth (TAESDV's checkpoint)")
     return check_network_names(networks + (["vae_decoder_fast"] if fast_decoder else []), ALL_NETWORKS)
 
 
-def _load_fast_decoder(path: str | os.PathLike, config: ModelConfig) -> tuple[torch.nn.Module, str]:
-    """The distilled decoder at ``path``, checked to take this model's latents, and its absolute directory."""
-    from training.fast_decoder import fast_decoder_dir, load_fast_decoder
+def _open_fast_decoder(path: str | os.PathLike):
+    from training.fast_decoder import open_fast_decoder  # training stands above export: imported when used
 
-    decoder = load_fast_decoder(path)
-    c = decoder.config
-    if c.latent_channels != config.latent_channels or c.scale_factor != config.vae_scale_factor:
+    return open_fast_decoder(path)
+
+
+def fast_decoder_for(found, config: ModelConfig) -> tuple[torch.nn.Module, dict]:
+    """A fast decoder found by :func:`training.fast_decoder.open_fast_decoder` (a distilled decoder's
+    directory, or a TAESDV checkpoint) under ``vae_decoder_fast``'s contract, checked to take this
+    model's latents, and the manifest fields that say which one it is (``kind``, ``source``)."""
+    if found.latent_channels != config.latent_channels or found.scale_factor != config.vae_scale_factor:
+        fix = ("TAESDV decodes SD/SVD latents only; use a decoder distilled from this model (training.decoder)"
+               if found.kind == "taesdv" else "distil one from this model with training.decoder")
         raise ShapeError(
-            f"fast decoder {path} takes {c.latent_channels} latent channels and upsamples {c.scale_factor}x, the model "
-            f"{config.latent_channels} and {config.vae_scale_factor}x; distil one from this model with training.decoder"
+            f"fast decoder {found.path} takes {found.latent_channels} latent channels and upsamples {found.scale_factor}x, the model "
+            f"{config.latent_channels} and {config.vae_scale_factor}x; {fix}"
         )
-    return decoder, str(fast_decoder_dir(path).resolve())
+    return found.contract_module(config.scaling_factor), found.manifest_fields()
 
 
 def _prepare_out(out: Path) -> None:
@@ -383,7 +390,8 @@ def export_bundle(
             per model size (:func:`default_dims`); ``[]`` skips validation.
         progress: log one line per step (otherwise only at debug level).
         sample_dims: the dims to trace at; default per model size.
-        fast_decoder: a distilled fast decoder (``training.decoder``'s OUT) to add as ``vae_decoder_fast``.
+        fast_decoder: a fast decoder to add as ``vae_decoder_fast``: a distilled one (``training.decoder``'s
+            OUT directory) or a TAESDV checkpoint file (``taesdv.pth`` / ``.safetensors``).
     """
     say = log.info if progress else log.debug
     names = _check_networks(networks, fast_decoder is not None)
@@ -391,9 +399,10 @@ def export_bundle(
         raise ShapeError(f"opset {opset} is not supported; use {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     out = Path(out)
     _prepare_out(out)
+    found = _open_fast_decoder(fast_decoder) if fast_decoder is not None else None  # before a possibly large model
     model, owned = _loaded(model, unet, say)
     export_dims, check_list = _trace_and_check_dims(model, sample_dims, validate_dims)
-    fast = _load_fast_decoder(fast_decoder, model.config) if fast_decoder is not None else None
+    fast = fast_decoder_for(found, model.config) if found is not None else None
     kept, engines = _previous_entries(out, model.config, names)
     manifest = new_manifest(model.source, model.unet_source, model.config, {
         "exporter": EXPORTER,
@@ -453,7 +462,7 @@ def _staging_dir(out: Path):
 
 
 def _export_networks(names: list[str], model: SVDModel, owned: bool, stage: Path, export_dims, check_list,
-                     opset: int, fast: tuple[torch.nn.Module, str] | None, say) -> tuple[dict, list[Path]]:
+                     opset: int, fast: tuple[torch.nn.Module, dict] | None, say) -> tuple[dict, list[Path]]:
     """Export, clean and validate each network into ``stage``; ``(manifest entries, staged files)``."""
     specs = build_specs(model.config)
     entries, staged = {}, []
@@ -470,7 +479,7 @@ def _export_networks(names: list[str], model: SVDModel, owned: bool, stage: Path
             entries[name], files = export_network(name, model, specs[name], model.config, stage, export_dims,
                                                   check_list, opset=opset, say=say, release=last_use, net=net)
             if name == "vae_decoder_fast":
-                entries[name]["source"] = fast[1]  # where the torch backend loads it from
+                entries[name].update(fast[1])  # which decoder, and where the torch backend loads it from
         staged += files
     return entries, staged
 
@@ -504,6 +513,7 @@ def _parser() -> argparse.ArgumentParser:
             "  python -m export.onnx --model ~/models/svd-img2vid --unet runs/sfv/unet --out bundle --fp16\n"
             "  python -m export.onnx --model svd-random --networks unet --out /tmp/full   # 1.5 B UNet, external data\n"
             "  python -m export.onnx --model runs/vae/model --fast-decoder runs/decoder --out bundle   # + vae_decoder_fast\n"
+            "  python -m export.onnx --model ~/models/svd-img2vid --fast-decoder taesdv.pth --out bundle   # + TAESDV as vae_decoder_fast\n"
             "\nThe graphs have dynamic batch, frames, height and width; --frames/--height/--width only choose the\n"
             "shape traced at export time (small is faster). Validation always runs at other shapes."
         ),
@@ -516,8 +526,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--unet", metavar="DIR", help="UNet directory replacing the model's, e.g. a distilled SF-V UNet")
     p.add_argument("--networks", nargs="+", metavar="NAME",
                    help=f"networks to export (default: all but vae_decoder_fast): {', '.join(ALL_NETWORKS)}")
-    p.add_argument("--fast-decoder", metavar="DIR",
-                   help="also export a distilled fast decoder (the OUT of `python -m training.decoder`) as vae_decoder_fast")
+    p.add_argument("--fast-decoder", metavar="DIR|FILE",
+                   help="also export a fast decoder as vae_decoder_fast: a distilled one (the OUT directory of "
+                        "`python -m training.decoder`) or TAESDV's public checkpoint (a file ending in .pth or "
+                        ".safetensors; docs/models-taesdv.md)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     p.add_argument("--fp16", action="store_true", help="short for --precision fp32,fp16")
     p.add_argument("--precision", default="fp32", metavar="LIST",

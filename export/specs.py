@@ -26,7 +26,7 @@ NETWORKS = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
 # Small graphs that hold the runtime's pre-processing numerics, so that every runtime (Python,
 # C++) computes them identically: CLIP's antialiased resize and normalisation.
 PREPROCESS_NETWORKS = ("clip_preprocess",)
-# Networks a bundle may add: the distilled fast decoder (training.decoder), vae_decoder's signature.
+# Networks a bundle may add: a fast decoder (distilled by training.decoder, or TAESDV), vae_decoder's signature.
 OPTIONAL_NETWORKS = ("vae_decoder_fast",)
 SYMBOLS = ("batch", "frames", "height", "width", "latent_height", "latent_width", "image_height", "image_width")
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "uint8": np.uint8}
@@ -338,7 +338,7 @@ def build_specs(config: ModelConfig) -> dict[str, NetworkSpec]:
             fp32_op_types=("GroupNormalization", "InstanceNormalization", "ReduceMean", "Softmax", "Pow", "Sqrt"),
         ),
     }
-    # Distilled fast decoder (training/fast_decoder.py): the decoder's signature, tolerances and
-    # profile; convolutions and ReLUs only, so nothing needs to stay fp32.
+    # Fast decoder (distilled, training/fast_decoder.py, or TAESDV, training/taesdv.py): the decoder's
+    # signature, tolerances and profile; convolutions, ReLUs and a tanh only, so nothing needs to stay fp32.
     specs["vae_decoder_fast"] = replace(specs["vae_decoder"], name="vae_decoder_fast", fp32_op_types=())
     return specs

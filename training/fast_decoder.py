@@ -15,6 +15,10 @@ any length decodes; chunks are independent, as in SVD's temporal decoder.
 Same contract as SVD's decoder: ``latent [n, C, h, w]`` (the latents divided by
 ``scaling_factor``, one video's frames in order) -> ``sample [n, 3, 8h, 8w]`` in about [-1, 1].
 Saved as ``config.json`` + ``model.safetensors`` in one directory and loaded with safetensors.
+
+The public TAESDV checkpoint (:mod:`training.taesdv`) can take the same place: :func:`open_fast_decoder`
+tells the two kinds apart by path (a ``.pth`` / ``.safetensors`` file is TAESDV, a directory a
+distilled decoder) and gives either under the contract above.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch.nn import functional as F
 
 from export.atomic import atomic_directory
 from export.errors import ToolkitError
+from training.taesdv import LATENT_CHANNELS, SCALE_FACTOR, TAESDV, TAESDVFastDecoder, state_dict_problems
 
 TEMPORAL_LINKS = ("memory", "tconv", "none")
 CONFIG_FILE = "config.json"
@@ -182,3 +187,81 @@ def load_fast_decoder(path: str | os.PathLike) -> FastDecoder:
     except (json.JSONDecodeError, KeyError, TypeError, RuntimeError, OSError, SafetensorError) as exc:
         raise FastDecoderError(f"could not load the fast decoder in {folder}: {exc}; re-run training.decoder") from None
     return decoder.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------- TAESDV and the choice of decoder
+
+TAESDV_SUFFIXES = (".pth", ".safetensors")  # a file with one of these is a TAESDV checkpoint
+
+
+def load_taesdv(path: str | os.PathLike) -> TAESDV:
+    """The public TAESDV checkpoint at ``path`` (``taesdv.pth``, a plain state dict read with
+    ``torch.load(weights_only=True)``, or the same tensors as ``.safetensors``), strictly: every
+    key of :class:`training.taesdv.TAESDV` present with its shape, nothing else. Eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FastDecoderError(f"TAESDV checkpoint {path} does not exist; download taesdv.pth from "
+                               "https://github.com/madebyollin/taesdv (docs/models-taesdv.md)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load and safetensors raise many types for a bad file
+        raise FastDecoderError(f"could not read the TAESDV checkpoint {path} ({type(exc).__name__}: {_first_line(exc)}); "
+                               "pass the taesdv.pth of https://github.com/madebyollin/taesdv, a plain state dict") from None
+    if not isinstance(state, dict):
+        raise FastDecoderError(f"{path} holds a {type(state).__name__}, not a state dict; pass the taesdv.pth of "
+                               "https://github.com/madebyollin/taesdv")
+    model = TAESDV()
+    problems = state_dict_problems(model, state)
+    if problems:
+        raise FastDecoderError(f"{path} is not a TAESDV checkpoint: {'; '.join(problems)}; pass the unmodified "
+                               "taesdv.pth of https://github.com/madebyollin/taesdv")
+    model.load_state_dict(state, strict=True)
+    return model.eval().requires_grad_(False)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+@dataclass(frozen=True)
+class FastDecoderSource:
+    """A fast decoder as found at a path: which kind, where, and the network with its own conventions."""
+
+    kind: str  # distilled (training.decoder's directory) | taesdv (the public checkpoint)
+    path: Path  # absolute: the decoder directory or the checkpoint file
+    network: nn.Module  # FastDecoder, or TAESDVDecoder (diffusion-space latents in, [0, 1] out)
+    latent_channels: int
+    scale_factor: int
+
+    def contract_module(self, scaling_factor: float) -> nn.Module:
+        """The network under ``vae_decoder_fast``'s contract: ``latent [n, C, h, w]`` divided by
+        ``scaling_factor`` -> ``sample [n, 3, H, W]`` in about [-1, 1] (the distilled decoder
+        already takes it; TAESDV is wrapped by :class:`training.taesdv.TAESDVFastDecoder`)."""
+        if self.kind == "taesdv":
+            return TAESDVFastDecoder(self.network, scaling_factor).eval()
+        return self.network
+
+    def manifest_fields(self) -> dict:
+        """What a bundle records about it: ``kind`` and ``source`` (where the torch backend reloads it)."""
+        return {"kind": self.kind, "source": str(self.path)}
+
+
+def open_fast_decoder(path: str | os.PathLike) -> FastDecoderSource:
+    """A file ending in .pth / .safetensors is a TAESDV checkpoint; anything else a distilled
+    decoder's directory (:func:`load_fast_decoder`)."""
+    path = Path(path)
+    if path.suffix in TAESDV_SUFFIXES and not path.is_dir():
+        model = load_taesdv(path)
+        return FastDecoderSource("taesdv", path.resolve(), model.decoder, LATENT_CHANNELS, SCALE_FACTOR)
+    if path.is_file():
+        raise FastDecoderError(f"fast decoder {path}: a file must be a TAESDV checkpoint ending in "
+                               f"{' or '.join(TAESDV_SUFFIXES)}; a distilled decoder is a directory (training.decoder's OUT)")
+    decoder = load_fast_decoder(path)
+    return FastDecoderSource("distilled", fast_decoder_dir(path).resolve(), decoder,
+                             decoder.config.latent_channels, decoder.config.scale_factor)
