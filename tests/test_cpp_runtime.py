@@ -174,9 +174,10 @@ PARITY = {
     "sfv-one-step": ["--steps", "1", "--max-guidance", "1"],
 }
 CLIP = ["--frames", "3", "--height", "64", "--width", "128", "--decode-chunk", "2", "--fps", "6", "--motion-bucket-id", "100", "--noise-aug", "0.05"]
-# The numeric parity runs at the model's own frame count (14 for the tiny model, as for SVD img2vid;
-# None: --frames left out) and at 8; decoded in chunks of 4, so the last chunk is a short one.
-PARITY_CLIP = ["--height", "64", "--width", "128", "--decode-chunk", "4", "--fps", "6", "--motion-bucket-id", "100", "--noise-aug", "0.05"]
+# The numeric parity runs at the model's own frame count and size (14 frames of 64x64 for the tiny
+# model; frames None: --frames left out) and at 8 frames; decoded in chunks of 4, so the last chunk
+# is a short one.
+PARITY_CLIP = ["--decode-chunk", "4", "--fps", "6", "--motion-bucket-id", "100", "--noise-aug", "0.05"]
 
 
 def _noise_file(path: Path, frames: int, height: int = 64, width: int = 128, seed: int = 11) -> Path:
@@ -204,17 +205,18 @@ def test_cpp_matches_python(mode, frames, generate, tiny_bundle, image, tmp_path
     """Same bundle, image and explicit noise: final latents within 1e-5, frames within 1 level."""
     from export.bundle import Bundle
 
-    F = frames or Bundle.load(tiny_bundle).config.num_frames
+    config = Bundle.load(tiny_bundle).config
+    F, H, W = frames or config.num_frames, config.default_height, config.default_width
     assert F >= 8
-    noise = _noise_file(tmp_path / "noise.npz", F)
+    noise = _noise_file(tmp_path / "noise.npz", F, H, W)
     args = [*PARITY_CLIP, *PARITY[mode], "--noise", noise, *([] if frames is None else ["--frames", str(frames)])]
     got = _both(generate, tiny_bundle, image, tmp_path, *args)
     (cpp, cpp_lat, _), (py, py_lat, _) = got["cpp"], got["py"]
-    assert cpp_lat.shape == py_lat.shape == (1, F, 4, 8, 16)
+    assert cpp_lat.shape == py_lat.shape == (1, F, 4, H // 8, W // 8)
     lat_err, frame_err = np.abs(cpp_lat - py_lat).max(), np.abs(cpp.astype(int) - py.astype(int)).max()
     print(f"{mode}, {F} frames: latents max |C++ - Python| {lat_err:.3g}, frames max {frame_err} levels")
     assert lat_err <= 1e-5
-    assert cpp.dtype == py.dtype == np.uint8 and cpp.shape == py.shape == (F, 64, 128, 3)
+    assert cpp.dtype == py.dtype == np.uint8 and cpp.shape == py.shape == (F, H, W, 3)
     assert frame_err <= 1
 
 
