@@ -91,6 +91,9 @@ def _generate(args) -> int:
             check_writable(path)
     if args.bundle:
         args.bundle = bundle_dir(args.bundle)
+    if args.model and (Path(args.model) / MANIFEST).is_file():
+        raise InputError(f"--model {args.model} is an exported bundle (it has {MANIFEST}); pass it as --bundle {args.model} "
+                         "(--model takes a diffusers SVD model directory)")
     if args.model or args.backend == "torch":
         require_torch_backend()
     options = from_arguments(args)

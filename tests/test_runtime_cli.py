@@ -171,7 +171,7 @@ def test_read_only_output_directory_fails_before_the_work(tiny_bundle, image_pat
 
 
 def test_bundle_given_as_its_manifest(tiny_bundle, image_path, tmp_path, capsys):
-    """--bundle B/manifest.json runs bundle B; another file of the bundle is refused with the fix."""
+    """--bundle B/manifest.json runs bundle B; another file of the bundle, or the bundle as --model, is refused with the fix."""
     out = tmp_path / "clip.npy"
     args = ["--image", str(image_path), "--frames", "2", "--steps", "1", "--max-guidance", "1", "--threads", "1", "--quiet"]
     assert main(["--bundle", str(tiny_bundle / "manifest.json"), "--out", str(out), *args]) == 0
@@ -179,3 +179,5 @@ def test_bundle_given_as_its_manifest(tiny_bundle, image_path, tmp_path, capsys)
     err = _fails(["--bundle", str(tiny_bundle / "unet.onnx"), "--out", str(tmp_path / "x.npy"), *args], capsys,
                  "pass the directory")
     assert "bundle directory" in err and not (tmp_path / "x.npy").exists()
+    _fails(["--model", str(tiny_bundle), "--out", str(tmp_path / "x.npy"), *args], capsys, f"pass it as --bundle {tiny_bundle}")
+    assert not (tmp_path / "x.npy").exists()
