@@ -246,6 +246,28 @@ def test_cpp_precision_fallback_warns_as_python(generate, tiny_bundle, image, tm
     assert np.abs(got["cpp"][1] - got["py"][1]).max() <= 1e-5
 
 
+def test_cpp_read_only_output_fails_before_the_work_as_python(cpp_build, tiny_bundle, image, tmp_path):
+    """--out or --save-latents in a read-only directory: both runtimes refuse before the clip, in the same words."""
+    from unprivileged import unprivileged
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    common = ["--bundle", tiny_bundle, "--image", image, "--frames", "2", "--steps", "1", "--max-guidance", "1", "--quiet"]
+    python = [sys.executable, "-m", "runtime.generate"]
+    try:
+        for extra in (["--out", ro / "clip.npy"], ["--out", ro / "frames"], ["--out", tmp_path / "c.npy", "--save-latents", ro / "l.npy"]):
+            errors = []
+            for exe in ([cpp_build[0] / "sfv-generate"], python):
+                r = _run(unprivileged([*exe, *common, *extra]), cwd=ROOT)
+                assert r.returncode == 2 and r.stderr.startswith("error: cannot write"), r.stderr
+                errors.append(r.stderr)
+            assert errors[0] == errors[1] and "not writable" in errors[0]
+            assert list(ro.iterdir()) == [] and not (tmp_path / "c.npy").exists()
+    finally:
+        ro.chmod(0o755)
+
+
 def test_cpp_bundle_given_as_its_manifest(generate, tiny_bundle, image, tmp_path):
     args = [*CLIP, "--steps", "1", "--max-guidance", "1", "--seed", "3"]
     r = generate("--bundle", tiny_bundle / "manifest.json", "--image", image, "--out", tmp_path / "a.npy", *args)

@@ -4,7 +4,6 @@ exit and nothing at --out when something is wrong."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -137,19 +136,9 @@ def test_module_entry_point_exit_code(image_path, tmp_path):
     assert "error: cannot write video" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _unprivileged(cmd: list) -> list:
-    """``cmd`` without root's permission override (CAP_DAC_OVERRIDE): as root (CI) a 0555
-    directory is writable; with the capability dropped the mode bits hold, as for any user."""
-    cmd = [str(c) for c in cmd]
-    if os.geteuid() != 0:
-        return cmd
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv (util-linux): cannot make a directory read-only for this process")
-    caps = "-dac_override,-dac_read_search"
-    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
-
-
 def test_read_only_output_directory_fails_before_the_work(tiny_bundle, image_path, tmp_path):
+    from unprivileged import unprivileged
+
     """--out (or --save-latents) in a read-only directory: one error line, exit 2, checked before the
     clip is computed (so --out, writable, is not written either), nothing left behind."""
     ro = tmp_path / "ro"
@@ -160,7 +149,7 @@ def test_read_only_output_directory_fails_before_the_work(tiny_bundle, image_pat
     try:
         for out, extra in [(ro / "clip.mp4", []), (ro / "sub" / "clip.npy", []), (ro / "frames", []),
                            (tmp_path / "clip.npy", ["--save-latents", ro / "latents.npy"])]:
-            proc = subprocess.run(_unprivileged([*common, "--out", out, *extra]), cwd=ROOT, capture_output=True, text=True,
+            proc = subprocess.run(unprivileged([*common, "--out", out, *extra]), cwd=ROOT, capture_output=True, text=True,
                                   timeout=300)
             assert proc.returncode == 2, proc.stderr
             assert proc.stderr.startswith("error: cannot write") and "not writable" in proc.stderr, proc.stderr

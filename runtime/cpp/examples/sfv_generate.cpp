@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <algorithm>
@@ -81,6 +82,27 @@ void write_png_dir(const sfv::Clip& clip, const std::string& dir) {
         if (!stbi_write_png(tmp.c_str(), clip.width, clip.height, 3, clip.rgb.data() + f * frame, clip.width * 3) ||
             std::rename(tmp.c_str(), final.c_str()) != 0)
             throw sfv::InputError("cannot write " + final + "; check the directory is writable");
+    }
+}
+
+/// InputError unless a file can be created where `path` is written (runtime/video.py's
+/// check_writable, same words): probed with a temporary file, removed at once, before any work.
+void check_writable(const std::string& path) {
+    std::vector<std::string> places;
+    if (is_dir(path)) places.push_back(path);  // an existing frame directory is written into
+    const auto slash = path.find_last_of('/', path.size() > 1 && path.back() == '/' ? path.size() - 2 : std::string::npos);
+    places.push_back(slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash));
+    for (const auto& place : places) {
+        std::string probe = place + "/.sfv-probe-XXXXXX";
+        const int fd = ::mkstemp(probe.data());
+        if (fd < 0) {
+            std::string target = path;
+            while (target.size() > 1 && target.back() == '/') target.pop_back();
+            throw sfv::InputError("cannot write " + target + ": " + place + " is not writable (" + std::strerror(errno) +
+                                  "); choose a writable output directory");
+        }
+        ::close(fd);
+        ::unlink(probe.c_str());
     }
 }
 
@@ -165,6 +187,8 @@ int run(int argc, char** argv) {
     // 1. Cheap checks first: nothing heavy loads before the inputs are known to be usable.
     const std::string bundle = bundle_dir(a["--bundle"]);
     const std::string kind = output_kind(a["--out"]);
+    for (const char* flag : {"--out", "--save-latents"})
+        if (a.count(flag)) check_writable(a[flag]);
     sfv::GenerateOptions o;
     auto opt_int = [&](const char* flag, std::optional<int>& into) { if (a.count(flag)) into = parse_int(flag, a[flag]); };
     auto opt_dbl = [&](const char* flag, std::optional<double>& into) { if (a.count(flag)) into = parse_double(flag, a[flag]); };
