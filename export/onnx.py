@@ -45,7 +45,7 @@ from export.bundle import MANIFEST, Bundle, new_manifest, sha256_file
 from export.cli import quiet_logging, run_cli
 from export.cleanup import cleanup, load_lean, load_weights
 from export.environment import library_versions
-from export.errors import BundleError, ShapeError, ToolkitError, UnknownNetworkError
+from export.errors import BundleError, ModelLayoutError, ShapeError, ToolkitError, UnknownNetworkError
 from export.models import BUILTIN_MODELS, SVDModel, load_model
 from export.networks import build_network
 from export.specs import (
@@ -550,6 +550,12 @@ def _parser() -> argparse.ArgumentParser:
 @run_cli
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if (Path(args.model) / MANIFEST).is_file():  # before loading: a bundle is not a model
+        raise ModelLayoutError(
+            f"--model {args.model} is an exported bundle (it has {MANIFEST}); --model wants a diffusers model directory "
+            f"(model_index.json, unet/, vae/, image_encoder/, ...) or one of {', '.join(BUILTIN_MODELS)}; "
+            f"to run the bundle, pass it to `python -m runtime.generate --bundle {args.model}`"
+        )
     if (args.height is None) != (args.width is None):
         raise ShapeError("pass --height and --width together (both multiples of the model's pixel multiple)")
     sample = {}

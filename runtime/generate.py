@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from export.atomic import write_npy_atomic
+from export.bundle import MANIFEST
 from export.cli import quiet_logging, run_cli
 from engines.factory import RUNTIME_PRECISIONS
 from runtime.errors import InputError
 from runtime.options import add_arguments, from_arguments
-from runtime.pipeline import STAGES
+from runtime.pipeline import STAGES, require_torch_backend
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Generate a video clip from one image with an exported bundle (or a model directory).")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--bundle", help="exported bundle directory (manifest.json + graphs/engines)")
+    src.add_argument("--bundle", help="exported bundle directory (manifest.json + graphs/engines), or its manifest.json")
     src.add_argument("--model", help="run the PyTorch modules straight from a diffusers SVD directory or 'tiny' (needs torch)")
     p.add_argument("--unet", help="with --model: a UNet directory replacing the model's (e.g. an SF-V generator)")
     p.add_argument("--image", required=True, help="conditioning image (PNG, JPEG, WebP, ...)")
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
 
 
 def _generate(args) -> int:
-    from runtime.video import output_kind, write_video
+    from runtime.video import check_writable, output_kind, write_video
 
     # 1. Cheap checks first: nothing heavy loads before the inputs are known to be usable.
     if args.unet and not args.model:
@@ -84,6 +86,16 @@ def _generate(args) -> int:
     if args.ov_cache and args.backend != "openvino":
         raise InputError("--ov-cache goes with --backend openvino")
     output_kind(args.out)
+    for path in (args.out, args.save_noise, args.save_latents):
+        if path:
+            check_writable(path)
+    if args.bundle:
+        args.bundle = bundle_dir(args.bundle)
+    if args.model and (Path(args.model) / MANIFEST).is_file():
+        raise InputError(f"--model {args.model} is an exported bundle (it has {MANIFEST}); pass it as --bundle {args.model} "
+                         "(--model takes a diffusers SVD model directory)")
+    if args.model or args.backend == "torch":
+        require_torch_backend()
     options = from_arguments(args)
     from runtime.noise import ExplicitNoise, RecordingNoise, noise_source, save_noise
     from runtime.pipeline import VideoPipeline
@@ -113,6 +125,18 @@ def _generate(args) -> int:
     print(f"wrote {path}: {len(result.frames)} frames {result.frames.shape[2]}x{result.frames.shape[1]} at {result.options.fps} fps")
     print(format_timings(result.timings))
     return 0
+
+
+def bundle_dir(path: str) -> Path:
+    """``--bundle``: the bundle directory, or the path of its ``manifest.json`` (the directory holding it)."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if p.name == MANIFEST:
+        return p.parent
+    if p.exists():
+        raise InputError(f"--bundle takes the bundle directory (the one holding {MANIFEST}), not the file {p}; pass the directory")
+    return p  # Bundle.load says it does not exist
 
 
 def format_timings(timings: dict) -> str:

@@ -31,6 +31,7 @@ from runtime.sampling import initial_noise_scale, karras_sigmas, sample_euler
 from runtime.video import to_uint8
 
 OUTPUTS = ("frames", "latents")
+TORCH_BACKEND_MODULES = ("torch", "diffusers", "transformers")  # what the torch backend imports (the `export` extra)
 STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "sampler", "vae_decoder")
 
 
@@ -77,6 +78,8 @@ class VideoPipeline:
         """
         from engines.factory import pipeline_engines
 
+        if backend == "torch":
+            require_torch_backend()
         return cls(pipeline_engines(bundle_dir, backend, precision=precision, providers=providers, threads=threads,
                                     **backend_options))
 
@@ -85,6 +88,7 @@ class VideoPipeline:
         """PyTorch engines straight from a diffusers SVD directory, ``tiny`` or ``svd-random``."""
         from engines.factory import model_engines
 
+        require_torch_backend()
         return cls(model_engines(model, unet=unet))
 
     # ------------------------------------------------------------------ lifecycle
@@ -201,6 +205,22 @@ class VideoPipeline:
                 chunks.append(engine.run({"latent": z[i : i + decode_chunk_size]})["sample"])
                 bar.update()
         return to_uint8(np.concatenate(chunks))
+
+
+def require_torch_backend() -> None:
+    """:class:`BackendUnavailableError` naming the fix when the torch backend's libraries are not
+    installed (the runtime-only ``pip install .``); checked without importing them."""
+    import importlib.util
+
+    from export.errors import BackendUnavailableError
+
+    missing = [name for name in TORCH_BACKEND_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BackendUnavailableError(
+            f"the torch backend (--backend torch, --model) needs {', '.join(missing)}, which this install lacks "
+            "(`pip install .` is the runtime alone); install them with `pip install '.[export]'`, "
+            "or run the bundle on ONNX Runtime (--backend onnxruntime, the default)"
+        )
 
 
 @contextlib.contextmanager

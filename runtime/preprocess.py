@@ -5,6 +5,12 @@
 - the CLIP view is the bundle's ``clip_preprocess`` graph (see :mod:`export.preprocess_graph`),
   run by an engine like the networks, so every runtime computes it the same way.
 
+Every image becomes RGB8 first, by one rule that the C++ runtime (``sfv-generate``) follows too:
+a 16-bit sample becomes its high byte (``value >> 8``); grey is repeated into R, G and B; alpha
+is dropped (not composited). Pillow's PNG decoder and stb_image already read 16-bit colour PNGs
+that way; Pillow reads 16-bit grey as mode ``I;16``, whose own conversion to RGB would clip every
+value above 255, so that mode is converted here.
+
 Needs numpy and Pillow only. Silent changes to the image are logged once per call: an alpha
 channel dropped, an aspect ratio changed by the resize.
 """
@@ -24,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ImageInput = str | os.PathLike | PIL.Image.Image | np.ndarray
 MIN_SIDE = 2  # the antialiasing blur reflects at the border: one pixel has nothing to reflect
+GREY_16 = ("I;16", "I;16B", "I;16L", "I;16N")  # Pillow's 16-bit greyscale modes
 
 
 def load_image(image: ImageInput) -> PIL.Image.Image:
@@ -53,6 +60,8 @@ def load_image(image: ImageInput) -> PIL.Image.Image:
         )
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         log.warning("the image's alpha channel is dropped (SVD conditions on RGB); flatten it yourself to choose a background")
+    if image.mode in GREY_16:  # the module docstring's rule: the high byte
+        image = PIL.Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))  # mode L
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

@@ -41,6 +41,31 @@ def output_kind(path: str | os.PathLike) -> str:
     return suffix[1:]
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """:class:`InputError` unless a file (or frame directory) can be created at ``path``.
+
+    Probes, with a temporary file that is removed at once, the directory the writers create their
+    temporary names in: the parent (or the nearest ancestor that exists, since the writers create
+    the missing ones), and for an existing frame directory that directory too. Called before any
+    work, so that a read-only place fails in a second, not after the whole clip was computed.
+    """
+    target = Path(path)
+    places = [target] if target.is_dir() else []
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    places.append(parent)
+    for place in places:
+        if not place.is_dir():
+            raise InputError(f"cannot write {target}: {place} is not a directory; choose another output path")
+        try:
+            with tempfile.NamedTemporaryFile(dir=place, prefix=f".{target.name}.", suffix=".probe"):
+                pass
+        except OSError as exc:
+            raise InputError(f"cannot write {target}: {place} is not writable ({exc.strerror or exc}); "
+                             "choose a writable output directory") from None
+
+
 def to_uint8(video: np.ndarray) -> np.ndarray:
     """Decoder output ``[F, 3, H, W]`` in about [-1, 1] -> uint8 ``[F, H, W, 3]``.
 

@@ -174,30 +174,140 @@ PARITY = {
     "sfv-one-step": ["--steps", "1", "--max-guidance", "1"],
 }
 CLIP = ["--frames", "3", "--height", "64", "--width", "128", "--decode-chunk", "2", "--fps", "6", "--motion-bucket-id", "100", "--noise-aug", "0.05"]
+# The numeric parity runs at the model's own frame count and size (14 frames of 64x64 for the tiny
+# model; frames None: --frames left out) and at 8 frames; decoded in chunks of 4, so the last chunk
+# is a short one.
+PARITY_CLIP = ["--decode-chunk", "4", "--fps", "6", "--motion-bucket-id", "100", "--noise-aug", "0.05"]
 
 
+def _noise_file(path: Path, frames: int, height: int = 64, width: int = 128, seed: int = 11) -> Path:
+    rng = np.random.default_rng(seed)
+    np.savez(path, augmentation=rng.standard_normal((1, 3, height, width), dtype=np.float32),
+             latents=rng.standard_normal((1, frames, 4, height // 8, width // 8), dtype=np.float32))
+    return path
+
+
+def _both(generate, bundle, image, tmp_path, *args) -> dict:
+    """Run sfv-generate and `python -m runtime.generate` with the same arguments: their frames,
+    latents and stderr."""
+    out = {}
+    for name, run in (("cpp", lambda *a: generate(*a)),
+                      ("py", lambda *a: _run([sys.executable, "-m", "runtime.generate", *a, "--quiet"], cwd=ROOT))):
+        r = run("--bundle", bundle, "--image", image, "--out", tmp_path / f"{name}.npy", "--save-latents", tmp_path / f"{name}_lat.npy", *args)
+        assert r.returncode == 0, f"{name}: {r.stderr}"
+        out[name] = (np.load(tmp_path / f"{name}.npy"), np.load(tmp_path / f"{name}_lat.npy"), r.stderr)
+    return out
+
+
+@pytest.mark.parametrize("frames", [None, 8])
 @pytest.mark.parametrize("mode", sorted(PARITY))
-def test_cpp_matches_python(mode, generate, tiny_bundle, image, tmp_path):
+def test_cpp_matches_python(mode, frames, generate, tiny_bundle, image, tmp_path):
     """Same bundle, image and explicit noise: final latents within 1e-5, frames within 1 level."""
-    rng = np.random.default_rng(11)
-    noise = tmp_path / "noise.npz"
-    np.savez(
-        noise,
-        augmentation=rng.standard_normal((1, 3, 64, 128), dtype=np.float32),
-        latents=rng.standard_normal((1, 3, 4, 8, 16), dtype=np.float32),
-    )
-    args = [*CLIP, *PARITY[mode], "--noise", str(noise)]
-    r = generate("--bundle", tiny_bundle, "--image", image, "--out", tmp_path / "cpp.npy", "--save-latents", tmp_path / "cpp_lat.npy", *args)
+    from export.bundle import Bundle
+
+    config = Bundle.load(tiny_bundle).config
+    F, H, W = frames or config.num_frames, config.default_height, config.default_width
+    assert F >= 8
+    noise = _noise_file(tmp_path / "noise.npz", F, H, W)
+    args = [*PARITY_CLIP, *PARITY[mode], "--noise", noise, *([] if frames is None else ["--frames", str(frames)])]
+    got = _both(generate, tiny_bundle, image, tmp_path, *args)
+    (cpp, cpp_lat, _), (py, py_lat, _) = got["cpp"], got["py"]
+    assert cpp_lat.shape == py_lat.shape == (1, F, 4, H // 8, W // 8)
+    lat_err, frame_err = np.abs(cpp_lat - py_lat).max(), np.abs(cpp.astype(int) - py.astype(int)).max()
+    print(f"{mode}, {F} frames: latents max |C++ - Python| {lat_err:.3g}, frames max {frame_err} levels")
+    assert lat_err <= 1e-5
+    assert cpp.dtype == py.dtype == np.uint8 and cpp.shape == py.shape == (F, H, W, 3)
+    assert frame_err <= 1
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_png_reads_the_same_in_both_runtimes(channels, generate, tiny_bundle, tmp_path):
+    """A 16-bit PNG (grey: where Pillow's own conversion clips; RGB) becomes the same RGB8 in both
+    runtimes (runtime/preprocess.py's rule), so the clips match as for an 8-bit image."""
+    from png16 import write_png16
+
+    yy, xx = np.mgrid[0:50, 0:70]
+    grey = (xx * 900 + yy * 40).astype(np.uint16)  # most values above 255: their high byte matters
+    samples = grey if channels == 1 else np.stack([grey, 65535 - grey, (yy * 1300).astype(np.uint16)], axis=-1)
+    png = write_png16(tmp_path / "in16.png", samples)
+    noise = _noise_file(tmp_path / "noise.npz", 3)
+    got = _both(generate, tiny_bundle, png, tmp_path, *CLIP, "--steps", "1", "--max-guidance", "1", "--noise", noise)
+    assert np.abs(got["cpp"][1] - got["py"][1]).max() <= 1e-5
+    assert np.abs(got["cpp"][0].astype(int) - got["py"][0].astype(int)).max() <= 1
+
+
+def test_cpp_precision_fallback_warns_as_python(generate, tiny_bundle, image, tmp_path):
+    """--precision int8 on a bundle without int8 graphs: both runtimes run fp32 and say so, in the same words."""
+    noise = _noise_file(tmp_path / "noise.npz", 3)
+    got = _both(generate, tiny_bundle, image, tmp_path, *CLIP, "--steps", "1", "--max-guidance", "1", "--noise", noise,
+                "--precision", "int8")
+    warning = f"bundle {tiny_bundle} has no int8 graph for image_encoder, vae_encoder, unet, vae_decoder; running fp32 there"
+    assert warning in got["py"][2].splitlines() and warning in got["cpp"][2].splitlines(), (got["py"][2], got["cpp"][2])
+    assert np.abs(got["cpp"][1] - got["py"][1]).max() <= 1e-5
+
+
+def test_cpp_read_only_output_fails_before_the_work_as_python(cpp_build, tiny_bundle, image, tmp_path):
+    """--out or --save-latents in a read-only directory: both runtimes refuse before the clip, in the same words."""
+    from unprivileged import unprivileged
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    common = ["--bundle", tiny_bundle, "--image", image, "--frames", "2", "--steps", "1", "--max-guidance", "1", "--quiet"]
+    python = [sys.executable, "-m", "runtime.generate"]
+    try:
+        for extra in (["--out", ro / "clip.npy"], ["--out", ro / "frames"], ["--out", tmp_path / "c.npy", "--save-latents", ro / "l.npy"]):
+            errors = []
+            for exe in ([cpp_build[0] / "sfv-generate"], python):
+                r = _run(unprivileged([*exe, *common, *extra]), cwd=ROOT)
+                assert r.returncode == 2 and r.stderr.startswith("error: cannot write"), r.stderr
+                errors.append(r.stderr)
+            assert errors[0] == errors[1] and "not writable" in errors[0]
+            assert list(ro.iterdir()) == [] and not (tmp_path / "c.npy").exists()
+    finally:
+        ro.chmod(0o755)
+
+
+def test_cpp_bundle_given_as_its_manifest(generate, tiny_bundle, image, tmp_path):
+    args = [*CLIP, "--steps", "1", "--max-guidance", "1", "--seed", "3"]
+    r = generate("--bundle", tiny_bundle / "manifest.json", "--image", image, "--out", tmp_path / "a.npy", *args)
     assert r.returncode == 0, r.stderr
-    r = _run([sys.executable, "-m", "runtime.generate", "--bundle", tiny_bundle, "--image", image, "--out", tmp_path / "py.npy",
-              "--save-latents", tmp_path / "py_lat.npy", "--quiet", *args], cwd=ROOT)
+    r = generate("--bundle", tiny_bundle, "--image", image, "--out", tmp_path / "b.npy", *args)
+    assert r.returncode == 0 and np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    msg = _cpp_error(generate, tiny_bundle / "unet.onnx", image, tmp_path / "c.npy")
+    assert "pass the directory" in msg
+
+
+@pytest.fixture(scope="module")
+def fast_bundle(tiny_model, tiny_bundle, tmp_path_factory):
+    """The tiny bundle plus a vae_decoder_fast: a small random-initialised FastDecoder, exported and validated."""
+    from export.onnx import export_bundle
+    from training.fast_decoder import FastDecoder, FastDecoderConfig, save_fast_decoder
+
+    root = tmp_path_factory.mktemp("fast")
+    save_fast_decoder(FastDecoder(FastDecoderConfig(channels=(16, 16, 8, 8), blocks=(1, 1, 1, 1))), root / "decoder")
+    bundle = root / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    export_bundle(tiny_model, bundle, networks=["vae_decoder_fast"], fast_decoder=root / "decoder", progress=False)
+    return bundle
+
+
+def test_cpp_fast_decoder_matches_python(generate, fast_bundle, tiny_bundle, image, tmp_path):
+    """--decoder fast: the same frames as Python's from vae_decoder_fast, other frames than the full
+    decoder's from the same latents; on a bundle without it, Python's error."""
+    noise = _noise_file(tmp_path / "noise.npz", 3)
+    args = [*CLIP, "--steps", "1", "--max-guidance", "1", "--noise", noise]
+    fast = _both(generate, fast_bundle, image, tmp_path, *args, "--decoder", "fast")
+    assert np.abs(fast["cpp"][1] - fast["py"][1]).max() <= 1e-5
+    assert np.abs(fast["cpp"][0].astype(int) - fast["py"][0].astype(int)).max() <= 1
+    r = generate("--bundle", fast_bundle, "--image", image, "--out", tmp_path / "full.npy", "--save-latents", tmp_path / "full_lat.npy", *args)
     assert r.returncode == 0, r.stderr
-    cpp_lat, py_lat = np.load(tmp_path / "cpp_lat.npy"), np.load(tmp_path / "py_lat.npy")
-    assert cpp_lat.shape == py_lat.shape == (1, 3, 4, 8, 16)
-    assert np.abs(cpp_lat - py_lat).max() <= 1e-5
-    cpp, py = np.load(tmp_path / "cpp.npy"), np.load(tmp_path / "py.npy")
-    assert cpp.dtype == py.dtype == np.uint8 and cpp.shape == py.shape == (3, 64, 128, 3)
-    assert np.abs(cpp.astype(int) - py.astype(int)).max() <= 1
+    assert np.array_equal(np.load(tmp_path / "full_lat.npy"), fast["cpp"][1])
+    assert np.abs(np.load(tmp_path / "full.npy").astype(int) - fast["cpp"][0].astype(int)).max() > 10
+    from runtime.pipeline import VideoPipeline
+
+    msg = _cpp_error(generate, tiny_bundle, image, tmp_path / "x.npy", "--decoder", "fast")
+    assert msg == _python_error(lambda: VideoPipeline.from_bundle(tiny_bundle)(str(image), decoder="fast"))
 
 
 def test_cpp_seed_draws_pythons_splitmix_noise(generate, tiny_bundle, image, tmp_path):

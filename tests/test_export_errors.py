@@ -109,3 +109,11 @@ def test_validation_failure_raises_and_leaves_no_bundle(tiny_model, tmp_path, mo
     with pytest.raises(ValidationError, match=r"vae_encoder \(fp32\) failed validation.*max_abs"):
         export_bundle(tiny_model, tmp_path, networks=["vae_encoder"], validate_dims=[{"batch": 1, "height": 32, "width": 32}])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_model_pointing_at_a_bundle(capsys, tmp_path, tiny_bundle):
+    """--model BUNDLE: says it is a bundle and what --model wants, before loading anything."""
+    code, err = _run(capsys, "--model", str(tiny_bundle), "--out", str(tmp_path / "b"))
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "is an exported bundle" in err and "diffusers model directory" in err and f"--bundle {tiny_bundle}" in err
+    assert not (tmp_path / "b").exists()

@@ -134,3 +134,39 @@ def test_module_entry_point_exit_code(image_path, tmp_path):
     )
     assert proc.returncode == 2
     assert "error: cannot write video" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_read_only_output_directory_fails_before_the_work(tiny_bundle, image_path, tmp_path):
+    from unprivileged import unprivileged
+
+    """--out (or --save-latents) in a read-only directory: one error line, exit 2, checked before the
+    clip is computed (so --out, writable, is not written either), nothing left behind."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    common = [sys.executable, "-m", "runtime.generate", "--bundle", tiny_bundle, "--image", image_path, "--frames", "2",
+              "--steps", "1", "--max-guidance", "1", "--threads", "1", "--quiet"]
+    try:
+        for out, extra in [(ro / "clip.mp4", []), (ro / "sub" / "clip.npy", []), (ro / "frames", []),
+                           (tmp_path / "clip.npy", ["--save-latents", ro / "latents.npy"])]:
+            proc = subprocess.run(unprivileged([*common, "--out", out, *extra]), cwd=ROOT, capture_output=True, text=True,
+                                  timeout=300)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.startswith("error: cannot write") and "not writable" in proc.stderr, proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+            assert list(ro.iterdir()) == [] and not (tmp_path / "clip.npy").exists()
+    finally:
+        ro.chmod(0o755)
+
+
+def test_bundle_given_as_its_manifest(tiny_bundle, image_path, tmp_path, capsys):
+    """--bundle B/manifest.json runs bundle B; another file of the bundle, or the bundle as --model, is refused with the fix."""
+    out = tmp_path / "clip.npy"
+    args = ["--image", str(image_path), "--frames", "2", "--steps", "1", "--max-guidance", "1", "--threads", "1", "--quiet"]
+    assert main(["--bundle", str(tiny_bundle / "manifest.json"), "--out", str(out), *args]) == 0
+    assert np.load(out).shape[0] == 2
+    err = _fails(["--bundle", str(tiny_bundle / "unet.onnx"), "--out", str(tmp_path / "x.npy"), *args], capsys,
+                 "pass the directory")
+    assert "bundle directory" in err and not (tmp_path / "x.npy").exists()
+    _fails(["--model", str(tiny_bundle), "--out", str(tmp_path / "x.npy"), *args], capsys, f"pass it as --bundle {tiny_bundle}")
+    assert not (tmp_path / "x.npy").exists()

@@ -105,3 +105,18 @@ def test_load_image_errors(tmp_path):
         load_image(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(InputError, match="does not exist"):
         load_image(tmp_path)  # a directory
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_16_bit_png_becomes_its_high_byte(tmp_path, channels):
+    """The RGB8 rule (module docstring), which sfv-generate follows too: value >> 8, grey repeated,
+    alpha dropped. Pillow's own I;16 -> RGB conversion clips grey at 255 instead."""
+    from png16 import write_png16
+
+    rng = np.random.default_rng(channels)
+    samples = rng.integers(0, 65536, (6, 7) if channels == 1 else (6, 7, channels), dtype=np.uint16)
+    samples.flat[:4] = [0, 255, 256, 65535]  # the byte boundaries
+    image = load_image(write_png16(tmp_path / "in.png", samples))
+    high = (samples >> 8).astype(np.uint8).reshape(6, 7, channels)
+    want = np.repeat(high[..., :1], 3, axis=2) if channels <= 2 else high[..., :3]
+    assert image.mode == "RGB" and np.array_equal(np.asarray(image), want)

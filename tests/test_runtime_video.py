@@ -35,16 +35,20 @@ def test_mp4_decodes_back(tmp_path, frames):
     assert path.stat().st_mode & 0o044  # readable by others, as an ordinary file
 
 
-@pytest.mark.parametrize("suffix", [".gif", ".webp"])
-def test_animated_images(tmp_path, frames, suffix):
-    path = write_video(frames, tmp_path / f"clip{suffix}", fps=10)
+@pytest.mark.parametrize("suffix, fps, ms", [(".gif", 10, 100), (".webp", 8, 125), (".webp", 25, 40)])
+def test_animated_images(tmp_path, frames, suffix, fps, ms):
+    """Every frame lasts 1000 / fps ms (GIF stores hundredths of a second: 10 fps keeps it exact)."""
+    path = write_video(frames, tmp_path / f"clip{suffix}", fps=fps)
     with PIL.Image.open(path) as im:
         assert im.n_frames == len(frames) and im.size == (64, 48)
-        if suffix == ".webp":  # written lossless
-            im.seek(2)
-            assert np.array_equal(np.asarray(im.convert("RGB")), frames[2])
-        else:
-            assert im.info["duration"] == 100
+        durations = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            im.load()  # WebP sets a frame's duration when it decodes it
+            durations.append(im.info["duration"])
+            if suffix == ".webp":  # written lossless
+                assert np.array_equal(np.asarray(im.convert("RGB")), frames[i])
+    assert durations == [ms] * len(frames)
 
 
 def test_npy_and_png_directory_are_exact(tmp_path, frames):

@@ -5,6 +5,8 @@
 //   sfv-generate --bundle B --image in.png --out frames/ --steps 1 --max-guidance 1   # SF-V one step
 //   sfv-generate ... --noise noise.npz --save-latents latents.npy          # reproduce another runtime
 //
+// --bundle: the bundle directory (or its manifest.json).
+// --decoder fast: the bundle's distilled vae_decoder_fast instead of the model's temporal decoder.
 // --out: a .npy file (uint8 [F, H, W, 3]) or a directory of PNG frames (frame_0000.png, ...).
 // --noise: an uncompressed .npz (np.savez) with float32 `augmentation` [1, 3, H, W] and
 // `latents` [1, F, 4, h, w] (unit normal draws, before the initial noise scale).
@@ -12,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <algorithm>
@@ -23,6 +26,7 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <vector>
 
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
@@ -40,8 +44,8 @@ const char* kUsage =
     "usage: sfv-generate --bundle DIR --image IN.png|jpg --out CLIP.npy|DIR [--steps N] [--frames N] [--height PX]\n"
     "                    [--width PX] [--seed N] [--noise NOISE.npz] [--min-guidance W] [--max-guidance W] [--fps N]\n"
     "                    [--motion-bucket-id N] [--noise-aug S] [--decode-chunk N] [--save-latents LAT.npy]\n"
-    "                    [--provider cpu|cuda|tensorrt] [--threads N] [--precision fp32|fp16|int8|fp8] [--generator splitmix]\n"
-    "                    [--timings-json PATH] [--repeat N] [--quiet]\n";
+    "                    [--provider cpu|cuda|tensorrt] [--threads N] [--precision fp32|fp16|int8|fp8] [--decoder full|fast]\n"
+    "                    [--generator splitmix] [--timings-json PATH] [--repeat N] [--quiet]\n";
 
 bool is_dir(const std::string& p) {
     struct stat st;
@@ -81,6 +85,64 @@ void write_png_dir(const sfv::Clip& clip, const std::string& dir) {
     }
 }
 
+/// InputError unless a file can be created where `path` is written (runtime/video.py's
+/// check_writable, same words): probed with a temporary file, removed at once, before any work.
+void check_writable(const std::string& path) {
+    std::vector<std::string> places;
+    if (is_dir(path)) places.push_back(path);  // an existing frame directory is written into
+    const auto slash = path.find_last_of('/', path.size() > 1 && path.back() == '/' ? path.size() - 2 : std::string::npos);
+    places.push_back(slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash));
+    for (const auto& place : places) {
+        std::string probe = place + "/.sfv-probe-XXXXXX";
+        const int fd = ::mkstemp(probe.data());
+        if (fd < 0) {
+            std::string target = path;
+            while (target.size() > 1 && target.back() == '/') target.pop_back();
+            throw sfv::InputError("cannot write " + target + ": " + place + " is not writable (" + std::strerror(errno) +
+                                  "); choose a writable output directory");
+        }
+        ::close(fd);
+        ::unlink(probe.c_str());
+    }
+}
+
+/// --bundle: the directory, or the path of its manifest.json (runtime/generate.py's bundle_dir).
+std::string bundle_dir(const std::string& arg) {
+    struct stat st;
+    const bool exists = ::stat(arg.c_str(), &st) == 0;
+    if (exists && S_ISDIR(st.st_mode)) return arg;
+    const auto slash = arg.find_last_of('/');
+    if ((slash == std::string::npos ? arg : arg.substr(slash + 1)) == "manifest.json")
+        return slash == std::string::npos ? "." : slash == 0 ? "/" : arg.substr(0, slash);
+    if (exists)
+        throw sfv::InputError("--bundle takes the bundle directory (the one holding manifest.json), not the file " + arg + "; pass the directory");
+    return arg;
+}
+
+/// The image as RGB8 [h, w, 3] by runtime/preprocess.py's rule: a 16-bit sample becomes its high
+/// byte (value >> 8), grey is repeated into R, G and B, alpha is dropped. (stb_image's own 16 -> 8
+/// conversion is the same today; doing it here keeps the rule ours, not a library version's.)
+std::vector<std::uint8_t> load_rgb8(const std::string& path, int& w, int& h) {
+    int n = 0;
+    const bool wide = stbi_is_16_bit(path.c_str());
+    std::unique_ptr<void, void (*)(void*)> data(wide ? static_cast<void*>(stbi_load_16(path.c_str(), &w, &h, &n, 3))
+                                                     : static_cast<void*>(stbi_load(path.c_str(), &w, &h, &n, 3)),
+                                                stbi_image_free);
+    if (!data) {
+        if (!std::ifstream(path)) throw sfv::InputError("input image " + path + " does not exist (or is not a file); pass --image PATH to a PNG/JPEG");
+        throw sfv::InputError(path + " is not a readable image (" + stbi_failure_reason() + "); pass a PNG or JPEG file");
+    }
+    const std::size_t count = std::size_t(w) * h * 3;
+    if (!wide) {
+        const auto* p = static_cast<const std::uint8_t*>(data.get());
+        return {p, p + count};
+    }
+    const auto* p = static_cast<const std::uint16_t*>(data.get());
+    std::vector<std::uint8_t> rgb(count);
+    for (std::size_t i = 0; i < count; ++i) rgb[i] = std::uint8_t(p[i] >> 8);
+    return rgb;
+}
+
 int parse_int(const std::string& flag, const std::string& v) {
     char* end = nullptr;
     long r = std::strtol(v.c_str(), &end, 10);
@@ -100,7 +162,8 @@ int run(int argc, char** argv) {
     bool quiet = false;
     const std::string valued[] = {"--bundle", "--image", "--out", "--steps", "--frames", "--height", "--width", "--seed", "--noise",
                                   "--min-guidance", "--max-guidance", "--fps", "--motion-bucket-id", "--noise-aug", "--decode-chunk",
-                                  "--save-latents", "--provider", "--threads", "--precision", "--timings-json", "--generator", "--repeat"};
+                                  "--save-latents", "--provider", "--threads", "--precision", "--timings-json", "--generator", "--repeat",
+                                  "--decoder"};
     for (int i = 1; i < argc; ++i) {
         std::string k = argv[i];
         if (k == "-h" || k == "--help") {
@@ -122,7 +185,10 @@ int run(int argc, char** argv) {
         if (!a.count(req)) throw sfv::InputError(std::string("the following arguments are required: ") + req + "\n" + kUsage);
 
     // 1. Cheap checks first: nothing heavy loads before the inputs are known to be usable.
+    const std::string bundle = bundle_dir(a["--bundle"]);
     const std::string kind = output_kind(a["--out"]);
+    for (const char* flag : {"--out", "--save-latents"})
+        if (a.count(flag)) check_writable(a[flag]);
     sfv::GenerateOptions o;
     auto opt_int = [&](const char* flag, std::optional<int>& into) { if (a.count(flag)) into = parse_int(flag, a[flag]); };
     auto opt_dbl = [&](const char* flag, std::optional<double>& into) { if (a.count(flag)) into = parse_double(flag, a[flag]); };
@@ -130,6 +196,7 @@ int run(int argc, char** argv) {
     opt_int("--fps", o.fps), opt_int("--motion-bucket-id", o.motion_bucket_id), opt_int("--decode-chunk", o.decode_chunk_size);
     opt_dbl("--min-guidance", o.min_guidance), opt_dbl("--max-guidance", o.max_guidance), opt_dbl("--noise-aug", o.noise_aug_strength);
     if (a.count("--seed")) o.seed = parse_int("--seed", a["--seed"]);
+    if (a.count("--decoder")) o.decoder = a["--decoder"];
     if (a.count("--generator") && a["--generator"] != "splitmix")
         throw sfv::InputError("sfv-generate draws its noise with the portable splitmix generator only; for torch's draws save them with "
                               "`python -m runtime.generate --generator torch --save-noise noise.npz` and pass --noise noise.npz");
@@ -155,21 +222,21 @@ int run(int argc, char** argv) {
         noise.source = path;
         o.noise = &noise;
     }
-    int w = 0, h = 0, n = 0;
-    const std::string image_path = a["--image"];
-    std::unique_ptr<unsigned char, void (*)(void*)> pixels(stbi_load(image_path.c_str(), &w, &h, &n, 3), stbi_image_free);
-    if (!pixels) {
-        if (!std::ifstream(image_path)) throw sfv::InputError("input image " + image_path + " does not exist (or is not a file); pass --image PATH to a PNG/JPEG");
-        throw sfv::InputError(image_path + " is not a readable image (" + stbi_failure_reason() + "); pass a PNG or JPEG file");
-    }
+    int w = 0, h = 0;
+    const std::vector<std::uint8_t> pixels = load_rgb8(a["--image"], w, h);
 
     // 2. Sessions, 3. the clip.
-    sfv::Runtime rt(a["--bundle"], ro);
+    sfv::Runtime rt(bundle, ro);
+    if (const auto& fallback = rt.model().fp32_fallback; !fallback.empty()) {  // engines/factory.py's warning, word for word
+        std::string names;
+        for (const auto& n : fallback) names += (names.empty() ? "" : ", ") + n;
+        std::cerr << "bundle " << bundle << " has no " << ro.precision << " graph for " << names << "; running fp32 there\n";
+    }
     // --repeat N: generate N times (warm sessions from the second on) and keep the last clip's timings.
     const int repeat = a.count("--repeat") ? parse_int("--repeat", a["--repeat"]) : 1;
     if (repeat < 1) throw sfv::InputError("--repeat must be a positive integer, got " + std::to_string(repeat));
     sfv::Clip clip;
-    for (int i = 0; i < repeat; ++i) clip = rt.generate({pixels.get(), w, h}, o);
+    for (int i = 0; i < repeat; ++i) clip = rt.generate({pixels.data(), w, h}, o);
     if (kind == "npy")
         npy::save(a["--out"], "|u1", {clip.frames, clip.height, clip.width, 3}, clip.rgb.data(), clip.rgb.size());
     else

@@ -15,6 +15,7 @@
 namespace sfv::detail {
 
 const std::vector<std::string> kNetworks = {"clip_preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder"};
+const std::vector<std::string> kOptionalNetworks = {"vae_decoder_fast"};
 
 namespace {
 
@@ -127,7 +128,10 @@ Manifest load_manifest(const std::string& root, const std::string& precision) {
         throw BundleError("bundle " + root + " lacks " + missing + "; re-export it with this toolkit (`python -m export.onnx --model " +
                           (src.is_string() && !src.get<std::string>().empty() ? src.get<std::string>() : "DIR") + " --out " + root + "`)");
     }
-    for (const auto& name : kNetworks) {
+    std::vector<std::string> names = kNetworks;
+    for (const auto& name : kOptionalNetworks)
+        if (nets.contains(name)) names.push_back(name);
+    for (const auto& name : names) {
         const json& entry = nets[name];
         try {
             const json& variants = entry.at("variants");

@@ -13,6 +13,8 @@ constexpr int kFormatVersion = 2;
 
 /// The networks a clip needs, in pipeline order.
 extern const std::vector<std::string> kNetworks;
+/// Networks loaded when the bundle has them (export/specs.py OPTIONAL_NETWORKS).
+extern const std::vector<std::string> kOptionalNetworks;
 
 struct TensorInfo {
     std::string name, dtype;
@@ -40,7 +42,7 @@ struct ModelConfig {
 struct Manifest {
     std::string root;
     ModelConfig config;
-    std::vector<NetworkInfo> networks;  ///< kNetworks order
+    std::vector<NetworkInfo> networks;  ///< kNetworks order, then the optional ones the bundle has
     const NetworkInfo& network(const std::string& name) const;
 };
 

@@ -31,6 +31,10 @@ Runtime::Runtime(const std::string& bundle_dir, const RuntimeOptions& options) :
     if (options.verify_checksums) detail::verify_checksums(impl_->manifest);
     const auto& c = impl_->manifest.config;
     impl_->info = {c.num_frames, c.default_height, c.default_width, c.latent_channels, c.vae_scale_factor, c.pixel_multiple()};
+    for (const auto& n : impl_->manifest.networks) {
+        if (n.name == "vae_decoder_fast") impl_->info.fast_decoder = true;
+        if (n.name != "clip_preprocess" && n.precision != options.precision) impl_->info.fp32_fallback.push_back(n.name);
+    }
     RuntimeOptions cpu = options;
     cpu.provider = Provider::cpu;  // the pre-processing graph is tiny: always on the CPU, as in Python
     for (const auto& n : impl_->manifest.networks)
@@ -87,6 +91,8 @@ Resolved resolve(const GenerateOptions& o, const detail::ModelConfig& c) {
         throw InputError("min_guidance (--min-guidance) " + py_float(r.min_guidance) + " is above max_guidance (--max-guidance) " +
                          py_float(r.max_guidance) + ": the guidance weight rises linearly from the first frame (min) to the last (max); swap them");
     if (!(r.noise_aug >= 0)) throw InputError("noise_aug_strength (--noise-aug) must be >= 0, got " + py_float(r.noise_aug));
+    if (o.decoder != "full" && o.decoder != "fast")
+        throw InputError("decoder (--decoder) must be one of full, fast, got '" + o.decoder + "'");
     return r;
 }
 
@@ -108,6 +114,10 @@ Clip Runtime::generate(const ImageView& image, const GenerateOptions& o) const {
         throw InputError("the image is " + std::to_string(image.width) + "x" + std::to_string(image.height) +
                          " pixels; each side needs at least 2 pixels (CLIP's antialiased resize reflects at the borders)");
     const Resolved r = resolve(o, cfg);
+    const std::string decoder = o.decoder == "fast" ? "vae_decoder_fast" : "vae_decoder";
+    if (!impl_->sessions.count(decoder))  // runtime/pipeline.py's words
+        throw InputError("decoder='fast' needs a bundle with the distilled decoder (vae_decoder_fast), which this one lacks; "
+                         "export it with `python -m export.onnx --model M --fast-decoder RUN --out BUNDLE`, or use --decoder full");
     const int F = r.F, H = r.H, W = r.W, chunk = r.chunk;
     const int C = cfg.latent_channels, h = H / cfg.vae_scale_factor, w = W / cfg.vae_scale_factor;
     const std::size_t hw = std::size_t(h) * w, frame_size = std::size_t(C) * hw, video_size = F * frame_size;
@@ -193,7 +203,7 @@ Clip Runtime::generate(const ImageView& image, const GenerateOptions& o) const {
     t.sampler = since(t0) - t.unet;  // the loop's own arithmetic, outside the UNet calls
     clip.latents = x;
 
-    // 4. Decode in chunks of frames; latents divided by the VAE's scaling factor.
+    // 4. Decode in chunks of frames (the full or the fast decoder); latents divided by the VAE's scaling factor.
     t0 = Clock::now();
     const float inv = float(1.0 / cfg.scaling_factor);
     std::vector<float> z(video_size);
@@ -201,7 +211,7 @@ Clip Runtime::generate(const ImageView& image, const GenerateOptions& o) const {
     clip.rgb.resize(std::size_t(F) * H * W * 3);
     for (int f0 = 0; f0 < F; f0 += chunk) {
         const int n = std::min(chunk, F - f0);
-        std::vector<float> px = impl_->session("vae_decoder").run({{"latent", {n, C, h, w}, z.data() + f0 * frame_size, nullptr}});
+        std::vector<float> px = impl_->session(decoder).run({{"latent", {n, C, h, w}, z.data() + f0 * frame_size, nullptr}});
         detail::to_uint8(px.data(), n, H, W, clip.rgb.data() + std::size_t(f0) * H * W * 3);
     }
     t.vae_decoder = since(t0);

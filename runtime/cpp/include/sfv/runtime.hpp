@@ -77,6 +77,7 @@ struct GenerateOptions {
     std::optional<int> motion_bucket_id;
     std::optional<double> noise_aug_strength; ///< noise added to the conditioning image
     std::optional<int> decode_chunk_size;     ///< frames per VAE decoder call
+    std::string decoder = "full";             ///< full (the model's temporal VAE decoder) | fast (the bundle's vae_decoder_fast)
     std::int64_t seed = 0;                    ///< seed of the portable splitmix64 generator (README), >= 0
     const Noise* noise = nullptr;             ///< explicit noise instead of the seed (not owned)
 };
@@ -99,6 +100,8 @@ struct Clip {
 struct ModelInfo {
     int num_frames = 0, default_height = 0, default_width = 0;
     int latent_channels = 0, vae_scale_factor = 0, pixel_multiple = 0;
+    bool fast_decoder = false;                ///< the bundle has vae_decoder_fast (GenerateOptions::decoder = "fast")
+    std::vector<std::string> fp32_fallback;   ///< networks running fp32 because the bundle lacks RuntimeOptions::precision
 };
 
 /// A loaded bundle with one ONNX Runtime session per network. Not copyable; generate() is const
