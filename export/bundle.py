@@ -82,7 +82,8 @@ class SamplerConfig:
         if data is None:
             return cls()
         if not isinstance(data, dict) or data.get("name") not in SAMPLERS:
-            raise BundleError(f"'sampler' must be an object whose 'name' is one of {', '.join(SAMPLERS)}, got {data!r}")
+            name = data.get("name") if isinstance(data, dict) else data
+            raise BundleError(f"'sampler' must be an object whose 'name' is one of {', '.join(SAMPLERS)}, got {name!r}")
         unknown = set(data) - {"name", "steps", "min_guidance", "max_guidance", "params"}
         if unknown:
             raise BundleError(f"'sampler' has unknown keys {sorted(unknown)}")

@@ -3,8 +3,11 @@
 // Error messages are the Python runtime's (export/bundle.py), word for word where they overlap.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "sampling.hpp"
 
 namespace sfv::detail {
 
@@ -37,9 +40,21 @@ struct ModelConfig {
     int pixel_multiple() const { return vae_scale_factor * unet_downsample; }
 };
 
+/// The manifest's optional "sampler" (export/bundle.py SamplerConfig): absent = euler with model.config's
+/// defaults; unset steps/guidance take model.config's.
+struct SamplerConfig {
+    std::string name = "euler";
+    std::optional<int> steps;
+    std::optional<double> min_guidance, max_guidance;
+    LCMParams params;  ///< lcm's constants (defaults: AnimateLCM's)
+    /// The defaults a sampler brings when a call picks it over the bundle's (Python SamplerConfig.builtin).
+    static SamplerConfig builtin(const std::string& name);
+};
+
 struct Manifest {
     std::string root;
     ModelConfig config;
+    SamplerConfig sampler;
     std::vector<NetworkInfo> networks;  ///< kNetworks order
     const NetworkInfo& network(const std::string& name) const;
 };

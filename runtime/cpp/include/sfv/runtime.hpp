@@ -62,7 +62,8 @@ struct ImageView {
 struct Noise {
     std::vector<float> augmentation;  ///< [1, 3, height, width]
     std::vector<float> latents;       ///< [1, frames, latent_channels, height / 8, width / 8]
-    std::vector<std::int64_t> augmentation_shape, latents_shape;
+    std::vector<float> steps;         ///< sampler lcm only: [steps - 1, 1, frames, latent_channels, h, w], the draw after each step
+    std::vector<std::int64_t> augmentation_shape, latents_shape, steps_shape;
     std::string source = "explicit noise";
 };
 
@@ -70,7 +71,8 @@ struct Noise {
 /// defaults from the bundle manifest (model.config); decode_chunk_size defaults to all frames.
 struct GenerateOptions {
     std::optional<int> num_frames, height, width;
-    std::optional<int> steps;                 ///< 1 with max_guidance <= 1 is SF-V's one step
+    std::optional<std::string> sampler;       ///< "euler" or "lcm" (consistency sampling); unset = the bundle's
+    std::optional<int> steps;                 ///< the sampler's default when unset; 1 with max_guidance <= 1 is SF-V's one step
     std::optional<double> min_guidance;       ///< guidance of the first frame
     std::optional<double> max_guidance;       ///< of the last frame; <= 1 turns classifier-free guidance off
     std::optional<int> fps;                   ///< conditioned as fps - 1
@@ -99,6 +101,7 @@ struct Clip {
 struct ModelInfo {
     int num_frames = 0, default_height = 0, default_width = 0;
     int latent_channels = 0, vae_scale_factor = 0, pixel_multiple = 0;
+    std::string sampler;  ///< the bundle's default sampler: "euler" or "lcm"
 };
 
 /// A loaded bundle with one ONNX Runtime session per network. Not copyable; generate() is const
