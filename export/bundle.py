@@ -146,6 +146,10 @@ class Bundle:
         for key in ("networks", "model"):
             if not isinstance(manifest.get(key), dict):
                 raise BundleError(f"{path} lacks the '{key}' section; re-export the bundle")
+        config = manifest["model"].get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("num_frames"), int):
+            # the frame count differs between models (14 SVD, 25 SVD-XT): never assumed
+            raise BundleError(f"{path}: model.config lacks num_frames (the model's frame count); re-export the bundle")
         try:
             SamplerConfig.from_json(manifest.get("sampler"))
         except BundleError as exc:

@@ -85,7 +85,10 @@ def test_cpp_bundle_sampler_errors_match_python(generate, tiny_bundle, image, tm
     for f in tiny_bundle.iterdir():
         (bad / f.name).symlink_to(f)
     (bad / "manifest.json").unlink()
-    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    manifest["sampler"] = {"name": "ddim"}
-    (bad / "manifest.json").write_text(json.dumps(manifest))
-    assert _cpp_error(generate, bad, image, tmp_path / "c.npy") == _python_error(lambda: Bundle.load(bad))
+    for edit in (lambda m: m.update(sampler={"name": "ddim"}), lambda m: m["model"]["config"].pop("num_frames")):
+        manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+        edit(manifest)
+        (bad / "manifest.json").write_text(json.dumps(manifest))
+        python = _python_error(lambda: Bundle.load(bad))
+        assert "'ddim'" in python or "lacks num_frames" in python
+        assert _cpp_error(generate, bad, image, tmp_path / "c.npy") == python

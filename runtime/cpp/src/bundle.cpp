@@ -147,6 +147,9 @@ Manifest load_manifest(const std::string& root, const std::string& precision) {
     }
     try {
         const json& cfg = m["model"].at("config");
+        if (!cfg.is_object() || !cfg.contains("num_frames") || !cfg["num_frames"].is_number_integer())
+            // the frame count differs between models (14 SVD, 25 SVD-XT): never assumed
+            throw BundleError(path + ": model.config lacks num_frames (the model's frame count); re-export the bundle");
         auto& c = out.config;
         read(cfg, "latent_channels", c.latent_channels);
         read(cfg, "vae_scale_factor", c.vae_scale_factor);

@@ -31,7 +31,7 @@ struct NetworkInfo {
 
 struct ModelConfig {
     int latent_channels = 4, vae_scale_factor = 8, unet_downsample = 8, embed_dim = 1024;
-    int clip_image_size = 224, num_frames = 14, default_height = 576, default_width = 1024;
+    int clip_image_size = 224, num_frames = 0, default_height = 576, default_width = 1024;  // num_frames: required in the manifest
     double scaling_factor = 0.18215, sigma_min = 0.002, sigma_max = 700.0;
     std::string prediction_type = "v_prediction";
     // generation defaults (export/specs.py ModelConfig)
