@@ -4,6 +4,11 @@ A sampler takes a denoiser ``D(x, sigma) -> x0_hat``, the initial ``x`` and a de
 ``sigmas`` schedule ending in 0, and returns the final sample. The SF-V one-step mode is no
 special path: it is the schedule ``[sigma_max, 0]``, one Euler step, which returns ``D(x, sigma_max)``.
 
+Two samplers: ``euler`` (:func:`sample_euler`, SVD's) and ``lcm`` (:func:`sample_lcm`, multistep
+consistency sampling as AnimateLCM-SVD-xt's scheduler runs it: its own schedule, time inputs and
+rounding of the preconditioning, and fresh noise between steps). Which one a bundle uses, with its
+defaults, is the manifest's ``sampler`` (:class:`export.bundle.SamplerConfig`).
+
 The arithmetic is plain operators on float32 values, so the same functions run on numpy arrays
 (the runtime) and on torch tensors (training's evaluation): training evaluates with exactly the
 arithmetic that is deployed.

@@ -4,7 +4,7 @@
 //   sfv::GenerateOptions o; o.steps = 1; o.max_guidance = 1.0;   // SF-V's one step; unset = manifest default
 //   sfv::Clip clip = rt.generate({pixels, width, height}, o);    // RGB8 in, RGB8 [F, H, W, 3] out
 //
-// The numerics (resize, noise, schedule, guidance, Euler step, uint8 conversion) are those of the
+// The numerics (resize, noise, schedule, guidance, Euler or consistency (lcm) step, uint8 conversion) are those of the
 // Python runtime (`runtime/`), so both give the same frames for the same bundle and noise.
 // Errors are exceptions derived from sfv::Error whose message names the problem and the fix.
 #pragma once
