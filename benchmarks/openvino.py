@@ -87,7 +87,7 @@ def measure_calls(
     *,
     configs: Sequence[str] = tuple(CONFIGS),
     calls: Sequence[str] = CALLS,
-    frames: int = 14,
+    frames: int | None = None,  # None: the bundle's model's
     height: int = 128,
     width: int = 128,
     repeats: int = 3,
@@ -101,6 +101,7 @@ def measure_calls(
     """
     if REFERENCE not in configs:
         raise BenchmarkError(f"the configurations must include the reference {REFERENCE}")
+    frames = frames or bundle.config.num_frames
     todo = build_calls(bundle.config, frames, height, width, calls)
     dims = call_dims(bundle.config, frames, height, width)
     result = {}
@@ -163,7 +164,7 @@ def measure_starts(bundle: Bundle, cache_dir, *, networks: Sequence[str], ov_pre
 
 
 def measure_frames(
-    bundle_dir, *, configs: Sequence[str] = tuple(CONFIGS), frames: int = 14, height: int = 128, width: int = 128,
+    bundle_dir, *, configs: Sequence[str] = tuple(CONFIGS), frames: int | None = None, height: int = 128, width: int = 128,
     threads: int | None = None, seed: int = 0,
 ) -> dict:
     """SF-V one-step clips (same seed, hence the same noise) per configuration; PSNR against the reference's frames."""
@@ -237,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True, help="exported fp32 bundle directory")
     p.add_argument("--calls", nargs="+", default=list(CALLS), choices=[*CALLS, "none"], help="calls to time (default all)")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    p.add_argument("--frames", type=int, default=14, help="frames (default 14)")
+    p.add_argument("--frames", type=int, help="frames (default: the bundle's model's, 14 for SVD, 25 for SVD-XT)")
     p.add_argument("--height", type=int, default=128, help="pixel height (default 128)")
     p.add_argument("--width", type=int, default=128, help="pixel width (default 128)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds (default 3)")
@@ -269,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_flags": cpu_flags(),
         "openvino": ov.__version__.split("-")[0],
         "bundle": str(bundle.root),
-        "shapes": {"frames": args.frames, "height": args.height, "width": args.width},
+        "shapes": {"frames": args.frames or bundle.config.num_frames, "height": args.height, "width": args.width},
         "settings": {"repeats": args.repeats, "warmup": args.warmup, "threads": threads, "configs": args.configs},
         "calls": measure_calls(bundle, configs=args.configs, calls=calls, frames=args.frames, height=args.height,
                                width=args.width, repeats=args.repeats, warmup=args.warmup, threads=threads),

@@ -14,7 +14,7 @@ and a configuration's time is predicted as
 On the tiny model ``python -m benchmarks.speedup`` measures the full loops as well and reports
 how far this prediction is from them.
 
-``python -m benchmarks.per_step --model svd-random --backend torch --frames 14 --height 128 --width 128``
+``python -m benchmarks.per_step --model svd-random --backend torch --height 128 --width 128`` (frames: the model's)
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def run_per_step(
     backend: str = "torch",
     bundle_dir=None,
     configs: Sequence[str] = DEFAULT_CONFIGS,
-    frames: int | None = 14,
+    frames: int | None = None,  # None: the model's (its UNet config's num_frames, 25 for SVD-XT)
     height: int | None = 128,
     width: int | None = 128,
     repeats: int = 3,
@@ -248,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", choices=list(BACKENDS))
     p.add_argument("--bundle", help="exported bundle for --backend onnxruntime (default: export once and cache)")
     p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), help="svd-STEPS / sfv-1 (default %(default)s)")
-    p.add_argument("--frames", type=int, default=14)
+    p.add_argument("--frames", type=int, help="frames (default: the model's, 14 for SVD, 25 for SVD-XT)")
     p.add_argument("--height", type=int, default=128, help="pixel height (default 128: 16x16 latents)")
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)

@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--networks", nargs="+", help="networks to measure (default: all in the bundle)")
     p.add_argument("--precisions", default="fp16,int8,fp8", help="variants to measure (default fp16,int8,fp8: those present)")
     p.add_argument("--inputs", help="captured UNet calls (.npz from python -m export.variants --calibration)")
-    p.add_argument("--frames", type=int, default=14)
+    p.add_argument("--frames", type=int, help="frames (default: the bundle's model's)")
     p.add_argument("--height", type=int, default=128)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per pair (default 3; one warm-up round more)")
@@ -171,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         captured = Calibration.load(args.inputs)
     info = machine_info(args.threads)
-    dims = {"batch": 1, "frames": args.frames, "height": args.height, "width": args.width}
+    frames = args.frames or bundle.config.num_frames
+    dims = {"batch": 1, "frames": frames, "height": args.height, "width": args.width}
     result = {"machine": info, "bundle": str(bundle.root), "dims": dims, "networks": {}}
     for network in args.networks or bundle.networks:
         feeds = network_inputs(bundle, network, dims, captured)
@@ -179,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.psnr:
         present = {p for n in bundle.networks for p in variants(bundle.manifest, n)}
         quantized = [p for p in precisions if p in present and p != "fp32"]
-        result["psnr"] = sfv_psnr(bundle, quantized, args.frames, args.height, args.width, args.psnr_images, args.threads)
+        result["psnr"] = sfv_psnr(bundle, quantized, frames, args.height, args.width, args.psnr_images, args.threads)
     result["load_after"] = machine_info(args.threads)["load_average"]
     print(format_table(result))
     if args.out:

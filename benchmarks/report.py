@@ -33,7 +33,8 @@ STAGE_LABELS = {
 }
 # Paper Table 1 (SF-V, arXiv 2406.04324): UNet seconds on one A100, 14 frames at 1024x576,
 # classifier-free guidance (batch 2) for SVD only.
-PAPER_UNET_S = {("svd", 25): 10.79, ("svd", 16): 6.89, ("svd", 8): 3.44, ("svd", 4): 1.72, ("sfv", 1): 0.30}
+PAPER_UNET_S = {("svd", 25): 10.79, ("svd", 16): 6.89, ("svd", 8): 3.44, ("svd", 4): 1.72, ("sfv", 1): 0.30,
+                ("lcm", 8): 3.25, ("lcm", 4): 1.62, ("lcm", 2): 0.82}  # lcm: the official AnimateLCM-SVD-xt 1.1 rows
 PAPER_SETTING = "one A100, 14 frames at 1024x576, UNet only"
 
 

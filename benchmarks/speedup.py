@@ -209,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: %(default)s, plus sfvfast-1 when the bundle has a fast decoder)")
     p.add_argument("--mode", choices=("auto", "loop", "per-step"), default="auto",
                    help="loop: full sampling loops; per-step: steps x per-step (auto: loop up to 100 M UNet parameters)")
-    p.add_argument("--frames", type=int, help="frames (default: the model's; per-step mode: 14)")
+    p.add_argument("--frames", type=int, help="frames (default: the model's, 14 for SVD, 25 for SVD-XT)")
     p.add_argument("--height", type=int, help="pixel height (default: the model's; per-step mode: 128)")
     p.add_argument("--width", type=int, help="pixel width (default: the model's; per-step mode: 128)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds after the warm-up (default 3)")
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_loops(args.model, frames=args.frames, height=args.height, width=args.width,
                            check=not args.no_check, **common)
     else:
-        result = run_per_step(args.model, frames=args.frames or 14, height=args.height or 128,
+        result = run_per_step(args.model, frames=args.frames, height=args.height or 128,
                               width=args.width or 128, **common)
     print(format_text(result))
     if args.out:

@@ -103,14 +103,15 @@ class RunConfig:
 
     SVD: ``steps`` Euler steps, guidance rising from 1.0 to 3.0 over the frames (the UNet batch
     is doubled); SF-V: the same pipeline with ``steps=1`` and guidance 1.0, i.e. the schedule
-    ``[sigma_max, 0]`` at batch 1 (paper Eq. 6, one forward pass).
+    ``[sigma_max, 0]`` at batch 1 (paper Eq. 6, one forward pass); ``lcm``: the consistency sampler
+    (AnimateLCM-SVD-xt's) with its guidance 1.0 -> 1.2 (batch 2), on the same UNet.
     """
 
-    KINDS = {"svd": "SVD", "sfv": "SF-V", "sfvfast": "SF-V + fast decoder"}
+    KINDS = {"svd": "SVD", "sfv": "SF-V", "sfvfast": "SF-V + fast decoder", "lcm": "AnimateLCM sampler"}
 
     def __init__(self, kind: str, steps: int):
         if kind not in self.KINDS:
-            raise BenchmarkError(f"unknown configuration kind {kind!r}; use svd-STEPS, sfv-1 or sfvfast-1")
+            raise BenchmarkError(f"unknown configuration kind {kind!r}; use svd-STEPS, lcm-STEPS, sfv-1 or sfvfast-1")
         if steps < 1:
             raise BenchmarkError(f"steps must be >= 1, got {steps}")
         self.kind, self.steps = kind, int(steps)
@@ -133,7 +134,7 @@ class RunConfig:
 
     @property
     def guidance(self) -> bool:
-        return self.kind == "svd"
+        return self.kind in ("svd", "lcm")
 
     @property
     def decoder(self) -> str:
@@ -146,8 +147,9 @@ class RunConfig:
 
     def pipeline_kwargs(self) -> dict:
         """Keyword arguments for :class:`runtime.pipeline.VideoPipeline`'s call."""
-        return {"steps": self.steps, "min_guidance": 1.0, "max_guidance": 3.0 if self.guidance else 1.0,
-                "decoder": self.decoder}
+        max_guidance = {"svd": 3.0, "lcm": 1.2}.get(self.kind, 1.0)
+        return {"sampler": "lcm" if self.kind == "lcm" else "euler", "steps": self.steps, "min_guidance": 1.0,
+                "max_guidance": max_guidance, "decoder": self.decoder}
 
     def describe(self) -> dict:
         return {"name": self.name, "label": self.label, "steps": self.steps, "guidance": self.guidance,
@@ -157,7 +159,7 @@ class RunConfig:
         return f"RunConfig({self.name})"
 
 
-DEFAULT_CONFIGS = ("svd-25", "svd-16", "sfv-1")
+DEFAULT_CONFIGS = ("svd-25", "svd-16", "lcm-4", "lcm-2", "sfv-1")
 
 
 def synthetic_image(height: int, width: int):

@@ -13,6 +13,7 @@ Built-in sources write exactly that layout with random weights, so that they loa
 same code path as real weights:
 
 - ``tiny``: a few hundred thousand parameters, seeded, for tests and CPU demos;
+- ``tiny-xt``: ``tiny`` laid out as SVD-XT (25 frames by default), as XT checkpoints are;
 - ``svd-random``: the real SVD configs (1.5 B UNet, ViT-H/14 CLIP) for benchmarks.
 """
 
@@ -34,7 +35,7 @@ from export.specs import ModelConfig
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODELS = ("tiny", "svd-random")
+BUILTIN_MODELS = ("tiny", "tiny-xt", "svd-random")
 
 # Component folder -> weights file name written by save_pretrained with safetensors.
 _WEIGHTS = {
@@ -123,6 +124,13 @@ def _tiny_configs() -> dict:
             projection_dim=32,
         ),
     )
+
+
+def _tiny_xt_configs() -> dict:
+    """``tiny`` with SVD-XT's frame count (img2vid-xt's unet/config.json differs from img2vid's in num_frames only)."""
+    configs = _tiny_configs()
+    configs["unet"]["num_frames"] = 25
+    return configs
 
 
 def _svd_configs() -> dict:
@@ -215,7 +223,7 @@ def builtin_model_dir(name: str, seed: int = 0) -> Path:
     The directory name carries a hash of the configs and seed, so a changed config never
     reuses a stale directory.
     """
-    configs = {"tiny": _tiny_configs, "svd-random": _svd_configs}[name]()
+    configs = {"tiny": _tiny_configs, "tiny-xt": _tiny_xt_configs, "svd-random": _svd_configs}[name]()
     key = hashlib.sha256(json.dumps([configs, seed], sort_keys=True, default=list).encode()).hexdigest()[:12]
     path = cache_dir() / "models" / f"{name}-{key}"
     if not (path / "model_index.json").is_file():
@@ -279,6 +287,46 @@ def _unet_folder(path: Path) -> Path:
     )
 
 
+def load_unet_file(path: Path, config_dir: Path) -> torch.nn.Module:
+    """A UNet from one ``.safetensors`` state dict in diffusers keys (AnimateLCM-SVD-xt's format).
+
+    The architecture comes from ``config_dir/config.json`` (the base model's ``unet/``); every key
+    must match, as ``load_state_dict(strict=True)`` demands (:class:`ModelLayoutError` naming the
+    missing and unexpected ones otherwise). Read with safetensors, never with pickle.
+    """
+    from diffusers import UNetSpatioTemporalConditionModel
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if path.suffix != ".safetensors":
+        raise ModelLayoutError(
+            f"--unet {path} is a file but not .safetensors; this toolkit never loads pickle weights (.bin/.ckpt/.pt/.pth): "
+            "convert it to safetensors (safetensors.torch.save_file(state_dict, 'unet.safetensors') in a trusted environment)"
+        )
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLayoutError(f"{path} is not a readable safetensors file ({exc})") from None
+    unet = UNetSpatioTemporalConditionModel.from_config(UNetSpatioTemporalConditionModel.load_config(config_dir))
+    own = unet.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        def some(keys):
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "") if keys else "none"
+
+        raise ModelLayoutError(
+            f"{path} does not fit the UNet of {config_dir}: {len(missing)} missing keys ({some(missing)}), "
+            f"{len(unexpected)} unexpected keys ({some(unexpected)}); --unet FILE takes a UNetSpatioTemporalConditionModel "
+            "state dict in diffusers' key layout (no 'model.diffusion_model.' prefix) for this model's UNet config"
+        )
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ModelLayoutError(f"{path} has tensors of other shapes than the UNet of {config_dir}: {', '.join(wrong[:3])}; "
+                               "use the base model the weights were trained from (e.g. SVD-XT for AnimateLCM-SVD-xt)")
+    unet.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
+    return unet
+
+
 def _image_processor_class():
     """CLIP's image processor: the torchvision-backed class when torchvision is installed, else
     the PIL-backed one (what transformers falls back to anyway, minus its warning on every load)."""
@@ -301,19 +349,26 @@ def load_model(model: str | os.PathLike, unet: str | os.PathLike | None = None) 
 
     Args:
         model: a diffusers SVD directory, ``tiny`` or ``svd-random``.
-        unet: optional UNet directory that replaces the model's UNet (e.g. a distilled SF-V UNet).
+        unet: optional UNet that replaces the model's: a directory (e.g. a distilled SF-V UNet) or
+            one ``.safetensors`` state dict in diffusers keys (:func:`load_unet_file`).
     """
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
     from transformers import CLIPVisionModelWithProjection
 
     path = resolve_model_dir(model)
-    check_layout(path, components=("vae", "image_encoder", "feature_extractor", "scheduler") + (() if unet else ("unet",)))
-    unet_path = _unet_folder(Path(unet)) if unet else path / "unet"
-    _check_weights(unet_path)
+    unet_file = unet is not None and Path(unet).is_file()
+    # A state-dict file takes its architecture from the base model's unet/config.json.
+    check_layout(path, components=("vae", "image_encoder", "feature_extractor", "scheduler") + (() if unet and not unet_file else ("unet",)))
+    unet_path = Path(unet) if unet_file else _unet_folder(Path(unet)) if unet else path / "unet"
+    if not unet_file:
+        _check_weights(unet_path)
 
     kwargs = dict(use_safetensors=True, torch_dtype=torch.float32)
     try:
-        unet_model = UNetSpatioTemporalConditionModel.from_pretrained(unet_path, **kwargs)
+        if unet_file:
+            unet_model = load_unet_file(unet_path, path / "unet")
+        else:
+            unet_model = UNetSpatioTemporalConditionModel.from_pretrained(unet_path, **kwargs)
         vae = AutoencoderKLTemporalDecoder.from_pretrained(path / "vae", **kwargs)
         image_encoder = CLIPVisionModelWithProjection.from_pretrained(
             path / "image_encoder", use_safetensors=True, dtype=torch.float32

@@ -41,7 +41,7 @@ import onnx
 import torch
 
 from export.atomic import usual_permissions
-from export.bundle import MANIFEST, Bundle, new_manifest, sha256_file
+from export.bundle import MANIFEST, SAMPLERS, Bundle, SamplerConfig, new_manifest, sha256_file
 from export.cli import quiet_logging, run_cli
 from export.cleanup import cleanup, load_lean, load_weights
 from export.environment import library_versions
@@ -375,6 +375,7 @@ def export_bundle(
     progress: bool = True,
     sample_dims: Mapping[str, int] | None = None,
     fast_decoder: str | os.PathLike | None = None,
+    sampler: str = "euler",
 ) -> Bundle:
     """Export ``networks`` of ``model`` to ``out`` as validated ONNX graphs plus ``manifest.json``.
 
@@ -392,8 +393,12 @@ def export_bundle(
         sample_dims: the dims to trace at; default per model size.
         fast_decoder: a fast decoder to add as ``vae_decoder_fast``: a distilled one (``training.decoder``'s
             OUT directory) or a TAESDV checkpoint file (``taesdv.pth`` / ``.safetensors``).
+        sampler: the bundle's sampler, recorded with its defaults in the manifest: ``euler`` (SVD,
+            SF-V) or ``lcm`` (consistency sampling for AnimateLCM-SVD-xt: 4 steps, guidance 1.0 -> 1.2).
     """
     say = log.info if progress else log.debug
+    if sampler not in SAMPLERS:
+        raise ToolkitError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     names = _check_networks(networks, fast_decoder is not None)
     if int(opset) not in OPSETS:
         raise ShapeError(f"opset {opset} is not supported; use {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
@@ -410,7 +415,7 @@ def export_bundle(
         "versions": library_versions(_VERSIONED),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sample_dims": export_dims,
-    })
+    }, SamplerConfig.builtin(sampler))
     with _staging_dir(out) as stage:
         entries, staged = _export_networks(names, model, owned, stage, export_dims, check_list, opset, fast, say)
         _install(staged, entries, out)
@@ -512,6 +517,7 @@ def _parser() -> argparse.ArgumentParser:
             "  python -m export.onnx --model tiny --out /tmp/bundle\n"
             "  python -m export.onnx --model ~/models/svd-img2vid --unet runs/sfv/unet --out bundle --fp16\n"
             "  python -m export.onnx --model svd-random --networks unet --out /tmp/full   # 1.5 B UNet, external data\n"
+            "  python -m export.onnx --model ~/models/svd-img2vid-xt --unet AnimateLCM-SVD-xt.safetensors --sampler lcm --out lcm\n"
             "  python -m export.onnx --model runs/vae/model --fast-decoder runs/decoder --out bundle   # + vae_decoder_fast\n"
             "  python -m export.onnx --model ~/models/svd-img2vid --fast-decoder taesdv.pth --out bundle   # + TAESDV as vae_decoder_fast\n"
             "\nThe graphs have dynamic batch, frames, height and width; --frames/--height/--width only choose the\n"
@@ -523,7 +529,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="diffusers SVD model directory, or a built-in random model: tiny (seconds) or svd-random "
                         "(full SVD shapes, ~9 GB written once to $SFV_CACHE) (default: tiny)")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write (created if missing)")
-    p.add_argument("--unet", metavar="DIR", help="UNet directory replacing the model's, e.g. a distilled SF-V UNet")
+    p.add_argument("--unet", metavar="DIR|FILE", help="UNet replacing the model's: a directory (config.json + safetensors, e.g. a "
+                   "distilled SF-V UNet) or one .safetensors state dict in diffusers keys (e.g. AnimateLCM-SVD-xt.safetensors)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="euler",
+                   help="the bundle's default sampler, recorded in its manifest: euler (SVD, SF-V) or lcm (consistency "
+                        "sampling for AnimateLCM-SVD-xt: 4 steps, guidance 1.0 -> 1.2) (default euler)")
     p.add_argument("--networks", nargs="+", metavar="NAME",
                    help=f"networks to export (default: all but vae_decoder_fast): {', '.join(ALL_NETWORKS)}")
     p.add_argument("--fast-decoder", metavar="DIR|FILE",
@@ -585,6 +595,7 @@ def _export(args, precisions, sample, calibration_size) -> None:
         progress=not args.quiet,
         sample_dims=sample or None,
         fast_decoder=args.fast_decoder,
+        sampler=args.sampler,
     )
     if len(precisions) > 1:
         from export.variants import add_variants

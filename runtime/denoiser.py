@@ -29,9 +29,9 @@ def c_noise(sigma):
     return (0.25 * np.log(np.asarray(sigma, dtype=np.float64))).astype(np.float32)
 
 
-def scale_input(x, sigma):
-    """``c_in * x = x / sqrt(sigma^2 + 1)``: the UNet's noisy-latent input."""
-    return x / sqrt(sigma * sigma + 1)
+def scale_input(x, sigma, sigma_data=1):
+    """``c_in * x = x / sqrt(sigma^2 + sigma_data^2)``: the UNet's noisy-latent input (SVD: sigma_data = 1)."""
+    return x / sqrt(sigma * sigma + sigma_data * sigma_data)
 
 
 def denoised_from_output(F, x, sigma):
@@ -86,12 +86,18 @@ class SVDDenoiser:
 
     def __call__(self, x: np.ndarray, sigma: np.float32) -> np.ndarray:
         """``x [1, F, C, h, w]`` at noise level ``sigma`` (float32) -> ``x0_hat [1, F, C, h, w]``."""
-        x_in = scale_input(np.concatenate([x] * self.batch), sigma)
+        return denoised_from_output(self.output(x, sigma, c_noise(sigma)), x, sigma)
+
+    def output(self, x: np.ndarray, sigma: np.float32, timestep: np.float32, sigma_data=1) -> np.ndarray:
+        """The guided raw UNet output ``F [1, F, C, h, w]`` for ``x`` at ``sigma``: the UNet sees
+        ``c_in x`` (:func:`scale_input`) and the time input ``timestep``; samplers that precondition
+        in their own way (the consistency sampler) start from here."""
+        x_in = scale_input(np.concatenate([x] * self.batch), sigma, sigma_data)
         start = time.perf_counter()
         F = self.unet.run(
             {
                 "sample": np.concatenate([x_in, self.image_latents], axis=2),
-                "timestep": np.full(self.batch, c_noise(sigma), dtype=np.float32),
+                "timestep": np.full(self.batch, timestep, dtype=np.float32),
                 "encoder_hidden_states": self.encoder_hidden_states,
                 "added_time_ids": self.added_time_ids,
             }
@@ -101,4 +107,4 @@ class SVDDenoiser:
         if self.guidance is not None:
             F_uncond, F_cond = F[:1], F[1:]
             F = guide(F_uncond, F_cond, self.guidance)
-        return denoised_from_output(F, x, sigma)
+        return F

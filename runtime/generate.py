@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ov-cache", metavar="DIR", help="with --backend openvino: compiled-model cache (the next start skips compiling)")
     add_arguments(p)
     p.add_argument("--noise", metavar="NPZ", help="explicit noise: an .npz with 'augmentation' [1,3,H,W] and 'latents' "
-                                                  "[1,F,C,h,w] (unit normal; overrides --seed/--generator)")
+                                                  "[1,F,C,h,w] (unit normal; overrides --seed/--generator); --sampler lcm "
+                                                  "also takes 'steps' [steps-1,1,F,C,h,w]")
     p.add_argument("--save-noise", metavar="NPZ", help="write the noise this run drew (for --noise elsewhere)")
     p.add_argument("--save-latents", metavar="NPY", help="also write the final latents [1,F,C,h,w] float32")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines (the result line is still printed)")
@@ -111,14 +112,14 @@ def _generate(args) -> int:
     else:
         pipe = VideoPipeline.from_bundle(args.bundle, backend=args.backend or "onnxruntime", precision=args.precision,
                                          providers=args.providers, threads=args.threads, **_openvino_options(args))
-    options.resolve(pipe.config)  # sizes and ranges checked before the engines activate
+    pipe.resolve(options)  # sizes and ranges checked before the engines activate
 
     # 3. Generate and write.
     with pipe:
         result = pipe(image, options, noise=noise, progress=not args.quiet)
     path = write_video(result.frames, args.out, fps=result.options.fps)
     if args.save_noise:
-        save_noise(args.save_noise, noise.drawn["augmentation"], noise.drawn["latents"])
+        save_noise(args.save_noise, noise.drawn["augmentation"], noise.drawn["latents"], noise.drawn.get("steps"))
     if args.save_latents:
         write_npy_atomic(args.save_latents, result.latents)
     # The result is printed under --quiet too (which silences progress bars and log lines).

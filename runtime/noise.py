@@ -3,7 +3,9 @@
 A clip draws two arrays of standard normal noise, in this order (as diffusers does):
 
 1. ``augmentation`` ``[1, 3, H, W]``: added to the conditioning image (times ``noise_aug_strength``);
-2. ``latents`` ``[1, F, C, h, w]``: the initial latents, before scaling by ``sqrt(sigma_0^2 + 1)``.
+2. ``latents`` ``[1, F, C, h, w]``: the initial latents, before scaling by ``sqrt(sigma_0^2 + 1)``;
+3. ``step(i)`` ``[1, F, C, h, w]``, ``i = 0 .. steps-2``: only the consistency sampler (``lcm``), the
+   fresh noise after step ``i`` (:func:`runtime.sampling.sample_lcm`).
 
 Sources:
 
@@ -13,11 +15,12 @@ Sources:
   here so that any language can reproduce it: ``splitmix64`` (Steele et al. 2014) over a counter,
   then Box-Muller in float64, rounded to float32. For seed ``s``, ``base = splitmix64(s)`` and
   ``raw(j) = splitmix64(base + j)`` (uint64 arithmetic). Array ``k`` (0 augmentation, 1 latents)
-  takes element ``i`` (C order) from ``a = raw((k << 40) + 2i)`` and ``b = raw((k << 40) + 2i + 1)``:
+  (``2 + i`` for step ``i``'s noise) takes element ``i`` (C order) from ``a = raw((k << 40) + 2i)`` and ``b = raw((k << 40) + 2i + 1)``:
   ``u1 = ((a >> 11) + 1) / 2^53``, ``u2 = (b >> 11) / 2^53``,
   ``z = sqrt(-2 ln u1) cos(2 pi u2)``. Runtimes agree to one float32 ulp (libm's float64 log and
   cos are not always correctly rounded).
-- :class:`ExplicitNoise` — both arrays from an ``.npz`` (``augmentation``, ``latents``), so that
+- :class:`ExplicitNoise` — the arrays from an ``.npz`` (``augmentation``, ``latents``, and ``steps``
+  ``[steps-1, 1, F, C, h, w]`` for the lcm sampler), so that
   two runtimes can be compared on exactly the same inputs; :func:`save_noise` writes one.
 
 ``noise_source("auto", seed)`` picks torch when it is installed (diffusers' frames), else splitmix.
@@ -43,6 +46,8 @@ class NoiseSource(Protocol):
     def augmentation(self, shape: Sequence[int]) -> np.ndarray: ...
 
     def latents(self, shape: Sequence[int]) -> np.ndarray: ...
+
+    def step(self, index: int, shape: Sequence[int]) -> np.ndarray: ...
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -77,6 +82,9 @@ class SplitMixNoise:
     def latents(self, shape):
         return self.normal(shape, 1)
 
+    def step(self, index, shape):
+        return self.normal(shape, 2 + index)
+
 
 class TorchNoise:
     """``torch.randn`` from one seeded CPU generator, drawn in diffusers' order."""
@@ -93,12 +101,18 @@ class TorchNoise:
     def latents(self, shape):
         return self._torch.randn(tuple(shape), generator=self.generator, dtype=self._torch.float32).numpy()
 
+    def step(self, index, shape):
+        # The next draw of the same generator: call in step order (as the scheduler draws them).
+        return self._torch.randn(tuple(shape), generator=self.generator, dtype=self._torch.float32).numpy()
+
 
 class ExplicitNoise:
-    """Both arrays given (``ExplicitNoise.load("noise.npz")``); shapes are checked when drawn."""
+    """The arrays given (``ExplicitNoise.load("noise.npz")``); shapes are checked when drawn."""
 
-    def __init__(self, augmentation: np.ndarray, latents: np.ndarray, source: str = "explicit noise"):
+    def __init__(self, augmentation: np.ndarray, latents: np.ndarray, source: str = "explicit noise",
+                 steps: np.ndarray | None = None):
         self._arrays = {"augmentation": augmentation, "latents": latents}
+        self.steps = steps  # [n, 1, F, C, h, w]: the lcm sampler's draws, or None
         self.source = source
 
     @classmethod
@@ -109,11 +123,12 @@ class ExplicitNoise:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: np.asarray(data[k]) for k in ("augmentation", "latents")}
+                steps = np.asarray(data["steps"]) if "steps" in data.files else None
         except KeyError as exc:
             raise InputError(f"{path} lacks the array {exc.args[0]!r}; a noise file holds 'augmentation' and 'latents'") from None
         except (ValueError, OSError, EOFError) as exc:
             raise InputError(f"{path} is not a readable .npz of arrays ({exc})") from None
-        return cls(arrays["augmentation"], arrays["latents"], source=str(path))
+        return cls(arrays["augmentation"], arrays["latents"], source=str(path), steps=steps)
 
     def _take(self, name: str, shape) -> np.ndarray:
         a = self._arrays[name]
@@ -129,6 +144,17 @@ class ExplicitNoise:
 
     def latents(self, shape):
         return self._take("latents", shape)
+
+    def step(self, index, shape):
+        s = self.steps
+        if s is None or s.dtype != np.float32 or s.ndim != len(shape) + 1 or tuple(s.shape[1:]) != tuple(shape) or index >= len(s):
+            got = "none" if s is None else f"{s.dtype} {list(s.shape)}"
+            raise InputError(
+                f"{self.source}: the lcm sampler needs 'steps' float32 [{index + 1}+, {', '.join(map(str, shape))}] "
+                f"(one noise array per step but the last), got {got}; write the noise with --save-noise from a run "
+                "with the same sampler, steps, frames, height and width"
+            )
+        return s[index]
 
 
 class RecordingNoise:
@@ -146,6 +172,11 @@ class RecordingNoise:
         self.drawn["latents"] = self.inner.latents(shape)
         return self.drawn["latents"]
 
+    def step(self, index, shape):
+        z = self.inner.step(index, shape)
+        self.drawn.setdefault("steps", []).append(z)
+        return z
+
 
 def noise_source(generator: str, seed: int) -> NoiseSource:
     """``auto`` (torch when installed, else splitmix), ``torch`` or ``splitmix``, seeded."""
@@ -160,11 +191,17 @@ def noise_source(generator: str, seed: int) -> NoiseSource:
     return SplitMixNoise(seed)
 
 
-def save_noise(path: str | os.PathLike, augmentation: np.ndarray, latents: np.ndarray) -> Path:
-    """Write an uncompressed ``.npz`` with both arrays (atomically), readable by every runtime."""
+def save_noise(path: str | os.PathLike, augmentation: np.ndarray, latents: np.ndarray, steps=None) -> Path:
+    """Write an uncompressed ``.npz`` with the arrays (atomically), readable by every runtime.
+
+    ``steps``: the lcm sampler's draws (a list of ``[1, F, C, h, w]`` or one ``[n, 1, F, C, h, w]``), if any.
+    """
     from export.atomic import atomic_path
 
+    arrays = {"augmentation": np.asarray(augmentation, np.float32), "latents": np.asarray(latents, np.float32)}
+    if steps is not None and len(steps):
+        arrays["steps"] = np.asarray(np.stack(list(steps)), np.float32)
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, augmentation=np.asarray(augmentation, np.float32), latents=np.asarray(latents, np.float32))
+        np.savez(f, **arrays)
     return path

@@ -16,6 +16,7 @@ import numpy as np
 from export.specs import ModelConfig, check_resolution
 from runtime.errors import InputError
 from runtime.noise import GENERATORS
+from runtime.sampling import SAMPLERS, SamplerConfig
 
 DECODERS = ("full", "fast")
 
@@ -31,9 +32,13 @@ class GenerateOptions:
     num_frames: int | None = _opt("--frames", "frames to generate (default: the model's, 14 for SVD)")
     height: int | None = _opt("--height", "output height in pixels (default: the model's, 576 for SVD)")
     width: int | None = _opt("--width", "output width in pixels (default: the model's, 1024 for SVD)")
-    steps: int | None = _opt("--steps", "Euler steps (default 25; 1 with --max-guidance 1 is SF-V's one step)")
+    sampler: str | None = _opt("--sampler", "sampler: euler (SVD's Euler steps) or lcm (consistency sampling, for "
+                               "AnimateLCM-SVD-xt; default 4 steps, guidance 1.0 -> 1.2) (default: the bundle's)", choices=SAMPLERS)
+    steps: int | None = _opt("--steps", "sampler steps (default: the sampler's, Euler 25, lcm 4; 1 with --max-guidance 1 "
+                             "is SF-V's one step)")
     min_guidance: float | None = _opt("--min-guidance", "guidance weight of the first frame (default 1.0)")
-    max_guidance: float | None = _opt("--max-guidance", "guidance weight of the last frame (default 3.0; <= 1 turns guidance off)")
+    max_guidance: float | None = _opt("--max-guidance", "guidance weight of the last frame (default: Euler 3.0, lcm 1.2; "
+                                      "<= 1 turns guidance off)")
     fps: int | None = _opt("--fps", "frame rate of the clip and the fps conditioning (default 7)")
     motion_bucket_id: int | None = _opt("--motion-bucket-id", "motion conditioning (default 127; higher moves more)")
     noise_aug_strength: float | None = _opt("--noise-aug", "noise added to the conditioning image (default 0.02)")
@@ -45,15 +50,23 @@ class GenerateOptions:
     decoder: str = _opt("--decoder", "VAE decoder: full (the model's temporal decoder) or fast (the bundle's distilled "
                         "vae_decoder_fast, from export.onnx --fast-decoder) (default full)", default="full", choices=DECODERS)
 
-    def resolve(self, config: ModelConfig) -> "GenerateOptions":
-        """A copy with every ``None`` replaced by the model's default, checked (:class:`InputError`)."""
+    def resolve(self, config: ModelConfig, sampler: SamplerConfig | None = None) -> "GenerateOptions":
+        """A copy with every ``None`` replaced by the model's default, checked (:class:`InputError`).
+
+        ``sampler``: the bundle's (manifest ``sampler``; ``None`` = Euler); steps and guidance
+        default to the chosen sampler's (:func:`chosen_sampler`), else to ``config``'s.
+        """
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise InputError(f"{_label('sampler')} must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        chosen = chosen_sampler(self.sampler, sampler)
         defaults = {
+            "sampler": chosen.name,
             "num_frames": config.num_frames,
             "height": config.default_height,
             "width": config.default_width,
-            "steps": config.steps,
-            "min_guidance": config.min_guidance,
-            "max_guidance": config.max_guidance,
+            "steps": config.steps if chosen.steps is None else chosen.steps,
+            "min_guidance": config.min_guidance if chosen.min_guidance is None else chosen.min_guidance,
+            "max_guidance": config.max_guidance if chosen.max_guidance is None else chosen.max_guidance,
             "fps": config.fps,
             "motion_bucket_id": config.motion_bucket_id,
             "noise_aug_strength": config.noise_aug_strength,
@@ -63,6 +76,11 @@ class GenerateOptions:
         if opts.decode_chunk_size is None:
             opts = dataclasses.replace(opts, decode_chunk_size=opts.num_frames)
         opts.check(config)
+        if chosen.params is not None and opts.steps > chosen.params.num_train_timesteps:
+            raise InputError(
+                f"{_label('steps')} {opts.steps} is above {chosen.params.num_train_timesteps}: the lcm sampler visits levels of "
+                f"the {chosen.params.num_train_timesteps} its UNet was distilled on (2 to 8 steps are typical)"
+            )
         return opts
 
     def check(self, config: ModelConfig) -> None:
@@ -80,7 +98,7 @@ class GenerateOptions:
             )
         if not 0 <= self.noise_aug_strength:
             raise InputError(f"{_label('noise_aug_strength')} must be >= 0, got {self.noise_aug_strength}")
-        for name in ("generator", "decoder"):
+        for name in ("generator", "decoder", "sampler"):
             choices = _FIELDS[name].metadata["choices"]
             if getattr(self, name) not in choices:
                 raise InputError(f"{_label(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
@@ -103,11 +121,20 @@ def add_arguments(parser) -> None:
     """Add one flag per option to an ``argparse`` parser (dest = the field name, default None = the model's)."""
     types = {"num_frames": int, "height": int, "width": int, "steps": int, "fps": int, "motion_bucket_id": int,
              "decode_chunk_size": int, "seed": int, "min_guidance": float, "max_guidance": float,
-             "noise_aug_strength": float, "generator": str, "decoder": str}
+             "noise_aug_strength": float, "generator": str, "decoder": str, "sampler": str}
     for f in dataclasses.fields(GenerateOptions):
         extra = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
         parser.add_argument(f.metadata["flag"], dest=f.name, type=types[f.name], default=f.default,
                             help=f.metadata["help"], **extra)
+
+
+def chosen_sampler(name: str | None, bundle: SamplerConfig | None = None) -> SamplerConfig:
+    """The sampler a call runs: ``name`` (``None``: the bundle's) with the bundle's defaults and
+    constants when it is the bundle's own, else the sampler's built-in ones."""
+    bundle = bundle or SamplerConfig()
+    if name is None or name == bundle.name:
+        return bundle
+    return SamplerConfig.builtin(name)
 
 
 def from_arguments(args) -> GenerateOptions:

@@ -25,9 +25,10 @@ from runtime.conditioning import added_time_ids, augment_image, guidance_scales
 from runtime.denoiser import SVDDenoiser
 from runtime.errors import InputError
 from runtime.noise import NoiseSource, noise_source
-from runtime.options import GenerateOptions
+from runtime.options import GenerateOptions, chosen_sampler
 from runtime.preprocess import ImageInput, load_image, pixels, vae_pixels
-from runtime.sampling import initial_noise_scale, karras_sigmas, sample_euler
+from runtime.sampling import (SamplerConfig, initial_noise_scale, karras_sigmas, lcm_initial_noise_scale, lcm_schedule,
+                              sample_euler, sample_lcm)
 from runtime.video import to_uint8
 
 OUTPUTS = ("frames", "latents")
@@ -62,9 +63,10 @@ class VideoPipeline:
             clip = pipe("cat.png", steps=25, seed=3)          # or keyword overrides
     """
 
-    def __init__(self, engines: Engines):
+    def __init__(self, engines: Engines, sampler: SamplerConfig | None = None):
         self.engines = engines
         self.config: ModelConfig = engines.config
+        self.sampler = sampler or SamplerConfig()  # the bundle's sampler and its defaults (manifest "sampler")
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | os.PathLike, backend: str = "onnxruntime", *, precision: str = "fp32",
@@ -77,11 +79,13 @@ class VideoPipeline:
         the graphs are validated against.
         """
         from engines.factory import pipeline_engines
+        from export.bundle import Bundle
 
         if backend == "torch":
             require_torch_backend()
-        return cls(pipeline_engines(bundle_dir, backend, precision=precision, providers=providers, threads=threads,
-                                    **backend_options))
+        bundle = Bundle.load(bundle_dir)
+        return cls(pipeline_engines(bundle, backend, precision=precision, providers=providers, threads=threads,
+                                    **backend_options), bundle.sampler)
 
     @classmethod
     def from_model(cls, model="tiny", unet: str | os.PathLike | None = None) -> "VideoPipeline":
@@ -108,6 +112,10 @@ class VideoPipeline:
 
     # ------------------------------------------------------------------ generation
 
+    def resolve(self, options: GenerateOptions) -> GenerateOptions:
+        """``options`` with the model's and the sampler's defaults filled in, checked (:class:`InputError`)."""
+        return options.resolve(self.config, self.sampler)
+
     def __call__(self, image: ImageInput, options: GenerateOptions | None = None, *, noise: NoiseSource | None = None,
                  output: str = "frames", progress: bool = True, **overrides) -> VideoResult:
         """Generate a clip from ``image``.
@@ -127,7 +135,7 @@ class VideoPipeline:
             opts = dataclasses.replace(options or GenerateOptions(), **overrides)
         except TypeError as exc:
             raise InputError(f"unknown generation option: {exc}; see runtime.options.GenerateOptions") from None
-        opts = opts.resolve(self.config)
+        opts = self.resolve(opts)
         if output not in OUTPUTS:
             raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
         if output == "frames":
@@ -152,11 +160,10 @@ class VideoPipeline:
         with _timed(timings, "vae_encoder"):
             image_latent = engines.vae_encoder.run({"image": vae_image})["latent"]
 
-        # 4. Denoise from sigma_max with the Euler sampler.
+        # 4. Denoise from sigma_max with the chosen sampler (Euler, or consistency sampling).
         with _timed(timings, "denoise"):
-            sigmas = karras_sigmas(opts.steps, cfg.sigma_min, cfg.sigma_max)
             h, w = opts.height // cfg.vae_scale_factor, opts.width // cfg.vae_scale_factor
-            latents = noise.latents((1, opts.num_frames, cfg.latent_channels, h, w)) * initial_noise_scale(sigmas)
+            eps = noise.latents((1, opts.num_frames, cfg.latent_channels, h, w))
             denoiser = SVDDenoiser(
                 engines.unet,
                 image_embeds,
@@ -166,7 +173,14 @@ class VideoPipeline:
                 guidance_scales(opts.min_guidance, opts.max_guidance, opts.num_frames),
             )
             with _progress(opts.steps, "denoise", "step", progress) as bar:
-                latents = sample_euler(denoiser, latents, sigmas, callback=lambda *_: bar.update())
+                if opts.sampler == "lcm":
+                    p = chosen_sampler(opts.sampler, self.sampler).params
+                    sigmas, timesteps = lcm_schedule(opts.steps, p)
+                    latents = sample_lcm(lambda x, s, t: denoiser.output(x, s, t, p.sigma_data), eps * lcm_initial_noise_scale(p),
+                                         sigmas, timesteps, noise.step, p, callback=lambda *_: bar.update())
+                else:
+                    sigmas = karras_sigmas(opts.steps, cfg.sigma_min, cfg.sigma_max)
+                    latents = sample_euler(denoiser, eps * initial_noise_scale(sigmas), sigmas, callback=lambda *_: bar.update())
         timings["unet"] = denoiser.unet_seconds
         timings["sampler"] = timings.pop("denoise") - denoiser.unet_seconds  # glue outside the UNet
 

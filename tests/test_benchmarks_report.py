@@ -66,10 +66,13 @@ def test_summarize_dicts_and_threads():
 def test_run_config_parse():
     svd, sfv = RunConfig.parse("svd-25"), RunConfig.parse("SFV-1")
     assert (svd.label, svd.steps, svd.guidance, svd.unet_batch) == ("SVD", 25, True, 2)
-    assert svd.pipeline_kwargs() == {"steps": 25, "min_guidance": 1.0, "max_guidance": 3.0, "decoder": "full"}
+    assert svd.pipeline_kwargs() == {"sampler": "euler", "steps": 25, "min_guidance": 1.0, "max_guidance": 3.0, "decoder": "full"}
     assert (sfv.label, sfv.unet_batch) == ("SF-V", 1)
-    assert sfv.pipeline_kwargs() == {"steps": 1, "min_guidance": 1.0, "max_guidance": 1.0, "decoder": "full"}
-    for bad in ("svd", "lcm-4", "svd-0", "svd-x"):
+    assert sfv.pipeline_kwargs() == {"sampler": "euler", "steps": 1, "min_guidance": 1.0, "max_guidance": 1.0, "decoder": "full"}
+    lcm = RunConfig.parse("lcm-4")
+    assert (lcm.steps, lcm.guidance, lcm.unet_batch) == (4, True, 2)
+    assert lcm.pipeline_kwargs() == {"sampler": "lcm", "steps": 4, "min_guidance": 1.0, "max_guidance": 1.2, "decoder": "full"}
+    for bad in ("svd", "ddim-4", "svd-0", "svd-x"):
         with pytest.raises(BenchmarkError):
             RunConfig.parse(bad)
 
@@ -209,8 +212,8 @@ def test_gemm_gflops_is_positive():
 def test_speedup_cli_reports_bad_options(capsys):
     from benchmarks.speedup import main
 
-    assert main(["--configs", "svd-25", "lcm-4", "--mode", "loop"]) == 2
-    assert "error: unknown configuration kind 'lcm'" in capsys.readouterr().err
+    assert main(["--configs", "svd-25", "ddim-4", "--mode", "loop"]) == 2
+    assert "error: unknown configuration kind 'ddim'" in capsys.readouterr().err
 
 
 def test_contention_warning():
@@ -272,7 +275,7 @@ def test_fast_decoder_configuration():
 
     rc = RunConfig.parse("sfvfast-1")
     assert rc.label == "SF-V + fast decoder" and not rc.guidance and rc.unet_batch == 1
-    assert rc.pipeline_kwargs() == {"steps": 1, "min_guidance": 1.0, "max_guidance": 1.0, "decoder": "fast"}
+    assert rc.pipeline_kwargs() == {"sampler": "euler", "steps": 1, "min_guidance": 1.0, "max_guidance": 1.0, "decoder": "fast"}
     assert RunConfig.parse("sfv-1").pipeline_kwargs()["decoder"] == "full"
 
 

@@ -4,12 +4,14 @@
 //   sfv-generate --bundle B --image in.png --out clip.npy                  # SVD: 25 steps, guidance 1 -> 3
 //   sfv-generate --bundle B --image in.png --out frames/ --steps 1 --max-guidance 1   # SF-V one step
 //   sfv-generate ... --noise noise.npz --save-latents latents.npy          # reproduce another runtime
+//   sfv-generate --bundle B --image in.png --out clip.npy --sampler lcm      # consistency sampling (AnimateLCM-SVD-xt)
 //
 // --bundle: the bundle directory (or its manifest.json).
 // --decoder fast: the bundle's distilled vae_decoder_fast instead of the model's temporal decoder.
 // --out: a .npy file (uint8 [F, H, W, 3]) or a directory of PNG frames (frame_0000.png, ...).
 // --noise: an uncompressed .npz (np.savez) with float32 `augmentation` [1, 3, H, W] and
-// `latents` [1, F, 4, h, w] (unit normal draws, before the initial noise scale).
+// `latents` [1, F, 4, h, w] (unit normal draws, before the initial noise scale), and for --sampler lcm
+// `steps` [steps - 1, 1, F, 4, h, w] (the noise after each step but the last).
 // User errors print one line "error: ..." and exit 2.
 #include <sys/stat.h>
 #include <unistd.h>
@@ -41,7 +43,7 @@
 namespace {
 
 const char* kUsage =
-    "usage: sfv-generate --bundle DIR --image IN.png|jpg --out CLIP.npy|DIR [--steps N] [--frames N] [--height PX]\n"
+    "usage: sfv-generate --bundle DIR --image IN.png|jpg --out CLIP.npy|DIR [--sampler euler|lcm] [--steps N] [--frames N] [--height PX]\n"
     "                    [--width PX] [--seed N] [--noise NOISE.npz] [--min-guidance W] [--max-guidance W] [--fps N]\n"
     "                    [--motion-bucket-id N] [--noise-aug S] [--decode-chunk N] [--save-latents LAT.npy]\n"
     "                    [--provider cpu|cuda|tensorrt] [--threads N] [--precision fp32|fp16|int8|fp8] [--decoder full|fast]\n"
@@ -163,7 +165,7 @@ int run(int argc, char** argv) {
     const std::string valued[] = {"--bundle", "--image", "--out", "--steps", "--frames", "--height", "--width", "--seed", "--noise",
                                   "--min-guidance", "--max-guidance", "--fps", "--motion-bucket-id", "--noise-aug", "--decode-chunk",
                                   "--save-latents", "--provider", "--threads", "--precision", "--timings-json", "--generator", "--repeat",
-                                  "--decoder"};
+                                  "--decoder", "--sampler"};
     for (int i = 1; i < argc; ++i) {
         std::string k = argv[i];
         if (k == "-h" || k == "--help") {
@@ -197,6 +199,11 @@ int run(int argc, char** argv) {
     opt_dbl("--min-guidance", o.min_guidance), opt_dbl("--max-guidance", o.max_guidance), opt_dbl("--noise-aug", o.noise_aug_strength);
     if (a.count("--seed")) o.seed = parse_int("--seed", a["--seed"]);
     if (a.count("--decoder")) o.decoder = a["--decoder"];
+    if (a.count("--sampler")) {
+        if (a["--sampler"] != "euler" && a["--sampler"] != "lcm")
+            throw sfv::InputError("argument --sampler: invalid choice: '" + a["--sampler"] + "' (choose from 'euler', 'lcm')");
+        o.sampler = a["--sampler"];
+    }
     if (a.count("--generator") && a["--generator"] != "splitmix")
         throw sfv::InputError("sfv-generate draws its noise with the portable splitmix generator only; for torch's draws save them with "
                               "`python -m runtime.generate --generator torch --save-noise noise.npz` and pass --noise noise.npz");
@@ -219,6 +226,7 @@ int run(int argc, char** argv) {
             if (!arrays.count(key)) throw sfv::InputError(path + " lacks the array '" + key + "'; a noise file holds 'augmentation' and 'latents'");
         noise.augmentation = arrays["augmentation"].as_float32(), noise.augmentation_shape = arrays["augmentation"].shape;
         noise.latents = arrays["latents"].as_float32(), noise.latents_shape = arrays["latents"].shape;
+        if (arrays.count("steps")) noise.steps = arrays["steps"].as_float32(), noise.steps_shape = arrays["steps"].shape;
         noise.source = path;
         o.noise = &noise;
     }

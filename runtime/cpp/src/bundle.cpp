@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -54,7 +55,58 @@ void read(const json& cfg, const char* key, T& into) {
     if (cfg.contains(key)) into = cfg.at(key).get<T>();
 }
 
+/// The manifest's "sampler", as strict as export/bundle.py SamplerConfig.from_json (message after "path: ").
+SamplerConfig read_sampler(const json& m) {
+    SamplerConfig out;
+    if (!m.contains("sampler")) return out;
+    const json& s = m["sampler"];
+    if (!s.is_object() || !s.contains("name") || !s["name"].is_string() || (s["name"] != "euler" && s["name"] != "lcm"))
+        throw BundleError("'sampler' must be an object whose 'name' is one of euler, lcm, got " + py_repr(s.is_object() ? s.value("name", json()) : s));
+    for (auto it = s.begin(); it != s.end(); ++it)
+        if (it.key() != "name" && it.key() != "steps" && it.key() != "min_guidance" && it.key() != "max_guidance" && it.key() != "params")
+            throw BundleError("'sampler' has unknown keys ['" + it.key() + "']");
+    out.name = s["name"].get<std::string>();
+    auto positive = [&](const char* key) -> const json* {
+        if (!s.contains(key) || s[key].is_null()) return nullptr;
+        const json& v = s[key];
+        if (!v.is_number() || v.get<double>() <= 0 || (std::string(key) == "steps" && !v.is_number_integer()))
+            throw BundleError(std::string("'sampler.") + key + "' must be a positive number, got " + v.dump());
+        return &v;
+    };
+    if (auto v = positive("steps")) out.steps = v->get<int>();
+    if (auto v = positive("min_guidance")) out.min_guidance = v->get<double>();
+    if (auto v = positive("max_guidance")) out.max_guidance = v->get<double>();
+    const json params = s.value("params", json());
+    if (out.name == "lcm") {
+        static const char* kKeys[] = {"clip_denoised", "num_train_timesteps", "rho", "s_noise", "sigma_data", "sigma_max", "sigma_min"};
+        bool exact = params.is_object() && params.size() == std::size(kKeys);
+        for (const char* k : kKeys) exact = exact && params.contains(k);
+        if (!exact)
+            throw BundleError("'sampler.params' of lcm must hold exactly ['clip_denoised', 'num_train_timesteps', 'rho', 's_noise', "
+                              "'sigma_data', 'sigma_max', 'sigma_min'], got " + params.dump());
+        auto& p = out.params;
+        try {
+            p.num_train_timesteps = params.at("num_train_timesteps").get<int>();
+            p.sigma_min = params.at("sigma_min").get<double>(), p.sigma_max = params.at("sigma_max").get<double>();
+            p.sigma_data = params.at("sigma_data").get<double>(), p.s_noise = params.at("s_noise").get<double>();
+            p.rho = params.at("rho").get<double>(), p.clip_denoised = params.at("clip_denoised").get<bool>();
+        } catch (const json::exception& e) {
+            throw BundleError(std::string("'sampler.params' of lcm has a value of the wrong type (") + e.what() + ")");
+        }
+    } else if (!params.is_null() && !params.empty()) {
+        throw BundleError("the euler sampler takes no 'params', got " + params.dump());
+    }
+    return out;
+}
+
 }  // namespace
+
+SamplerConfig SamplerConfig::builtin(const std::string& name) {
+    SamplerConfig s;
+    s.name = name;
+    if (name == "lcm") s.steps = 4, s.min_guidance = 1.0, s.max_guidance = 1.2;
+    return s;
+}
 
 const NetworkInfo& Manifest::network(const std::string& name) const {
     for (const auto& n : networks)
@@ -90,7 +142,15 @@ Manifest load_manifest(const std::string& root, const std::string& precision) {
     Manifest out;
     out.root = root;
     try {
+        out.sampler = read_sampler(m);
+    } catch (const BundleError& e) {
+        throw BundleError(path + ": " + e.what() + "; re-export the bundle (`python -m export.onnx ... --sampler euler|lcm`)");
+    }
+    try {
         const json& cfg = m["model"].at("config");
+        if (!cfg.is_object() || !cfg.contains("num_frames") || !cfg["num_frames"].is_number_integer())
+            // the frame count differs between models (14 SVD, 25 SVD-XT): never assumed
+            throw BundleError(path + ": model.config lacks num_frames (the model's frame count); re-export the bundle");
         auto& c = out.config;
         read(cfg, "latent_channels", c.latent_channels);
         read(cfg, "vae_scale_factor", c.vae_scale_factor);

@@ -3,8 +3,11 @@
 // Error messages are the Python runtime's (export/bundle.py), word for word where they overlap.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "sampling.hpp"
 
 namespace sfv::detail {
 
@@ -30,7 +33,7 @@ struct NetworkInfo {
 
 struct ModelConfig {
     int latent_channels = 4, vae_scale_factor = 8, unet_downsample = 8, embed_dim = 1024;
-    int clip_image_size = 224, num_frames = 14, default_height = 576, default_width = 1024;
+    int clip_image_size = 224, num_frames = 0, default_height = 576, default_width = 1024;  // num_frames: required in the manifest
     double scaling_factor = 0.18215, sigma_min = 0.002, sigma_max = 700.0;
     std::string prediction_type = "v_prediction";
     // generation defaults (export/specs.py ModelConfig)
@@ -39,9 +42,21 @@ struct ModelConfig {
     int pixel_multiple() const { return vae_scale_factor * unet_downsample; }
 };
 
+/// The manifest's optional "sampler" (export/bundle.py SamplerConfig): absent = euler with model.config's
+/// defaults; unset steps/guidance take model.config's.
+struct SamplerConfig {
+    std::string name = "euler";
+    std::optional<int> steps;
+    std::optional<double> min_guidance, max_guidance;
+    LCMParams params;  ///< lcm's constants (defaults: AnimateLCM's)
+    /// The defaults a sampler brings when a call picks it over the bundle's (Python SamplerConfig.builtin).
+    static SamplerConfig builtin(const std::string& name);
+};
+
 struct Manifest {
     std::string root;
     ModelConfig config;
+    SamplerConfig sampler;
     std::vector<NetworkInfo> networks;  ///< kNetworks order, then the optional ones the bundle has
     const NetworkInfo& network(const std::string& name) const;
 };

@@ -31,6 +31,7 @@ Runtime::Runtime(const std::string& bundle_dir, const RuntimeOptions& options) :
     if (options.verify_checksums) detail::verify_checksums(impl_->manifest);
     const auto& c = impl_->manifest.config;
     impl_->info = {c.num_frames, c.default_height, c.default_width, c.latent_channels, c.vae_scale_factor, c.pixel_multiple()};
+    impl_->info.sampler = impl_->manifest.sampler.name;
     for (const auto& n : impl_->manifest.networks) {
         if (n.name == "vae_decoder_fast") impl_->info.fast_decoder = true;
         if (n.name != "clip_preprocess" && n.precision != options.precision) impl_->info.fp32_fallback.push_back(n.name);
@@ -74,12 +75,22 @@ std::string shape_str(const I64& s) {
 struct Resolved {
     int F, H, W, steps, fps, motion_bucket_id, chunk;
     double min_guidance, max_guidance, noise_aug;
+    detail::SamplerConfig sampler;
 };
 
-Resolved resolve(const GenerateOptions& o, const detail::ModelConfig& c) {
+/// The sampler a call runs (runtime/options.py chosen_sampler): the bundle's, or another's built-in defaults.
+detail::SamplerConfig chosen_sampler(const std::optional<std::string>& name, const detail::SamplerConfig& bundle) {
+    if (name && *name != "euler" && *name != "lcm") throw InputError("sampler (--sampler) must be one of euler, lcm, got '" + *name + "'");
+    if (!name || *name == bundle.name) return bundle;
+    return detail::SamplerConfig::builtin(*name);
+}
+
+Resolved resolve(const GenerateOptions& o, const detail::ModelConfig& c, const detail::SamplerConfig& bundle_sampler) {
+    const detail::SamplerConfig s = chosen_sampler(o.sampler, bundle_sampler);
     Resolved r{o.num_frames.value_or(c.num_frames), o.height.value_or(c.default_height), o.width.value_or(c.default_width),
-               o.steps.value_or(c.steps), o.fps.value_or(c.fps), o.motion_bucket_id.value_or(c.motion_bucket_id), 0,
-               o.min_guidance.value_or(c.min_guidance), o.max_guidance.value_or(c.max_guidance), o.noise_aug_strength.value_or(c.noise_aug_strength)};
+               o.steps.value_or(s.steps.value_or(c.steps)), o.fps.value_or(c.fps), o.motion_bucket_id.value_or(c.motion_bucket_id), 0,
+               o.min_guidance.value_or(s.min_guidance.value_or(c.min_guidance)), o.max_guidance.value_or(s.max_guidance.value_or(c.max_guidance)),
+               o.noise_aug_strength.value_or(c.noise_aug_strength), s};
     r.chunk = o.decode_chunk_size.value_or(r.F);
     const std::pair<const char*, int> ints[] = {{"num_frames (--frames)", r.F}, {"steps (--steps)", r.steps},
                                                 {"decode_chunk_size (--decode-chunk)", r.chunk}, {"fps (--fps)", r.fps}};
@@ -93,6 +104,10 @@ Resolved resolve(const GenerateOptions& o, const detail::ModelConfig& c) {
     if (!(r.noise_aug >= 0)) throw InputError("noise_aug_strength (--noise-aug) must be >= 0, got " + py_float(r.noise_aug));
     if (o.decoder != "full" && o.decoder != "fast")
         throw InputError("decoder (--decoder) must be one of full, fast, got '" + o.decoder + "'");
+    const int n_train = r.sampler.params.num_train_timesteps;
+    if (r.sampler.name == "lcm" && r.steps > n_train)
+        throw InputError("steps (--steps) " + std::to_string(r.steps) + " is above " + std::to_string(n_train) +
+                         ": the lcm sampler visits levels of the " + std::to_string(n_train) + " its UNet was distilled on (2 to 8 steps are typical)");
     return r;
 }
 
@@ -113,11 +128,13 @@ Clip Runtime::generate(const ImageView& image, const GenerateOptions& o) const {
     if (!image.pixels || image.width < 2 || image.height < 2)
         throw InputError("the image is " + std::to_string(image.width) + "x" + std::to_string(image.height) +
                          " pixels; each side needs at least 2 pixels (CLIP's antialiased resize reflects at the borders)");
-    const Resolved r = resolve(o, cfg);
+    const Resolved r = resolve(o, cfg, impl_->manifest.sampler);
     const std::string decoder = o.decoder == "fast" ? "vae_decoder_fast" : "vae_decoder";
     if (!impl_->sessions.count(decoder))  // runtime/pipeline.py's words
         throw InputError("decoder='fast' needs a bundle with the distilled decoder (vae_decoder_fast), which this one lacks; "
                          "export it with `python -m export.onnx --model M --fast-decoder RUN --out BUNDLE`, or use --decoder full");
+    const bool lcm = r.sampler.name == "lcm";
+    const int step_draws = lcm ? r.steps - 1 : 0;  // the consistency sampler's fresh noise after each step but the last
     const int F = r.F, H = r.H, W = r.W, chunk = r.chunk;
     const int C = cfg.latent_channels, h = H / cfg.vae_scale_factor, w = W / cfg.vae_scale_factor;
     const std::size_t hw = std::size_t(h) * w, frame_size = std::size_t(C) * hw, video_size = F * frame_size;
@@ -125,6 +142,15 @@ Clip Runtime::generate(const ImageView& image, const GenerateOptions& o) const {
     if (o.noise) {
         check_noise(*o.noise, "augmentation", o.noise->augmentation, o.noise->augmentation_shape, aug_shape);
         check_noise(*o.noise, "latents", o.noise->latents, o.noise->latents_shape, lat_shape);
+        if (step_draws > 0) {
+            I64 want{step_draws, 1, F, C, h, w}, given = o.noise->steps_shape;
+            const bool ok = given.empty() ? o.noise->steps.size() >= std::size_t(step_draws) * video_size
+                                          : (given.size() == 6 && given[0] >= step_draws && I64(given.begin() + 1, given.end()) == I64(want.begin() + 1, want.end()));
+            if (!ok)
+                throw InputError(o.noise->source + ": the lcm sampler needs 'steps' float32 " + shape_str(want) +
+                                 " (one noise array per step but the last), got " + (o.noise->steps.empty() ? std::string("none") : shape_str(given)) +
+                                 "; write the noise with --save-noise from a run with the same sampler, steps, frames, height and width");
+        }
     }
 
     Clip clip;
@@ -174,19 +200,29 @@ Clip Runtime::generate(const ImageView& image, const GenerateOptions& o) const {
     std::vector<float> time_ids;
     for (int b = 0; b < B; ++b) time_ids.insert(time_ids.end(), time_ids_one, time_ids_one + 3);
     const std::vector<float> weights = detail::guidance_weights(r.min_guidance, r.max_guidance, F);
-    const std::vector<float> sigmas = detail::karras_sigmas(r.steps, cfg.sigma_min, cfg.sigma_max);
+    // Euler: Karras levels of model.config's range, time input c_noise(sigma). lcm: the consistency
+    // schedule and its time inputs (sampling.hpp lcm_schedule), its own initial scale.
+    const detail::LCMParams& lp = r.sampler.params;
+    std::vector<float> sigmas, timesteps;
+    if (lcm) {
+        detail::lcm_schedule(r.steps, lp, sigmas, timesteps);
+    } else {
+        sigmas = detail::karras_sigmas(r.steps, cfg.sigma_min, cfg.sigma_max);
+        for (int i = 0; i < r.steps; ++i) timesteps.push_back(detail::c_noise(sigmas[i]));
+    }
 
     std::vector<float> x(video_size);
-    const float s0 = detail::initial_noise_scale(sigmas[0]);
+    const float s0 = lcm ? detail::lcm_initial_noise_scale(lp) : detail::initial_noise_scale(sigmas[0]);
     for (std::size_t i = 0; i < video_size; ++i) x[i] = eps_lat[i] * s0;
     std::vector<float> sample(std::size_t(B) * 2 * video_size);
+    const float sd2 = lcm ? float(lp.sigma_data * lp.sigma_data) : 1.0f;
     for (int i = 0; i < r.steps; ++i) {
         const float sigma = sigmas[i];
         for (int b = 0; b < B; ++b) {
             const bool cond = b == B - 1;
-            detail::unet_sample(x.data(), cond ? image_latent.data() : nullptr, sigma, F, C, hw, sample.data() + b * 2 * video_size);
+            detail::unet_sample_scaled(x.data(), cond ? image_latent.data() : nullptr, sigma, sd2, F, C, hw, sample.data() + b * 2 * video_size);
         }
-        std::vector<float> timestep(B, detail::c_noise(sigma));
+        std::vector<float> timestep(B, timesteps[i]);
         const auto t_unet = Clock::now();
         std::vector<float> out = impl_->session("unet").run({
             {"sample", {B, F, 2 * C, h, w}, sample.data(), nullptr},
@@ -198,7 +234,16 @@ Clip Runtime::generate(const ImageView& image, const GenerateOptions& o) const {
         ++t.unet_calls;
         float* guided = out.data() + (B - 1) * video_size;
         if (cfg_on) detail::apply_guidance(out.data(), guided, weights, frame_size);
-        detail::euler_step(x.data(), guided, video_size, sigma, sigmas[i + 1]);
+        if (!lcm) {
+            detail::euler_step(x.data(), guided, video_size, sigma, sigmas[i + 1]);
+        } else if (i < step_draws) {
+            std::vector<float> z = o.noise ? std::vector<float>(o.noise->steps.begin() + std::size_t(i) * video_size,
+                                                                o.noise->steps.begin() + std::size_t(i + 1) * video_size)
+                                           : detail::normal_noise(o.seed, detail::step_stream(i), video_size);
+            detail::lcm_step(x.data(), guided, z.data(), video_size, sigma, sigmas[i + 1], lp);
+        } else {
+            detail::lcm_step(x.data(), guided, nullptr, video_size, sigma, sigmas[i + 1], lp);
+        }
     }
     t.sampler = since(t0) - t.unet;  // the loop's own arithmetic, outside the UNet calls
     clip.latents = x;

@@ -30,17 +30,7 @@ std::vector<float> guidance_weights(double min_guidance, double max_guidance, in
 }
 
 void unet_sample(const float* x, const float* image_latent, float sigma, int frames, int channels, std::size_t hw, float* out) {
-    const float q = std::sqrt(sigma * sigma + 1.0f);
-    const std::size_t plane = std::size_t(channels) * hw;
-    for (int f = 0; f < frames; ++f) {
-        const float* xf = x + f * plane;
-        float* o = out + f * 2 * plane;
-        for (std::size_t i = 0; i < plane; ++i) o[i] = xf[i] / q;
-        if (image_latent)
-            std::copy(image_latent, image_latent + plane, o + plane);
-        else
-            std::fill(o + plane, o + 2 * plane, 0.0f);
-    }
+    unet_sample_scaled(x, image_latent, sigma, 1.0f, frames, channels, hw, out);
 }
 
 void apply_guidance(const float* uncond, float* cond, const std::vector<float>& w, std::size_t frame_size) {
@@ -57,6 +47,49 @@ void euler_step(float* x, const float* model_out, std::size_t n, float sigma, fl
         float denoised = model_out[i] * c_out + x[i] / skip_den;
         float d = (x[i] - denoised) / sigma;
         x[i] = x[i] + d * dt;
+    }
+}
+
+void lcm_schedule(int steps, const LCMParams& p, std::vector<float>& sigmas, std::vector<float>& timesteps) {
+    const int ratio = p.num_train_timesteps / steps;
+    const double min_inv = std::pow(p.sigma_min, 1.0 / p.rho), max_inv = std::pow(p.sigma_max, 1.0 / p.rho);
+    sigmas.assign(steps + 1, 0.0f);
+    timesteps.assign(steps, 0.0f);
+    for (int k = 0; k < steps; ++k) {
+        const double ramp = double(std::int64_t(k) * ratio) / double(p.num_train_timesteps - 1);
+        const double sigma = std::pow(max_inv + ramp * (min_inv - max_inv), p.rho);
+        sigmas[k] = float(sigma);
+        timesteps[k] = float(0.25 * std::log(sigma));
+    }
+}
+
+float lcm_initial_noise_scale(const LCMParams& p) { return float(std::sqrt(p.sigma_max * p.sigma_max + 1.0)); }
+
+void unet_sample_scaled(const float* x, const float* image_latent, float sigma, float sd2, int frames, int channels, std::size_t hw,
+                        float* out) {
+    const float q = std::sqrt(sigma * sigma + sd2);
+    const std::size_t plane = std::size_t(channels) * hw;
+    for (int f = 0; f < frames; ++f) {
+        const float* xf = x + f * plane;
+        float* o = out + f * 2 * plane;
+        for (std::size_t i = 0; i < plane; ++i) o[i] = xf[i] / q;
+        if (image_latent)
+            std::copy(image_latent, image_latent + plane, o + plane);
+        else
+            std::fill(o + plane, o + 2 * plane, 0.0f);
+    }
+}
+
+void lcm_step(float* x, const float* model_out, const float* z, std::size_t n, float sigma, float sigma_next, const LCMParams& p) {
+    const float sd2 = float(p.sigma_data * p.sigma_data);
+    const float den = sigma * sigma + sd2;
+    const float c_skip = 1.0f / den * sd2;
+    const float c_out = (-sigma * float(p.sigma_data)) / std::sqrt(den);
+    const float s_noise = float(p.s_noise);
+    for (std::size_t i = 0; i < n; ++i) {
+        float denoised = c_out * model_out[i] + c_skip * x[i];
+        if (p.clip_denoised) denoised = std::min(1.0f, std::max(-1.0f, denoised));
+        x[i] = z ? denoised + (z[i] * s_noise) * sigma_next : denoised;
     }
 }
 

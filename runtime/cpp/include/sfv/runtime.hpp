@@ -4,7 +4,7 @@
 //   sfv::GenerateOptions o; o.steps = 1; o.max_guidance = 1.0;   // SF-V's one step; unset = manifest default
 //   sfv::Clip clip = rt.generate({pixels, width, height}, o);    // RGB8 in, RGB8 [F, H, W, 3] out
 //
-// The numerics (resize, noise, schedule, guidance, Euler step, uint8 conversion) are those of the
+// The numerics (resize, noise, schedule, guidance, Euler or consistency (lcm) step, uint8 conversion) are those of the
 // Python runtime (`runtime/`), so both give the same frames for the same bundle and noise.
 // Errors are exceptions derived from sfv::Error whose message names the problem and the fix.
 #pragma once
@@ -62,7 +62,8 @@ struct ImageView {
 struct Noise {
     std::vector<float> augmentation;  ///< [1, 3, height, width]
     std::vector<float> latents;       ///< [1, frames, latent_channels, height / 8, width / 8]
-    std::vector<std::int64_t> augmentation_shape, latents_shape;
+    std::vector<float> steps;         ///< sampler lcm only: [steps - 1, 1, frames, latent_channels, h, w], the draw after each step
+    std::vector<std::int64_t> augmentation_shape, latents_shape, steps_shape;
     std::string source = "explicit noise";
 };
 
@@ -70,7 +71,8 @@ struct Noise {
 /// defaults from the bundle manifest (model.config); decode_chunk_size defaults to all frames.
 struct GenerateOptions {
     std::optional<int> num_frames, height, width;
-    std::optional<int> steps;                 ///< 1 with max_guidance <= 1 is SF-V's one step
+    std::optional<std::string> sampler;       ///< "euler" or "lcm" (consistency sampling); unset = the bundle's
+    std::optional<int> steps;                 ///< the sampler's default when unset; 1 with max_guidance <= 1 is SF-V's one step
     std::optional<double> min_guidance;       ///< guidance of the first frame
     std::optional<double> max_guidance;       ///< of the last frame; <= 1 turns classifier-free guidance off
     std::optional<int> fps;                   ///< conditioned as fps - 1
@@ -102,6 +104,7 @@ struct ModelInfo {
     int latent_channels = 0, vae_scale_factor = 0, pixel_multiple = 0;
     bool fast_decoder = false;                ///< the bundle has vae_decoder_fast (GenerateOptions::decoder = "fast")
     std::vector<std::string> fp32_fallback;   ///< networks running fp32 because the bundle lacks RuntimeOptions::precision
+    std::string sampler;  ///< the bundle's default sampler: "euler" or "lcm"
 };
 
 /// A loaded bundle with one ONNX Runtime session per network. Not copyable; generate() is const
