@@ -154,6 +154,10 @@ class Bundle:
             SamplerConfig.from_json(manifest.get("sampler"))
         except BundleError as exc:
             raise BundleError(f"{path}: {exc}; re-export the bundle (`python -m export.onnx ... --sampler euler|lcm`)") from None
+        try:
+            ModelConfig.from_json(config)  # every key present: the C++ reader requires the same
+        except BundleError as exc:
+            raise BundleError(f"{path}: {exc}") from None
         return cls(root=root, manifest=manifest)
 
     @property

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from export.errors import ShapeError
+from export.errors import BundleError, ShapeError
 
 # The four neural networks of SVD, in pipeline order.
 NETWORKS = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
@@ -93,6 +93,11 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, data: Mapping) -> "ModelConfig":
+        """The manifest's ``model.config``. Every field is required: a missing key is an error, never
+        a default (the defaults above are SVD's, and a bundle of another model must not take them)."""
+        missing = [k for k in cls.__dataclass_fields__ if k not in data]
+        if missing:
+            raise BundleError(f"the manifest's model.config lacks {', '.join(missing)}; re-export the bundle with this toolkit")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         for key in ("image_mean", "image_std"):
             if key in known:

@@ -85,10 +85,12 @@ def test_cpp_bundle_sampler_errors_match_python(generate, tiny_bundle, image, tm
     for f in tiny_bundle.iterdir():
         (bad / f.name).symlink_to(f)
     (bad / "manifest.json").unlink()
-    for edit in (lambda m: m.update(sampler={"name": "ddim"}), lambda m: m["model"]["config"].pop("num_frames")):
+    # a missing generation default (fps) is an error in both readers, never SVD's default
+    for edit in (lambda m: m.update(sampler={"name": "ddim"}), lambda m: m["model"]["config"].pop("num_frames"),
+                 lambda m: m["model"]["config"].pop("fps")):
         manifest = json.loads((tiny_bundle / "manifest.json").read_text())
         edit(manifest)
         (bad / "manifest.json").write_text(json.dumps(manifest))
         python = _python_error(lambda: Bundle.load(bad))
-        assert "'ddim'" in python or "lacks num_frames" in python
+        assert "'ddim'" in python or "lacks num_frames" in python or "model.config lacks fps" in python
         assert _cpp_error(generate, bad, image, tmp_path / "c.npy") == python

@@ -50,9 +50,13 @@ std::vector<TensorInfo> tensors(const json& list) {
     return out;
 }
 
+/// A required model.config value: a missing key is an error, never a default (export/specs.py
+/// ModelConfig.from_json says the same).
 template <class T>
-void read(const json& cfg, const char* key, T& into) {
-    if (cfg.contains(key)) into = cfg.at(key).get<T>();
+void read(const std::string& path, const json& cfg, const char* key, T& into) {
+    if (!cfg.contains(key))
+        throw BundleError(path + ": the manifest's model.config lacks " + key + "; re-export the bundle with this toolkit");
+    into = cfg.at(key).get<T>();
 }
 
 /// The manifest's "sampler", as strict as export/bundle.py SamplerConfig.from_json (message after "path: ").
@@ -152,24 +156,24 @@ Manifest load_manifest(const std::string& root, const std::string& precision) {
             // the frame count differs between models (14 SVD, 25 SVD-XT): never assumed
             throw BundleError(path + ": model.config lacks num_frames (the model's frame count); re-export the bundle");
         auto& c = out.config;
-        read(cfg, "latent_channels", c.latent_channels);
-        read(cfg, "vae_scale_factor", c.vae_scale_factor);
-        read(cfg, "unet_downsample", c.unet_downsample);
-        read(cfg, "embed_dim", c.embed_dim);
-        read(cfg, "clip_image_size", c.clip_image_size);
-        read(cfg, "num_frames", c.num_frames);
-        read(cfg, "default_height", c.default_height);
-        read(cfg, "default_width", c.default_width);
-        read(cfg, "scaling_factor", c.scaling_factor);
-        read(cfg, "sigma_min", c.sigma_min);
-        read(cfg, "sigma_max", c.sigma_max);
-        read(cfg, "prediction_type", c.prediction_type);
-        read(cfg, "steps", c.steps);
-        read(cfg, "fps", c.fps);
-        read(cfg, "motion_bucket_id", c.motion_bucket_id);
-        read(cfg, "min_guidance", c.min_guidance);
-        read(cfg, "max_guidance", c.max_guidance);
-        read(cfg, "noise_aug_strength", c.noise_aug_strength);
+        read(path, cfg, "latent_channels", c.latent_channels);
+        read(path, cfg, "vae_scale_factor", c.vae_scale_factor);
+        read(path, cfg, "unet_downsample", c.unet_downsample);
+        read(path, cfg, "embed_dim", c.embed_dim);
+        read(path, cfg, "clip_image_size", c.clip_image_size);
+        read(path, cfg, "num_frames", c.num_frames);
+        read(path, cfg, "default_height", c.default_height);
+        read(path, cfg, "default_width", c.default_width);
+        read(path, cfg, "scaling_factor", c.scaling_factor);
+        read(path, cfg, "sigma_min", c.sigma_min);
+        read(path, cfg, "sigma_max", c.sigma_max);
+        read(path, cfg, "prediction_type", c.prediction_type);
+        read(path, cfg, "steps", c.steps);
+        read(path, cfg, "fps", c.fps);
+        read(path, cfg, "motion_bucket_id", c.motion_bucket_id);
+        read(path, cfg, "min_guidance", c.min_guidance);
+        read(path, cfg, "max_guidance", c.max_guidance);
+        read(path, cfg, "noise_aug_strength", c.noise_aug_strength);
     } catch (const json::exception& e) {
         throw BundleError(path + ": model.config is incomplete (" + e.what() + "); re-export the bundle");
     }

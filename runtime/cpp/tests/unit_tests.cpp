@@ -196,12 +196,23 @@ struct TempDir {
     void write(const std::string& name, const std::string& text) const { std::ofstream(path + "/" + name) << text; }
 };
 
-std::string manifest_json(int version, const std::string& graph_sha, const std::string& extra_net = "") {
+std::string manifest_json(int version, const std::string& graph_sha, const std::string& extra_net = "",
+                          const std::string& drop_key = "") {
+    const std::vector<std::pair<std::string, std::string>> config = {
+        {"latent_channels", "4"}, {"vae_scale_factor", "2"}, {"unet_downsample", "2"}, {"embed_dim", "32"},
+        {"clip_image_size", "224"}, {"num_frames", "3"}, {"default_height", "32"}, {"default_width", "48"},
+        {"scaling_factor", "0.5"}, {"sigma_min", "0.002"}, {"sigma_max", "700.0"}, {"prediction_type", "\"v_prediction\""},
+        {"steps", "25"}, {"fps", "7"}, {"motion_bucket_id", "127"}, {"min_guidance", "1.0"}, {"max_guidance", "3.0"},
+        {"noise_aug_strength", "0.02"}};
     std::ostringstream m;
-    m << R"({"format": "sfv-bundle", "format_version": )" << version << R"(, "model": {"config": {
-          "latent_channels": 4, "vae_scale_factor": 2, "unet_downsample": 2, "num_frames": 3,
-          "default_height": 32, "default_width": 48, "scaling_factor": 0.5, "sigma_min": 0.002, "sigma_max": 700.0}},
-        "networks": {)";
+    m << R"({"format": "sfv-bundle", "format_version": )" << version << R"(, "model": {"config": {)";
+    bool first_key = true;
+    for (const auto& [key, value] : config) {
+        if (key == drop_key) continue;
+        m << (first_key ? "" : ", ") << '"' << key << "\": " << value;
+        first_key = false;
+    }
+    m << R"(}}, "networks": {)";
     bool first = true;
     for (const auto& n : sfv::detail::kNetworks) {
         if (n == extra_net) continue;  // leave one out
@@ -236,8 +247,11 @@ int test_manifest() {
 
     auto m = load_manifest(d.path, "fp32");
     CHECK(m.config.num_frames == 3 && m.config.default_width == 48 && m.config.scaling_factor == 0.5);
-    CHECK(m.config.pixel_multiple() == 4 && m.config.clip_image_size == 224);  // absent keys keep the defaults
+    CHECK(m.config.pixel_multiple() == 4 && m.config.clip_image_size == 224);
     CHECK(m.config.steps == 25 && m.config.max_guidance == 3.0 && m.config.fps == 7);
+    d.write("manifest.json", manifest_json(2, good, "", "fps"));  // a missing key is an error, never SVD's default
+    expect_error<sfv::BundleError>([&] { load_manifest(d.path, "fp32"); }, "model.config lacks fps; re-export the bundle");
+    d.write("manifest.json", manifest_json(2, good));
     CHECK(m.networks.size() == 5 && m.network("unet").inputs[0].name == "in");
     sfv::detail::verify_checksums(m);  // all match
 
