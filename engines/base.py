@@ -52,7 +52,7 @@ class Engine(abc.ABC):
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Check ``inputs`` against the spec, run, and return ``{output name: array}`` (float32)."""
-        dims = self.spec.check_inputs(inputs, precision=self.precision)
+        dims = self.spec.check_inputs(inputs)
         self.check_dims(dims)
         if not self.active:
             self.activate()

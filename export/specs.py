@@ -156,8 +156,11 @@ class NetworkSpec:
 
     # ------------------------------------------------------------------ checking
 
-    def check_inputs(self, inputs: Mapping[str, np.ndarray], precision: str = "fp32") -> dict[str, int]:
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
         """Check names, dtypes, ranks and symbolic dims; return the bound symbol values.
+
+        The same for every precision: each graph variant keeps the fp32 graph's input and output
+        types (fp16/int8/fp8 live inside the graph), so callers always feed the spec's dtypes.
 
         The one place where engine inputs are checked. A symbol used twice must bind the same
         value (e.g. ``batch`` in ``sample`` and ``added_time_ids``).
