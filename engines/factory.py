@@ -44,7 +44,7 @@ class Engines:
         return [e for e in (getattr(self, name) for name in KNOWN_NETWORKS) if e is not None]
 
 
-def pipeline_engines(bundle: Bundle | str | os.PathLike, backend: str = "onnxruntime", *, precision: str = "fp32",
+def pipeline_engines(bundle: Bundle | str | os.PathLike, backend: str = "onnxruntime", *, precision: str | None = None,
                      providers=None, threads: int | None = None, **backend_options) -> Engines:
     """Every engine a pipeline needs from ``bundle`` on ``backend`` (see :func:`create_engines`)."""
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
@@ -65,7 +65,7 @@ def create_engines(
     backend: str = "onnxruntime",
     *,
     networks: Sequence[str] | None = None,
-    precision: str = "fp32",
+    precision: str | None = None,
     providers=None,
     threads: int | None = None,
     verify: bool = True,
@@ -77,8 +77,11 @@ def create_engines(
         bundle: a :class:`Bundle` or its directory (loaded and checked with ``Bundle.load``).
         backend: ``torch`` (the PyTorch modules of the model named in the manifest),
             ``onnxruntime``, ``tensorrt`` or ``openvino`` (CPU).
-        precision: which graph variant to run (``fp32``, ``fp16``, ``int8``, ``fp8``); networks
-            without that variant run their fp32 graph, and that is logged once. ``bf16`` (OpenVINO
+        precision: which graph variant to run (``fp32``, ``fp16``, ``int8``, ``fp8``; ``None``: fp32,
+            and on TensorRT the engines as built); networks without that variant run their fp32
+            graph, and that is logged once. On TensorRT each network's plan must have been built for
+            ``precision`` (by ``python -m export.trt --fp16/--int8/--fp8``, with its fallbacks), else
+            a :class:`BundleError` says which build to run. ``bf16`` (OpenVINO
             only) runs the fp32 graphs with OpenVINO's bf16 inference precision (faster on CPUs
             with AVX-512 BF16 or AMX); OpenVINO otherwise computes in f32, as ONNX Runtime does.
         providers: ONNX Runtime execution providers (``["cpu"]`` by default; ``["cuda"]``, ...).
@@ -92,6 +95,8 @@ def create_engines(
     """
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     names = check_network_names(ALL_NETWORKS if networks is None else networks, KNOWN_NETWORKS)
+    as_built = precision is None and backend == "tensorrt"  # the plans' own precisions
+    precision = precision or "fp32"
     if precision not in RUNTIME_PRECISIONS:
         raise BackendUnavailableError(f"unknown precision {precision!r}; choose one of {', '.join(RUNTIME_PRECISIONS)}")
     if backend not in BACKENDS:
@@ -136,7 +141,7 @@ def create_engines(
     engines = {}
     for name in names:
         if backend == "tensorrt" and name not in PREPROCESS_NETWORKS:
-            plan, entry = _plan(bundle, name)
+            plan, entry = _plan(bundle, name, None if as_built else precision)
             engines[name] = trt_engine(bundle.spec(name), plan, precision=entry.get("precision", "fp32"),
                                        cache_key=entry.get("cache_key"))
             continue
@@ -215,14 +220,31 @@ def _load_manifest_model(bundle: Bundle):
     return model
 
 
-def _plan(bundle: Bundle, name: str):
-    """The TensorRT plan file of ``name`` and its manifest entry (precision, cache key, profile)."""
+def _plan(bundle: Bundle, name: str, precision: str | None = None):
+    """The TensorRT plan file of ``name`` and its manifest entry (precision, cache key, profile).
+
+    ``precision`` (``None``: whatever was built) must be what ``python -m export.trt`` builds for
+    that request (the variant of that precision, else its fallback), so that ``--precision int8``
+    never runs an fp16 plan built earlier.
+    """
+    from export.precision import TRT_FALLBACK, resolve
+
     entry = (bundle.manifest.get("engines") or {}).get(name)
     if not entry or not entry.get("file"):
         raise BundleError(
             f"bundle {bundle.root} has no TensorRT engine for {name!r}; build the engines with "
             f"`python -m export.trt --bundle {bundle.root}` on this GPU"
         )
+    if precision is not None:
+        want = resolve(bundle, name, precision, TRT_FALLBACK)[0]
+        built = entry.get("precision", "fp32")
+        if built != want:
+            flag = "" if precision == "fp32" else f" --{precision}"
+            raise BundleError(
+                f"bundle {bundle.root}: the TensorRT engine of {name} was built for {built}, not {want} as "
+                f"precision {precision} needs; build it with `python -m export.trt --bundle {bundle.root}{flag}`, "
+                f"or run with --precision {built}"
+            )
     plan = bundle.root / entry["file"]
     if not plan.is_file():
         raise BundleError(f"bundle {bundle.root}: TensorRT plan {entry['file']} is missing; rebuild the engines")

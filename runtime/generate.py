@@ -52,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("onnxruntime", "torch", "tensorrt", "openvino"),
                    help="engines for --bundle (default onnxruntime). torch runs the PyTorch modules of the model the "
                         "bundle was exported from (its manifest's model.source) in fp32, not the bundle's graphs")
-    p.add_argument("--precision", default="fp32", choices=RUNTIME_PRECISIONS,
+    p.add_argument("--precision", choices=RUNTIME_PRECISIONS,
                    help="graph variant to run where the bundle has it (fp16, int8, fp8), fp32 elsewhere; bf16: with "
                         "--backend openvino, the fp32 graphs in OpenVINO's bf16 arithmetic (faster on CPUs with AVX-512 "
-                        "BF16 or AMX, about 1%% error per network call) (default fp32)")
+                        "BF16 or AMX, about 1%% error per network call); with --backend tensorrt, the engines must have "
+                        "been built for it (default fp32; on TensorRT the engines as built)")
     p.add_argument("--providers", help="ONNX Runtime execution providers, comma-separated: cpu (default), cuda, tensorrt")
     p.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO threads on the CPU (default: the runtime's choice)")
     p.add_argument("--ov-cache", metavar="DIR", help="with --backend openvino: compiled-model cache (the next start skips compiling)")

@@ -69,7 +69,7 @@ class VideoPipeline:
         self.sampler = sampler or SamplerConfig()  # the bundle's sampler and its defaults (manifest "sampler")
 
     @classmethod
-    def from_bundle(cls, bundle_dir: str | os.PathLike, backend: str = "onnxruntime", *, precision: str = "fp32",
+    def from_bundle(cls, bundle_dir: str | os.PathLike, backend: str = "onnxruntime", *, precision: str | None = None,
                     providers=None, threads: int | None = None, **backend_options) -> "VideoPipeline":
         """Engines from an exported bundle; ``backend_options`` go to :func:`engines.factory.create_engines`
         (OpenVINO: ``ov_cache_dir``; ``precision="bf16"`` is OpenVINO's bf16 arithmetic).

@@ -87,3 +87,27 @@ def test_repr_and_backend(plan):
     engine = TensorRTEngine(SPEC, plan, precision="fp16", cache_key=KEY, cuda_graph=True)
     assert engine.backend == "tensorrt" and engine.cuda_graph and repr(engine) == "TensorRTEngine(unet, fp16)"
     assert isinstance(_inputs()["sample"], np.ndarray)  # engines take numpy
+
+
+def test_runtime_loads_the_plan_of_the_requested_precision(tmp_path):
+    """``--backend tensorrt --precision int8`` never runs the fp16 plan built earlier: the plan must be
+    the one ``export.trt`` builds for that request; with no precision the engines run as built."""
+    from engines.factory import _plan
+    from export.bundle import Bundle, new_manifest
+
+    manifest = new_manifest("tiny", "tiny", TINY, {})
+    fp32 = {"file": "unet.onnx", "external_data": None, "sha256": "00", "bytes": 1, "nodes": 1, "fp32_ops": [], "validation": []}
+    variants = {"fp32": fp32, "fp16": {**fp32, "file": "unet.fp16.onnx"}, "int8": {**fp32, "file": "unet.int8.onnx"}}
+    manifest["networks"]["unet"] = {**SPEC.to_json(), "variants": variants}
+    manifest["engines"] = {"unet": {"file": "unet.fp16.plan", "precision": "fp16"}}
+    (tmp_path / "unet.fp16.plan").write_bytes(b"plan")
+    Bundle(root=tmp_path, manifest=manifest).save()
+    bundle = Bundle.load(tmp_path)
+    assert _plan(bundle, "unet")[1]["precision"] == "fp16"  # as built
+    assert _plan(bundle, "unet", "fp16")[0].name == "unet.fp16.plan"
+    with pytest.raises(BundleError, match=r"built for fp16, not int8 .*export.trt --bundle .* --int8"):
+        _plan(bundle, "unet", "int8")
+    with pytest.raises(BundleError, match="built for fp16, not fp32"):
+        _plan(bundle, "unet", "fp32")
+    del bundle.manifest["networks"]["unet"]["variants"]["int8"]  # no int8 graph: export.trt --int8 builds fp16 here
+    assert _plan(bundle, "unet", "int8")[1]["precision"] == "fp16"
