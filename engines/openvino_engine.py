@@ -10,9 +10,10 @@ the frames equal ONNX Runtime's (within a uint8 level), so changing the backend 
 result unless the user asks for speed with ``inference_precision="bf16"`` (about 1% relative
 error per network call; see docs/openvino.md).
 
-On CPUs without AVX-512 (AVX2 kernels: AMD Zen 2/3, Intel client CPUs) OpenVINO 2026.4's CPU
-plugin computes SVD's temporal self-attention wrongly at 8 frames and more unless its runtime
-kernel cache is off; :func:`cpu_workarounds` turns it off there (docs/openvino.md, "AVX2").
+On CPUs without AVX-512 OpenVINO runs its AVX2 kernels, and there 2026.4.1's CPU plugin computed
+SVD's temporal self-attention wrongly at 8 frames and more (a Zen 2 EPYC; a Haswell emulated by
+qemu) unless its runtime kernel cache was off: :func:`cpu_workarounds` turns it off on such CPUs
+(docs/openvino.md, "AVX2-only CPUs").
 
 Numpy arrays cross the interface; outputs are float32.
 """
@@ -36,13 +37,13 @@ INSTALL = "`pip install -e .[openvino]` (or `pip install openvino`)"
 DEVICE = "CPU"
 # Our name -> (OpenVINO element type, the device capability that runs it natively).
 INFERENCE_PRECISIONS = {"f32": ("f32", "FP32"), "bf16": ("bf16", "BF16")}
-# The CPU plugin's runtime cache keeps the kernels it prepared per node and input shape for reuse.
-# With the AVX2 kernels (OpenVINO 2026.4.1, tiny SVD UNet) a fused temporal self-attention
-# (Snippets MHA) computed from it is wrong from 8 frames on: relative error 0.25 on the UNet's
-# output against ONNX Runtime, 1.3e-6 with the cache off (or with Snippets off, which also unfuses
-# every attention: more memory and time at real sequence lengths). 0 = no cache; the plugin then
-# prepares each node's kernels again whenever its input shapes change (once per clip size).
-# ``CPU_RUNTIME_CACHE_CAPACITY`` is an OpenVINO CPU-plugin property (ov::intel_cpu::cpu_runtime_cache_capacity).
+# The CPU plugin's runtime cache keeps the kernels it prepared (per node type and shapes) for
+# reuse by other nodes and later calls. With the AVX2 kernels (OpenVINO 2026.4.1, tiny SVD UNet)
+# the fused temporal self-attention (a Snippets MHA subgraph) is wrong from 8 frames on while the
+# cache is on: relative error 0.27 on the UNet's output against ONNX Runtime; 1.3e-6 with the
+# cache off (also with Snippets off, which however unfuses every attention and materialises its
+# score matrix). 0 = no cache: a node prepares its kernels itself when its input shapes change.
+# An OpenVINO CPU-plugin property (ov::intel_cpu::cpu_runtime_cache_capacity), not in SUPPORTED_PROPERTIES.
 AVX2_WORKAROUNDS = {"CPU_RUNTIME_CACHE_CAPACITY": 0}
 
 
