@@ -14,8 +14,10 @@ the relative error of its output against ONNX Runtime's (``||y - y_ort|| / ||y_o
 configuration from the same seed, hence the same noise, and reports the frames' PSNR against
 ONNX Runtime fp32's (the pipelines run one after another, each released before the next).
 
-    python -m benchmarks.openvino --bundle /work/bundles/svd-random-full --frames 14 --height 128 --width 128 --threads 2
-    python -m benchmarks.openvino --bundle B --calls none --frames-check
+    python -m export.onnx --model svd-random --out bundles/svd-random   # once: the full-size bundle
+    python -m benchmarks.openvino --bundle bundles/svd-random --frames 14 --height 128 --width 128 --threads 2 \\
+        --out runs/openvino
+    python -m benchmarks.openvino --bundle bundles/svd-random --calls none --frames-check
 """
 
 from __future__ import annotations

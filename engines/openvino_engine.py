@@ -10,6 +10,11 @@ the frames equal ONNX Runtime's (within a uint8 level), so changing the backend 
 result unless the user asks for speed with ``inference_precision="bf16"`` (about 1% relative
 error per network call; see docs/openvino.md).
 
+On CPUs without AVX-512 OpenVINO runs its AVX2 kernels, and there 2026.4.1's CPU plugin computed
+SVD's temporal self-attention wrongly at 8 frames and more (a Zen 2 EPYC; a Haswell emulated by
+qemu) unless its runtime kernel cache was off: :func:`cpu_workarounds` turns it off on such CPUs
+(docs/openvino.md, "AVX2-only CPUs").
+
 Numpy arrays cross the interface; outputs are float32.
 """
 
@@ -32,6 +37,14 @@ INSTALL = "`pip install -e .[openvino]` (or `pip install openvino`)"
 DEVICE = "CPU"
 # Our name -> (OpenVINO element type, the device capability that runs it natively).
 INFERENCE_PRECISIONS = {"f32": ("f32", "FP32"), "bf16": ("bf16", "BF16")}
+# The CPU plugin's runtime cache keeps the kernels it prepared (per node type and shapes) for
+# reuse by other nodes and later calls. With the AVX2 kernels (OpenVINO 2026.4.1, tiny SVD UNet)
+# the fused temporal self-attention (a Snippets MHA subgraph) is wrong from 8 frames on while the
+# cache is on: relative error 0.27 on the UNet's output against ONNX Runtime; 1.3e-6 with the
+# cache off (also with Snippets off, which however unfuses every attention and materialises its
+# score matrix). 0 = no cache: a node prepares its kernels itself when its input shapes change.
+# An OpenVINO CPU-plugin property (ov::intel_cpu::cpu_runtime_cache_capacity), not in SUPPORTED_PROPERTIES.
+AVX2_WORKAROUNDS = {"CPU_RUNTIME_CACHE_CAPACITY": 0}
 
 
 def import_openvino():
@@ -77,8 +90,34 @@ def check_device_supports(core, precision: str, device: str = DEVICE) -> None:
         name = core.get_property(device, device_props.full_name)
         raise BackendUnavailableError(
             f"OpenVINO inference precision {precision} needs a CPU with {capability} support (AVX-512 BF16 or AMX); "
-            f"this {device} ({name}) offers {', '.join(have)}. Use the f32 inference precision (--ov-precision f32)"
+            f"this {device} ({name}) offers {', '.join(have)}. Use the f32 inference precision: --precision fp32 "
+            "(the default) or precision=\"fp32\""
         )
+
+
+def cpu_has_avx512() -> bool:
+    """Whether the CPU has AVX-512 (F, CD, BW, DQ, VL: oneDNN's ``avx512_core``), as CPUID reports it.
+
+    Read through numpy's CPU dispatch, which asks CPUID as oneDNN does (``/proc/cpuinfo`` would
+    describe the host under an emulator such as ``qemu-x86_64 -cpu Haswell``). ``False`` where
+    numpy cannot say: the workarounds are safe on any CPU.
+    """
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy < 2
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return False
+    return bool(features.get("AVX512_SKX", False))
+
+
+def cpu_workarounds(avx512: bool | None = None) -> dict:
+    """Compile properties that keep OpenVINO's results right on this CPU (``avx512``: the CPU's,
+    by default :func:`cpu_has_avx512`): :data:`AVX2_WORKAROUNDS` where it has no AVX-512."""
+    if avx512 is None:
+        avx512 = cpu_has_avx512()
+    return {} if avx512 else dict(AVX2_WORKAROUNDS)
 
 
 def openvino_core(inference_precision: str = "f32"):
@@ -139,6 +178,7 @@ class OpenVINOEngine(Engine):
             hints.inference_precision: getattr(ov.Type, INFERENCE_PRECISIONS[self.inference_precision][0]),
             # One request at a time (the pipeline is sequential): one stream gets every thread.
             props.num_streams: 1,
+            **cpu_workarounds(),
         }
         if self.threads:
             config[props.inference_num_threads] = int(self.threads)
