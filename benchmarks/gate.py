@@ -67,7 +67,7 @@ class GateConfig:
     max_guidance: float = 3.0
     rounds: int = 15  # timed rounds per side
     warmup: int = 2  # untimed rounds per worker process first
-    clips_per_sample: int = 3  # one sample = the fastest of this many back-to-back clips
+    clips_per_sample: int = 3  # one sample = the fastest of this many clips, per clock (2 x this many clips run)
     processes: int = 1  # worker processes per side (each imports torch: ~15-30 s on a loaded 2-core machine)
     threads: int = 1  # intra-op threads (1: two threads oversubscribe a shared 2-core machine)
     # Every worker is pinned to this CPU (None: the last usable one; -1: not pinned), so that a
@@ -453,7 +453,7 @@ def header_lines(result: dict) -> list[str]:
         f"clip: {call['frames']} frames at {call['height']}x{call['width']}, {call['steps']} steps, guidance "
         f"{call['min_guidance']}->{call['max_guidance']}, mp4 written",
         f"{cfg['rounds']} interleaved rounds per side after {cfg['warmup']} warm-up per process, {cfg['processes']} "
-        f"processes per side, a sample = fastest of {cfg['clips_per_sample']} clips; {cfg['threads']} thread(s), "
+        f"processes per side, a sample = fastest of {cfg['clips_per_sample']} clips per clock; {cfg['threads']} thread(s), "
         f"workers pinned to CPU {result.get('cpu', '-')}",
         f"decision on {CLOCK_LABELS[result.get('clock', 'wall')]} seconds (each stage is timed on both clocks, in "
         f"alternate clips): one-sided rank tests on the rounds (Wilcoxon signed-rank on head/base, Mann-Whitney U; the "
@@ -513,7 +513,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="quick: 4 frames, 15 rounds (CI, < 3 min); full: the model's frames, 30 rounds")
     p.add_argument("--rounds", type=int, help="timed rounds per side")
     p.add_argument("--processes", type=int, help="worker processes per side")
-    p.add_argument("--clips-per-sample", type=int, help="back-to-back clips per sample (the sample is the fastest)")
+    p.add_argument("--clips-per-sample", type=int, help="clips per sample and clock (the sample is the fastest; the clocks alternate)")
     p.add_argument("--threads", type=int, help="intra-op threads per worker (default 1)")
     p.add_argument("--frames", type=int, help="frames per clip (quick: 4; full: the model's)")
     p.add_argument("--steps", type=int, help="Euler steps with guidance (quick 2, full 4)")
