@@ -98,7 +98,7 @@ def _collect(args, config) -> None:
 
 def analyse(path: Path, clock: str = "cpu", **overrides) -> dict:
     data = json.loads(path.read_text())
-    config = replace(GateConfig(**data["config"]), **{k: v for k, v in overrides.items() if v is not None})
+    config = replace(GateConfig(**data["config"]), clock=clock, **{k: v for k, v in overrides.items() if v is not None})
     hits = {f: [] for f in SIZES}
     per_stage = {}
     others = {f: 0 for f in SIZES}
