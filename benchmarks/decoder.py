@@ -21,8 +21,10 @@ the tiny model's decoder and the bundle's ``vae_decoder_fast``. Its time does no
 teacher, so its full-size ratio is a real one.
 
 ``python -m benchmarks.decoder --fast-decoder runs/decoder \
---full-decoder /work/bundles/svd-random-full --tiny-bundle runs/bundle --out results/decoder``
-(the full decoder at 14 frames of 256x256 px peaked at 6.1 GB with --low-memory: run it under the big-memory lock).
+--full-decoder bundles/svd-random --tiny-bundle runs/bundle --out results/decoder``
+(``bundles/svd-random``: ``python -m export.onnx --model svd-random --out bundles/svd-random``; the
+full decoder at 14 frames of 256x256 px peaked at 6.1 GB with ``--low-memory``: run it when no other
+large job shares the machine's memory).
 """
 
 from __future__ import annotations
@@ -297,8 +299,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.decoder",
         description="Fast decoder vs SVD's temporal decoder: parameters, FLOPs, ONNX Runtime CPU time, held-out quality, "
                     "and the tiny end-to-end estimate, in one run.",
-        epilog="example:\n  flock /work/brief/bigmem.lock python -m benchmarks.decoder --fast-decoder runs/decoder \\\n"
-               "      --full-decoder /work/bundles/svd-random-full --tiny-bundle runs/bundle --out results/decoder",
+        epilog="example (bundles/svd-random: `python -m export.onnx --model svd-random --out bundles/svd-random`):\n"
+               "  python -m benchmarks.decoder --fast-decoder runs/decoder \\\n"
+               "      --full-decoder bundles/svd-random --tiny-bundle runs/bundle --out results/decoder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--fast-decoder", nargs="+", default=[], metavar="DIR", help="training.decoder run(s) (OUT or OUT/decoder)")

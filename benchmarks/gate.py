@@ -11,7 +11,11 @@ both sides in the same run, on the same machine, at the same moment:
    ``sys.path``; the worker, :mod:`benchmarks.ab_worker`, uses only the public pipeline API);
    the gate alternates them round by round (``A B B A ...``, rotating over the processes), so a
    burst of load hits both sides alike;
-4. per stage (preprocess, CLIP, VAE encoder, UNet, sampler glue, decoder, video writing, end to
+4. every stage is timed by two clocks, in alternate clips: wall seconds and the worker's CPU
+   seconds (:mod:`benchmarks.ab_worker`); the gate decides on ``GateConfig.clock`` (CPU by
+   default: on a loaded 2-core machine it caught injected slowdowns that wall time missed, see
+   docs/benchmarks.md) and reports the other beside it;
+5. per stage (preprocess, CLIP, VAE encoder, UNet, sampler glue, decoder, video writing, end to
    end) two rank tests on the rounds, paired (Wilcoxon signed-rank of each round's head/base log
    ratio, so load that drifts between rounds cancels) and unpaired (Mann-Whitney U), plus a
    minimum effect decide (:mod:`benchmarks.decide`).
@@ -46,6 +50,8 @@ PROTOCOL_PREFIX = "{"  # worker answers are JSON objects; anything else a side p
 NETWORK_STAGES = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
 # Reported order; stages a revision's result.timings adds are appended, missing ones are skipped.
 STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "glue", "vae_decoder", "video", "end_to_end")
+CLOCKS = ("cpu", "wall")  # what a stage's seconds are: the worker's process CPU time, or wall time
+CLOCK_LABELS = {"cpu": "CPU", "wall": "wall"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class GateConfig:
     max_guidance: float = 3.0
     rounds: int = 15  # timed rounds per side
     warmup: int = 2  # untimed rounds per worker process first
-    clips_per_sample: int = 3  # one sample = the fastest of this many back-to-back clips
+    clips_per_sample: int = 3  # one sample = the fastest of this many clips, per clock (2 x this many clips run)
     processes: int = 1  # worker processes per side (each imports torch: ~15-30 s on a loaded 2-core machine)
     threads: int = 1  # intra-op threads (1: two threads oversubscribe a shared 2-core machine)
     # Every worker is pinned to this CPU (None: the last usable one; -1: not pinned), so that a
@@ -71,6 +77,7 @@ class GateConfig:
     cpu: int | None = None
     alpha: float = 0.001  # per-stage significance of the decision (8 stages: <= 0.8% false alarms)
     min_effect: float = 0.05  # smallest slowdown called a regression (5%)
+    clock: str = "cpu"  # the clock the verdicts and the exit status follow; the other is reported beside it
 
     @classmethod
     def for_mode(cls, mode: str, **overrides) -> "GateConfig":
@@ -83,6 +90,8 @@ class GateConfig:
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     def check(self) -> None:
+        if self.clock not in CLOCKS:
+            raise BenchmarkError(f"--clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         for name in ("rounds", "clips_per_sample", "processes", "threads", "steps"):
             if getattr(self, name) < 1:
                 raise BenchmarkError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -151,7 +160,8 @@ class Worker:
         self.info = self._read()
         return self.info
 
-    def sample(self) -> list[dict]:
+    def sample(self) -> dict[str, list[dict]]:
+        """``{clock: [clip timings]}``: ``clips_per_sample`` clips per clock (see :data:`CLOCKS`)."""
         self._send("run")
         return self._read()["clips"]
 
@@ -220,14 +230,14 @@ def round_order(names: Sequence[str], r: int) -> list[str]:
 
 
 def measure(workers: Mapping[str, Sequence[Worker]], rounds: int, warmup: int,
-            progress=None) -> dict[str, list[list[dict]]]:
-    """Interleaved rounds over the sides; ``{side: [round: [clip timings]]}`` (warm-up rounds dropped).
+            progress=None) -> dict[str, list[dict[str, list[dict]]]]:
+    """Interleaved rounds over the sides; ``{side: [round: {clock: [clip timings]}]}`` (warm-up rounds dropped).
 
     Round ``r`` runs one sample on each side (order from :func:`round_order`), on process
     ``r mod processes`` of that side, so every process of a side contributes alike.
     """
     names = list(workers)
-    out: dict[str, list[list[dict]]] = {n: [] for n in names}
+    out: dict[str, list[dict[str, list[dict]]]] = {n: [] for n in names}
     processes = min(len(g) for g in workers.values())
     for r in range(warmup * processes + rounds):
         for name in round_order(names, r):
@@ -257,8 +267,11 @@ def clip_stages(timings: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def sample_values(rounds: Sequence[Sequence[Mapping[str, float]]]) -> dict[str, list[float]]:
-    """Per stage, one value per round: the fastest of that round's back-to-back clips.
+def sample_values(rounds: Sequence, clock: str = "wall") -> dict[str, list[float]]:
+    """Per stage, one value per round: the fastest of that round's back-to-back clips on ``clock``.
+
+    ``rounds[r]`` is a round's ``{clock: [clip timings]}`` (from :func:`measure`) or a plain list
+    of one clock's clip timings.
 
     On a shared machine preemption only ever adds time (in scheduler ticks of ~4 ms, as large as
     the millisecond stages themselves), so the least disturbed clip is the best estimate of the
@@ -268,6 +281,7 @@ def sample_values(rounds: Sequence[Sequence[Mapping[str, float]]]) -> dict[str, 
     """
     stages: dict[str, list[float]] = {}
     for clips in rounds:
+        clips = clips[clock] if isinstance(clips, Mapping) else clips
         per_clip = [clip_stages(c) for c in clips]
         for stage in set().union(*per_clip):
             stages.setdefault(stage, []).append(min(c[stage] for c in per_clip if stage in c))
@@ -289,6 +303,23 @@ def decide(base: Mapping[str, Sequence[float]], head: Mapping[str, Sequence[floa
         else:
             missing.append(f"{stage} (only on {'base' if stage in base else 'head'})")
     return comparisons, missing
+
+
+def verdicts(values: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], config: GateConfig) -> dict:
+    """The gate's decision from per-round samples ``values[clock][side][stage]`` (sides ``base`` and ``head``).
+
+    Both clocks are compared; ``stages``, ``regressions`` (and so the exit status) follow
+    ``config.clock``, ``stages_by_clock`` holds both.
+    """
+    by_clock = {clock: decide(v["base"], v["head"], config) for clock, v in values.items()}
+    comparisons, missing = by_clock[config.clock]
+    return {
+        "clock": config.clock,
+        "stages": [c.to_json() for c in comparisons],
+        "stages_by_clock": {clock: [c.to_json() for c in comps] for clock, (comps, _) in by_clock.items()},
+        "missing": missing,
+        "regressions": [c.stage for c in comparisons if c.verdict == "slower"],
+    }
 
 
 # --------------------------------------------------------------------------- sides and bundles
@@ -365,8 +396,7 @@ def run_ab(base: Side, head: Side, config: GateConfig, progress=None) -> dict:
         infos = {name: group[0].info for name, group in workers.items()}
     finally:
         stop_workers(workers)
-    values = {name: sample_values(rounds) for name, rounds in samples.items()}
-    comparisons, missing = decide(values["base"], values["head"], config)
+    values = {clock: {name: sample_values(rounds, clock) for name, rounds in samples.items()} for clock in CLOCKS}
     return {
         "benchmark": "gate",
         "machine": machine,
@@ -376,10 +406,8 @@ def run_ab(base: Side, head: Side, config: GateConfig, progress=None) -> dict:
         "call": call,
         "sides": {s.name: {"label": s.label, "root": str(s.root), "bundle": str(s.bundle), "worker": infos[s.name]}
                   for s in (base, head)},
-        "stages": [c.to_json() for c in comparisons],
-        "missing": missing,
+        **verdicts(values, config),
         "samples": values,
-        "regressions": [c.stage for c in comparisons if c.verdict == "slower"],
         "seconds": {"start_workers": started, "measure": time.perf_counter() - start - started},
     }
 
@@ -393,12 +421,23 @@ def _ms(seconds: float) -> str:
 
 
 def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["stage", "base ms [IQR]", "head ms [IQR]", "head/base", "confidence", "verdict"]
+    """One row per stage: the deciding clock's figures and verdict, then the other clock's ratio and verdict."""
+    clock = result.get("clock", "wall")
+    other = next((c for c in CLOCKS if c != clock), None)
+    by_stage = {c["stage"]: c for c in result.get("stages_by_clock", {}).get(other, [])}
+    name = CLOCK_LABELS[clock]
+    header = ["stage", f"base {name} ms [IQR]", f"head {name} ms [IQR]", "head/base", "confidence", "verdict"]
+    if by_stage:
+        header += [f"{CLOCK_LABELS[other]} head/base", f"{CLOCK_LABELS[other]} verdict (not deciding)"]
     rows = []
     for c in result["stages"]:
         cell = lambda s: f"{_ms(s['median'])} [{_ms(s['q1'])}-{_ms(s['q3'])}]"
         verdict = {"slower": "SLOWER (regression)", "faster": "faster", "unsure": "unsure (noisy)", "same": "same"}[c["verdict"]]
-        rows.append([c["stage"], cell(c["base"]), cell(c["head"]), f"{c['ratio']:.3f}", f"{100 * c['confidence']:.1f}%", verdict])
+        row = [c["stage"], cell(c["base"]), cell(c["head"]), f"{c['ratio']:.3f}", f"{100 * c['confidence']:.1f}%", verdict]
+        if by_stage:
+            o = by_stage.get(c["stage"])
+            row += [f"{o['ratio']:.3f}", o["verdict"]] if o else ["-", "-"]
+        rows.append(row)
     return header, rows
 
 
@@ -414,10 +453,11 @@ def header_lines(result: dict) -> list[str]:
         f"clip: {call['frames']} frames at {call['height']}x{call['width']}, {call['steps']} steps, guidance "
         f"{call['min_guidance']}->{call['max_guidance']}, mp4 written",
         f"{cfg['rounds']} interleaved rounds per side after {cfg['warmup']} warm-up per process, {cfg['processes']} "
-        f"processes per side, a sample = fastest of {cfg['clips_per_sample']} clips; {cfg['threads']} thread(s), "
+        f"processes per side, a sample = fastest of {cfg['clips_per_sample']} clips per clock; {cfg['threads']} thread(s), "
         f"workers pinned to CPU {result.get('cpu', '-')}",
-        f"decision: one-sided rank tests on the rounds (Wilcoxon signed-rank on head/base, Mann-Whitney U; the smaller "
-        f"p doubled) < {cfg['alpha']} and a median round ratio of at least {1 + cfg['min_effect']:.2f}",
+        f"decision on {CLOCK_LABELS[result.get('clock', 'wall')]} seconds (each stage is timed on both clocks, in "
+        f"alternate clips): one-sided rank tests on the rounds (Wilcoxon signed-rank on head/base, Mann-Whitney U; the "
+        f"smaller p doubled) < {cfg['alpha']} and a median round ratio of at least {1 + cfg['min_effect']:.2f}",
         f"machine: {describe(result['machine'])} (load after: {result['load_after'][0] if result['load_after'] else '?'})",
     ]
     if result.get("notes"):
@@ -473,13 +513,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="quick: 4 frames, 15 rounds (CI, < 3 min); full: the model's frames, 30 rounds")
     p.add_argument("--rounds", type=int, help="timed rounds per side")
     p.add_argument("--processes", type=int, help="worker processes per side")
-    p.add_argument("--clips-per-sample", type=int, help="back-to-back clips per sample (the sample is the fastest)")
+    p.add_argument("--clips-per-sample", type=int, help="clips per sample and clock (the sample is the fastest; the clocks alternate)")
     p.add_argument("--threads", type=int, help="intra-op threads per worker (default 1)")
     p.add_argument("--frames", type=int, help="frames per clip (quick: 4; full: the model's)")
     p.add_argument("--steps", type=int, help="Euler steps with guidance (quick 2, full 4)")
     p.add_argument("--cpu", type=int, help="pin every worker to this CPU (default: the last usable one; -1: no pinning)")
     p.add_argument("--alpha", type=float, help="per-stage significance (default 0.001)")
     p.add_argument("--min-effect", type=float, help="smallest regression, as a fraction (default 0.05 = 5%%)")
+    p.add_argument("--clock", choices=CLOCKS, help="the clock the verdicts follow: cpu (default; the workers' CPU "
+                                                   "seconds, immune to preemption by other jobs) or wall; both are reported")
     p.add_argument("--out", default="results/gate", help="write gate.json and gate.md here (default %(default)s)")
     return p
 
@@ -491,7 +533,7 @@ def main_result(args) -> dict:
         raise BenchmarkError("nothing to compare: pass --base REF (code) or --base-bundle DIR (bundles)")
     config = GateConfig.for_mode(args.mode, rounds=args.rounds, processes=args.processes, threads=args.threads,
                                  clips_per_sample=args.clips_per_sample, frames=args.frames, steps=args.steps,
-                                 alpha=args.alpha, min_effect=args.min_effect, cpu=args.cpu)
+                                 alpha=args.alpha, min_effect=args.min_effect, cpu=args.cpu, clock=args.clock)
     config.check()
     notes = []
     with contextlib.ExitStack() as stack:

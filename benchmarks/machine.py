@@ -105,6 +105,7 @@ def contention_warning(info: dict) -> str | None:
     load = info.get("load_average")
     if not load or load[0] < 0.5 * info["cores"]:
         return None
+    several = info["threads"] > 1  # --threads 1 is advice only where more than one thread ran
     return (f"load average {load[0]:.1f} on {info['cores']} cores: other processes compete for the CPU, so absolute "
-            f"times will scatter{' (especially at ' + str(info['threads']) + ' threads)' if info['threads'] > 1 else ''}; "
-            "read the same-run ratios, pass --threads 1, or rerun on an idle machine")
+            f"times will scatter{' (especially at ' + str(info['threads']) + ' threads)' if several else ''}; "
+            f"read the same-run ratios{', pass --threads 1,' if several else ''} or rerun on an idle machine")

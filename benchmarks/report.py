@@ -6,9 +6,16 @@ A result (``results.json``) holds one entry per configuration::
      "derived": false,            # true: totals = steps x per-step cost (full-size runs)
      "n": 3,                      # repeats behind each median
      "median": {stage: seconds}, "q1": {...}, "q3": {...},
-     "speedup_unet": 35.1, "speedup_total": 4.2,   # this config's median / SF-V's median
-     "speedup_unet_q": [33.0, 36.2], "speedup_total_q": [4.0, 4.4],  # quartiles of the per-round ratios
+     "speedup_unet": 35.1, "speedup_total": 4.2,   # this config's time / SF-V's: median of the per-round ratios
+     "speedup_unet_q": [33.0, 36.2], "speedup_total_q": [4.0, 4.4],  # quartiles of the same per-round ratios
+     "speedup_of": "per-round ratios",  # or "medians": derived rows have no rounds to pair
+     "speedup_reference": "sfv-1",
      "paper": {"unet_s": 10.79, "speedup": 36.0} | null}
+
+A speedup reads "SF-V is N times faster than this row": the row's seconds over SF-V's. Where
+both were timed in the same interleaved rounds it is the median of the per-round ratios, printed
+with the quartiles of those same ratios, so the band always contains the figure (a ratio of
+the two medians need not lie inside the band of per-round ratios).
 
 Stages are :data:`STAGES`; ``other`` is what the total spends outside the four networks and
 preprocessing (sampler arithmetic, tensor copies, uint8 conversion).
@@ -47,24 +54,28 @@ def paper_entry(kind: str, steps: int) -> dict | None:
 
 
 def add_speedups(configs: Sequence[dict], reference: str) -> None:
-    """Set ``speedup_unet`` / ``speedup_total`` of each config: its median over ``reference``'s.
+    """Set ``speedup_unet`` / ``speedup_total`` of each config: its seconds over ``reference``'s.
 
-    With interleaved samples (``samples``: one dict per round), also ``speedup_unet_q`` /
-    ``speedup_total_q``: the quartiles of the round-by-round ratios (both measured in the same
-    round, so they share its load).
+    With interleaved samples (``samples``: one dict per round, the same rounds for every config)
+    the speedup is the median of the round-by-round ratios (both measured in the same round, so
+    they share its load) and ``speedup_*_q`` holds the quartiles of those same ratios; without
+    (derived per-step rows) it is the ratio of the medians and has no band. ``speedup_of`` says which.
     """
     from benchmarks.timing import summarize
 
     ref = next((c for c in configs if c["name"] == reference), None)
     for c in configs:
+        paired = bool(ref and c.get("samples") and ref.get("samples") and len(c["samples"]) == len(ref["samples"]))
+        c["speedup_of"] = "per-round ratios" if paired else "medians"
+        c["speedup_reference"] = reference if ref else None
         for key in ("unet", "total"):
             c[f"speedup_{key}"] = _ratio(c["median"][key], ref["median"][key]) if ref else None
             c[f"speedup_{key}_q"] = None
-            if ref and c.get("samples") and ref.get("samples"):
-                ratios = [a[key] / b[key] for a, b in zip(c["samples"], ref["samples"]) if b[key]]
-                if ratios:
-                    stats = summarize(ratios)
-                    c[f"speedup_{key}_q"] = [stats.q1, stats.q3]
+            ratios = [a[key] / b[key] for a, b in zip(c["samples"], ref["samples"]) if b[key]] if paired else []
+            if ratios:
+                stats = summarize(ratios)
+                c[f"speedup_{key}"] = stats.median
+                c[f"speedup_{key}_q"] = [stats.q1, stats.q3]
 
 
 def end_to_end_ratio(configs: Sequence[dict], slow: str, fast: str) -> dict | None:
@@ -83,8 +94,18 @@ def end_to_end_ratio(configs: Sequence[dict], slow: str, fast: str) -> dict | No
 
 
 def _ratio_line(r: dict) -> str:
-    band = f" [{r['q'][0]:.1f}-{r['q'][1]:.1f}]" if r.get("q") else ""
-    return f"end to end, {r['slow']} (full decoder) / {r['fast']} (fast decoder): {r['median']:.1f}x{band}"
+    band = f" [quartiles {r['q'][0]:.1f}-{r['q'][1]:.1f}]" if r.get("q") else ""
+    what = "median of the per-round ratios" if r.get("q") else "ratio of the medians"
+    return (f"end to end, {_config_name(r['fast'])} is {r['median']:.1f}x faster than "
+            f"{_config_name(r['slow'])} (full decoder): {what}{band}")
+
+
+def _config_name(name: str) -> str:
+    """``svd-25`` -> ``SVD 25 steps``, ``sfv-1`` -> ``SF-V 1 step`` (what a reader calls a configuration)."""
+    from benchmarks.workload import RunConfig
+
+    rc = RunConfig.parse(name)
+    return f"{rc.label} {rc.steps} step{'s' if rc.steps != 1 else ''}"
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -130,9 +151,12 @@ def _band(c: dict, stage: str) -> str:
 
 
 def speedup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the main table (the paper's Table 1 columns plus end to end)."""
-    header = ["config", "steps", "CFG", "UNet s [q1-q3]", "UNet/step s", "UNet speedup [q1-q3]", "end-to-end s [q1-q3]",
-              "e2e speedup [q1-q3]", "paper UNet s", "paper speedup"]
+    """Header and rows of the main table (the paper's Table 1 columns plus end to end).
+
+    A speedup cell is the row's time over the reference's (SF-V): "SF-V is N times faster".
+    """
+    header = ["config", "steps", "CFG", "UNet s [q1-q3]", "UNet/step s", "UNet speedup of SF-V [q1-q3]",
+              "end-to-end s [q1-q3]", "e2e speedup of SF-V [q1-q3]", "paper UNet s", "paper speedup"]
     rows = []
     for c in result["configs"]:
         paper = c.get("paper") or {}
@@ -149,6 +173,27 @@ def speedup_rows(result: dict) -> tuple[list[str], list[list[str]]]:
             _fmt_x(paper.get("speedup")),
         ])
     return header, rows
+
+
+def speedup_notes(result: dict) -> list[str]:
+    """What the speedup columns are, and each ratio read as a sentence ("SF-V 1 step is 48.9x faster than SVD 25 steps")."""
+    configs = result["configs"]
+    ref = next((c for c in configs if c["name"] == configs[0].get("speedup_reference")), None) if configs else None
+    if ref is None:
+        return []
+    kinds = {c.get("speedup_of", "medians") for c in configs}
+    what = ("the median of the per-round ratios (a row and SF-V are timed in the same rounds), in brackets the "
+            "quartiles of those same ratios" if kinds == {"per-round ratios"} else
+            "the ratio of the two medians (no paired rounds: derived rows)" if kinds == {"medians"} else
+            "the median of the per-round ratios where the rows share rounds, else the ratio of the medians")
+    lines = [f"speedup = a row's seconds / {_config_name(ref['name'])}'s seconds, i.e. how many times faster "
+             f"{ref['label']} is; each is {what}"]
+    for c in configs:
+        if c is ref or c.get("speedup_unet") is None:
+            continue
+        lines.append(f"{_config_name(ref['name'])} is {c['speedup_unet']:.1f}x faster than {_config_name(c['name'])} "
+                     f"in the UNet, {c['speedup_total']:.1f}x end to end")
+    return lines
 
 
 def shares(c: dict) -> dict[str, float]:
@@ -220,7 +265,7 @@ def header_lines(result: dict) -> list[str]:
 def format_text(result: dict) -> str:
     """The table printed by ``python -m benchmarks.speedup``."""
     parts = ["SF-V speedup beside the paper's Table 1", *header_lines(result), "",
-             _text_table(*speedup_rows(result)), "", "per stage (median seconds [quartiles], share of the sum of the stage medians):",
+             _text_table(*speedup_rows(result)), *speedup_notes(result), "", "per stage (median seconds [quartiles], share of the sum of the stage medians):",
              _text_table(*stage_rows(result))]
     if result.get("fast_decoder_speedup"):
         parts += ["", _ratio_line(result["fast_decoder_speedup"])]
@@ -232,7 +277,8 @@ def format_text(result: dict) -> str:
 
 def format_markdown(result: dict) -> str:
     parts = ["# SF-V speedup beside the paper's Table 1", ""] + [f"- {l}" for l in header_lines(result)]
-    parts += ["", _md_table(*speedup_rows(result)), "", "## Per stage (median seconds [quartiles], share of the sum of the stage medians)", "",
+    parts += ["", _md_table(*speedup_rows(result)), ""] + [f"- {l}" for l in speedup_notes(result)]
+    parts += ["", "## Per stage (median seconds [quartiles], share of the sum of the stage medians)", "",
               _md_table(*stage_rows(result))]
     if result.get("fast_decoder_speedup"):
         parts += ["", _ratio_line(result["fast_decoder_speedup"])]
@@ -240,6 +286,10 @@ def format_markdown(result: dict) -> str:
     if check:
         parts += ["", "## Per-step model check", "", "```", format_per_step_check(check), "```"]
     return "\n".join(parts) + "\n"
+
+
+PER_STEP_FAILED = ("What it means: steps x one call's time (how per-step mode states the full-size totals) did not "
+                   "predict this run's loops; the measured loops in the table stand, the per-step model is unconfirmed")
 
 
 def format_per_step_check(check: dict) -> str:
@@ -256,7 +306,7 @@ def format_per_step_check(check: dict) -> str:
         lines.append(f"per-step model check PASSED: largest |error| {100 * check['max_abs_error']:.1f}% (target <= 5%)")
     else:
         lines.append(f"WARNING: per-step model check FAILED: largest |error| {100 * check['max_abs_error']:.1f}% "
-                     f"(target <= 5%). {check.get('reason', '')}".rstrip())
+                     f"(target <= 5%). {PER_STEP_FAILED}. {check.get('reason', '')}".rstrip())
     return "\n".join(lines)
 
 

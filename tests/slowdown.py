@@ -1,9 +1,13 @@
 """Test-only slowdowns for the latency gate's sensitivity checks (never shipped in the package).
 
 :func:`install` makes ONE stage of the working tree's pipeline slower by a FRACTION of that
-stage's own time, with real extra CPU work (a busy loop) rather than a sleep: each timed call
-is measured and followed by ``fraction x`` its duration of spinning, so the slowdown scales with
-the stage on any machine and under any load, as a real regression in that code would.
+stage's own work, with real extra CPU work (a busy loop) rather than a sleep: each timed call's
+CPU time is measured and followed by ``fraction x`` that much CPU time of spinning, so the
+slowdown scales with the stage on any machine and under any load, as a real regression in that
+code would. Both are measured on the process CPU clock (:func:`time.process_time`), read
+directly: the gate's worker points ``time.perf_counter`` at the CPU clock during its CPU-timed
+clips, and the injected work must not depend on which clock a clip is timed by; nor does it grow
+when another process preempts the stage (wall time would).
 
 Stages (as the gate names them): ``preprocess``, ``image_encoder``, ``vae_encoder``, ``unet``,
 ``vae_decoder`` (each engine call of that network), ``glue`` (the sampler outside its UNet
@@ -20,14 +24,15 @@ import functools
 import time
 
 STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "glue", "vae_decoder", "video")
-_unet_seconds = [0.0]  # UNet engine time, so that the glue slowdown can leave it out
+_unet_seconds = [0.0]  # UNet engine CPU time, so that the glue slowdown can leave it out
+cpu_clock = time.process_time  # this process's CPU seconds (all threads)
 
 
 def spin(seconds: float) -> None:
-    """Busy-wait (CPU work, not a sleep) for ``seconds`` of wall time."""
-    end = time.perf_counter() + seconds
+    """Busy-wait (CPU work, not a sleep) for ``seconds`` of this process's CPU time."""
+    end = cpu_clock() + seconds
     x = 0
-    while time.perf_counter() < end:
+    while cpu_clock() < end:
         x += 1
 
 
@@ -43,9 +48,9 @@ def _slowed(fn, fraction: float, own_time=None):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
+        start = cpu_clock()
         out = fn(*args, **kwargs)
-        elapsed = time.perf_counter() - start
+        elapsed = cpu_clock() - start
         spin(fraction * (own_time(elapsed) if own_time else elapsed))
         return out
 
@@ -73,22 +78,22 @@ def install(stage: str, fraction: float) -> None:
         @contextlib.contextmanager
         def timed(timings, name):
             with original_timed(timings, name):
-                start = time.perf_counter()
+                start = cpu_clock()
                 yield
                 if name == "preprocess":
-                    spin(fraction * (time.perf_counter() - start))
+                    spin(fraction * (cpu_clock() - start))
 
         runtime.pipeline._timed = timed
     elif stage == "glue":
         original_run = engines.base.Engine.run
 
         def counted_run(self, inputs):
-            start = time.perf_counter()
+            start = cpu_clock()
             try:
                 return original_run(self, inputs)
             finally:
                 if self.spec.name == "unet":
-                    _unet_seconds[0] += time.perf_counter() - start
+                    _unet_seconds[0] += cpu_clock() - start
 
         engines.base.Engine.run = counted_run
         original_sample = runtime.pipeline.sample_euler

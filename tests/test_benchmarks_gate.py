@@ -214,6 +214,29 @@ def test_clip_stages_derives_glue_when_a_revision_has_none():
     assert values["unet"] == [1.0]  # one sample per round: the fastest of its clips
 
 
+def test_worker_cpu_clock_leaves_out_time_off_the_cpu():
+    """On the CPU clock the runtime's ``time.perf_counter()`` reads this process's CPU seconds: a
+    sleep (like preemption by another process) adds nothing; spinning adds its CPU time."""
+    import time
+
+    from benchmarks.ab_worker import on_clock
+
+    def stage(work):
+        start = time.perf_counter()  # as runtime.pipeline reads it
+        work()
+        return time.perf_counter() - start
+
+    def spin():
+        end = time.process_time() + 0.05
+        while time.process_time() < end:
+            pass
+
+    assert on_clock("wall", lambda: stage(lambda: time.sleep(0.05))) >= 0.05
+    assert on_clock("cpu", lambda: stage(lambda: time.sleep(0.05))) < 0.01
+    assert on_clock("cpu", lambda: stage(spin)) >= 0.05
+    assert time.perf_counter is on_clock.__globals__["WALL"]  # put back
+
+
 def test_worker_maps_options_onto_older_signatures():
     from benchmarks.ab_worker import _call_kwargs
 

@@ -287,7 +287,9 @@ def test_end_to_end_ratio_of_the_fast_decoder_row():
     fast = {"name": "sfvfast-1", "median": {"total": 0.1}, "samples": [{"total": 0.1}, {"total": 0.1}, {"total": 0.1}]}
     r = end_to_end_ratio([slow, fast], "svd-25", "sfvfast-1")
     assert r["median"] == pytest.approx(30.0) and r["q"] == pytest.approx([25.0, 35.0])
-    assert "30.0x [25.0-35.0]" in _ratio_line(r)
+    line = _ratio_line(r)  # which way it reads, and that the band is of the same per-round ratios
+    assert "SF-V + fast decoder 1 step is 30.0x faster than SVD 25 steps (full decoder)" in line
+    assert "median of the per-round ratios [quartiles 25.0-35.0]" in line
     assert end_to_end_ratio([slow], "svd-25", "sfvfast-1") is None
 
 
@@ -303,3 +305,104 @@ def test_cached_benchmark_bundle_is_keyed_by_the_exporter(monkeypatch, tmp_path)
     assert export.environment.exporter_fingerprint() == export.environment.exporter_fingerprint()
     monkeypatch.setattr(export.environment, "exporter_fingerprint", lambda: "0" * 12)
     assert default_bundle_dir(model) != first
+
+
+# --------------------------------------------------------------------------- honest ratios and warnings
+
+
+def _entry(name, unet, total):
+    """A loop-mode entry with per-round samples (``unet[r]``, ``total[r]``: seconds of round ``r``)."""
+    import statistics
+
+    samples = [{"unet": u, "total": t} for u, t in zip(unet, total)]
+    median = {"unet": statistics.median(unet), "total": statistics.median(total)}
+    return {**RunConfig.parse(name).describe(), "derived": False, "n": len(samples), "samples": samples,
+            "median": median, "q1": median, "q3": median, "paper": None}
+
+
+def test_speedup_is_the_median_of_the_per_round_ratios_inside_its_band():
+    """The ratio of the medians (35.0x here) lies outside the quartiles of the per-round ratios
+    [35.9-41.4], as "43.2x [30.6-37.3]" once did: the table prints the median of those same
+    ratios (40.0x), says which it is, and which way it reads."""
+    from benchmarks.report import speedup_notes, speedup_rows
+
+    configs = [_entry("svd-25", [10.0, 10.0, 10.0], [40.0, 30.0, 35.0]), _entry("sfv-1", [1.0, 1.0, 1.0], [1.0, 0.7, 1.1])]
+    add_speedups(configs, reference="sfv-1")
+    svd = configs[0]
+    assert svd["speedup_total"] == pytest.approx(40.0) and svd["speedup_of"] == "per-round ratios"
+    q1, q3 = svd["speedup_total_q"]
+    assert q1 <= svd["speedup_total"] <= q3
+    result = {"configs": configs}
+    assert speedup_rows(result)[1][0][7] == "40.0x [35.9-41.4]"
+    notes = "\n".join(speedup_notes(result))
+    assert "the median of the per-round ratios" in notes and "quartiles of those same ratios" in notes
+    assert "SF-V 1 step is 10.0x faster than SVD 25 steps in the UNet, 40.0x end to end" in notes
+
+
+def test_end_to_end_band_comes_from_end_to_end_samples():
+    """UNet ratios are 10x in every round, end-to-end ratios spread: each band is of its own stage."""
+    configs = [_entry("svd-25", [10.0, 10.0, 10.0], [40.0, 30.0, 35.0]), _entry("sfv-1", [1.0, 1.0, 1.0], [1.0, 0.7, 1.1])]
+    add_speedups(configs, reference="sfv-1")
+    assert configs[0]["speedup_unet_q"] == pytest.approx([10.0, 10.0])
+    assert configs[0]["speedup_total_q"] == pytest.approx([35.909, 41.429], abs=1e-3)
+
+
+def test_derived_rows_say_their_speedup_is_a_ratio_of_medians():
+    from benchmarks.report import speedup_notes
+
+    notes = speedup_notes(_result())
+    assert "the ratio of the two medians (no paired rounds: derived rows)" in notes[0]
+    assert "SF-V 1 step is 50.0x faster than SVD 25 steps" in notes[1]
+
+
+def test_contention_warning_suggests_one_thread_only_where_more_ran():
+    from benchmarks.machine import contention_warning
+
+    one = contention_warning({"load_average": [6.7, 5, 5], "cores": 2, "threads": 1})
+    assert "load average 6.7 on 2 cores" in one and "--threads" not in one
+    assert "--threads 1" in contention_warning({"load_average": [6.7, 5, 5], "cores": 2, "threads": 2})
+
+
+def test_results_md_lists_each_warning_once():
+    """A loaded machine at 1 thread and a failed per-step check: each said once, the check with what it means."""
+    result = _result()
+    result["machine"].update(load_average=[6.5, 5.0, 5.0], threads=1)
+    row = {"unet_predicted": 1.6, "unet_measured": 1.0, "unet_error": 0.6, "total_predicted": 2.0,
+           "total_measured": 1.9, "total_error": 0.05}
+    result["per_step_model"] = {"configs": {"svd-25": row}, "max_abs_error": 0.6, "within_5_percent": False,
+                                "reason": "Why: the load changed."}
+    for text in (format_markdown(result), format_text(result)):
+        assert text.count("load average 6.5 on 2 cores") == 1
+        assert text.count("per-step model check FAILED") == 1 and text.count("What it means") == 1
+        assert "--threads 1" not in text  # 1 thread ran
+        warnings = [l for l in text.splitlines() if "warning" in l.lower()]
+        assert len(warnings) == len(set(warnings)) == 2, warnings
+
+
+def test_speedup_loop_mode_times_whole_clips_and_reports_a_failed_check_once(tiny_bundle, tmp_path, capsys, monkeypatch):
+    """``python -m benchmarks.speedup`` in loop mode: every stage of every clip is timed (the decoder
+    included) and the end-to-end time covers them; a failed per-step check is listed once."""
+    import benchmarks.speedup as speedup
+
+    real_check = speedup.check_prediction
+
+    def failing(measured, predicted):
+        return {**real_check(measured, predicted), "within_5_percent": False, "max_abs_error": 0.5}
+
+    monkeypatch.setattr(speedup, "check_prediction", failing)
+    code = speedup.main(["--bundle", str(tiny_bundle), "--configs", "svd-2", "sfv-1", "--frames", "4", "--repeats", "2",
+                         "--threads", "1", "--mode", "loop", "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert code == 0
+    assert (out.out + out.err).count("per-step model check FAILED") == 1
+    assert (tmp_path / "results.md").read_text().count("per-step model check FAILED") == 1
+    data = json.loads((tmp_path / "results.json").read_text())
+    named = ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder")
+    for c in data["configs"]:
+        assert len(c["samples"]) == 2
+        for s in c["samples"]:
+            assert all(s[k] > 0 for k in named), s  # no stage skipped (frames decoded)
+            assert s["total"] >= sum(s[k] for k in named), s  # end to end covers the whole clip
+        assert c["speedup_of"] == "per-round ratios"
+    svd = data["configs"][0]
+    assert svd["median"]["unet"] > 1.5 * data["configs"][1]["median"]["unet"]  # two guided steps against one
