@@ -5,7 +5,8 @@ checks two kinds of quantity that such noise leaves alone:
 
 - same-run ratios (this module): eager PyTorch over ONNX Runtime for each network call, and an
   SVD multi-step clip over an SF-V one-step clip (both on ONNX Runtime); the two sides of a ratio
-  are interleaved round by round, so a burst of load slows both. Checked against
+  are interleaved round by round, so a burst of load slows both, and at 1 thread both are timed
+  on the process CPU clock (:func:`ratio_clock`), which leaves preemption by other jobs out. Checked against
   ``benchmarks/baseline.json`` (a ratio fails below ``baseline * (1 - tolerance)``);
 - deterministic proxies (:mod:`benchmarks.proxies`, ``benchmarks/proxies.json``).
 
@@ -86,15 +87,26 @@ def calls_per_sample(fn: Callable[[], object], min_sample_s: float, limit: int =
     return n
 
 
+def ratio_clock(threads: int) -> Callable[[], float]:
+    """The clock a same-run ratio is timed by: this process's CPU time at 1 thread, else wall time.
+
+    At one thread a call's process CPU time is its own work: time in which another process holds
+    the core is left out (measured on a 2-core Intel Xeon at load 2-4, quick mode: torch/ORT for
+    the ~2 ms CLIP call scattered 1.10-2.70 over four wall-clock runs, 1.66-2.07 over four CPU-time
+    runs). With more threads a thread pool's spinning would count as work, so wall time is used.
+    """
+    return time.process_time if threads == 1 else time.perf_counter
+
+
 def paired_ratio(
     numerator: Callable[[], object], denominator: Callable[[], object], rounds: int, warmup: int,
-    runner: Callable | None = None, min_sample_s: float = 0.05,
+    runner: Callable | None = None, min_sample_s: float = 0.05, clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float, list[float], list[float], tuple[int, int]]:
     """``median(numerator seconds per call) / median(denominator seconds per call)``, interleaved.
 
     Each round runs the numerator then the denominator, each ``n`` times back to back (``n``
-    from :func:`calls_per_sample`). ``runner(target, setup, rounds, warmup)`` drives the rounds
-    (pytest-benchmark's ``pedantic`` in the gate, so that the denominator's absolute times are
+    from :func:`calls_per_sample`), timed by ``clock`` (see :func:`ratio_clock`).
+    ``runner(target, setup, rounds, warmup)`` drives the rounds (pytest-benchmark's ``pedantic`` in the gate, so that the denominator's absolute times are
     also saved for ``--benchmark-compare``); the times used here are taken by this function.
 
     Returns:
@@ -106,16 +118,16 @@ def paired_ratio(
     num, den = [], []
 
     def setup():
-        start = time.perf_counter()
+        start = clock()
         for _ in range(n_num):
             numerator()
-        num.append((time.perf_counter() - start) / n_num)
+        num.append((clock() - start) / n_num)
 
     def target():
-        start = time.perf_counter()
+        start = clock()
         for _ in range(n_den):
             denominator()
-        den.append((time.perf_counter() - start) / n_den)
+        den.append((clock() - start) / n_den)
 
     if runner is None:
         for _ in range(warmup + rounds):

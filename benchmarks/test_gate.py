@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.ratios import paired_ratio, ratio_floor, update_requested
+from benchmarks.ratios import paired_ratio, ratio_clock, ratio_floor, update_requested
 from benchmarks.workload import build_calls, synthetic_image
 
 GATED_CALLS = ("image_encoder", "vae_encoder", "unet_b1", "vae_decoder")
@@ -55,7 +55,7 @@ def test_backend_ratio(call, benchmark, gate_engines, gate_model, gate_settings,
     torch_engine, ort_engine = getattr(gate_engines["torch"], network), getattr(gate_engines["onnxruntime"], network)
     torch_engine.run(inputs), ort_engine.run(inputs)  # activate both outside the timed rounds
     ratio, t_torch, t_ort, calls = paired_ratio(lambda: torch_engine.run(inputs), lambda: ort_engine.run(inputs),
-                                                s.rounds, s.warmup, _runner(benchmark))
+                                                s.rounds, s.warmup, _runner(benchmark), clock=ratio_clock(s.threads))
     # pytest-benchmark's times are of calls[1] back-to-back ONNX Runtime calls.
     benchmark.extra_info.update(ratio=ratio, torch_median=sorted(t_torch)[len(t_torch) // 2], calls_per_round=calls[1])
     _gate_ratio(f"backend/{call}", ratio, gate_baseline, s, gate_recorder,
@@ -74,7 +74,8 @@ def test_multi_step_vs_one_step(benchmark, gate_engines, gate_model, gate_settin
     svd = lambda: pipe(image, steps=s.multi_steps, min_guidance=1.0, max_guidance=3.0, **common)
     sfv = lambda: pipe(image, steps=1, min_guidance=1.0, max_guidance=1.0, **common)
     sfv()  # activate the engines outside the timed rounds
-    ratio, t_svd, t_sfv, _ = paired_ratio(svd, sfv, s.rounds, s.warmup, _runner(benchmark), min_sample_s=0.0)
+    ratio, t_svd, t_sfv, _ = paired_ratio(svd, sfv, s.rounds, s.warmup, _runner(benchmark), min_sample_s=0.0,
+                                          clock=ratio_clock(s.threads))
     benchmark.extra_info.update(ratio=ratio, multi_steps=s.multi_steps)
     _gate_ratio(f"steps/svd-{s.multi_steps}_over_sfv-1", ratio, gate_baseline, s, gate_recorder,
                 f"SF-V one step {sorted(t_sfv)[len(t_sfv) // 2]:.3f} s, SVD {s.multi_steps} steps "

@@ -57,6 +57,25 @@ def test_paired_ratio_interleaves_and_drops_warmup():
     assert len(num) == len(den) == 3 and ratio > 0
 
 
+def test_pytest_gate_ratios_at_one_thread_leave_out_time_off_the_cpu():
+    """At 1 thread the same-run ratios are timed on the process CPU clock: a call that waits (as a
+    preempted one does) costs nothing there, while on the wall clock it weighs as much as work."""
+    import time
+
+    from benchmarks.ratios import paired_ratio, ratio_clock
+
+    def work():
+        end = time.process_time() + 0.01
+        while time.process_time() < end:
+            pass
+
+    assert ratio_clock(1) is time.process_time and ratio_clock(2) is time.perf_counter
+    waits = lambda: time.sleep(0.01)
+    cpu, *_ = paired_ratio(waits, work, rounds=3, warmup=0, min_sample_s=0.0, clock=ratio_clock(1))
+    wall, *_ = paired_ratio(waits, work, rounds=3, warmup=0, min_sample_s=0.0, clock=time.perf_counter)
+    assert cpu < 0.2 and wall > 0.5
+
+
 def test_missing_baselines_name_the_update_command(tmp_path):
     from benchmarks import proxies
     from benchmarks.errors import BenchmarkError
