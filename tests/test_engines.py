@@ -7,6 +7,7 @@ import json
 import shutil
 import types
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -196,3 +197,21 @@ def test_missing_network_and_corrupt_manifest(bundle_copy):
     (bundle_copy / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         create_engines(bundle_copy, "onnxruntime")
+
+
+def test_only_the_unet_sessions_threads_spin(tiny_bundle):
+    """Idle ONNX Runtime threads spin only in the UNet's session (called back to back by the sampler);
+    every other network's would spin on while the next network runs and take its cores."""
+    from engines.factory import create_engines
+
+    engines = create_engines(tiny_bundle, "onnxruntime", threads=2)
+    for name, engine in engines.items():
+        engine.activate()
+        options = engine.session.get_session_options()
+        if name == "unet":
+            with pytest.raises(RuntimeError):  # not set: ONNX Runtime's default, spinning
+                options.get_session_config_entry("session.intra_op.allow_spinning")
+        else:
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0", name
+    cpp = (Path(__file__).parents[1] / "runtime/cpp/src/session.cpp").read_text()
+    assert 'if (network.name != "unet") so.AddConfigEntry("session.intra_op.allow_spinning", "0");' in cpp

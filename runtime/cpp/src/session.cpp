@@ -77,6 +77,9 @@ Session::Session(const NetworkInfo& network, const RuntimeOptions& options) : im
     // Exact u8u8 integer GEMM on x86-64 CPUs without VNNI, where the u8s8 kernels saturate
     // (the Python engines set the same entry: engines/ort_engine.py EXACT_INT8_GEMM).
     so.AddConfigEntry("session.x64quantprecision", "1");
+    // Idle threads spin only where the next call is this session's own (the sampler's UNet loop);
+    // elsewhere they would take the next network's cores (engines/ort_engine.py SPINNING_NETWORKS).
+    if (network.name != "unet") so.AddConfigEntry("session.intra_op.allow_spinning", "0");
     append_providers(so, options);
     try {
         impl_->session = Ort::Session(env(), network.file.c_str(), so);
