@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from export.environment import library_versions
+from export.environment import cpu_flags, library_versions
 
 _VERSIONED = ("torch", "onnxruntime", "onnx", "diffusers", "transformers", "numpy", "pytest-benchmark")
 
@@ -40,15 +40,8 @@ VECTOR_FLAGS = {
 
 def vector_extensions() -> list[str]:
     """The CPU's vector extensions among :data:`VECTOR_FLAGS` (Linux; empty where unknown)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [name for flag, name in VECTOR_FLAGS.items() if flag in flags]
-    except OSError:
-        pass
-    return []
+    flags = cpu_flags()
+    return [name for flag, name in VECTOR_FLAGS.items() if flag in flags]
 
 
 def load_average() -> list[float] | None:

@@ -37,6 +37,7 @@ from benchmarks.machine import contention_warning, describe, machine_info, usabl
 from benchmarks.timing import interleave, summarize, timed
 from benchmarks.workload import CALLS, build_calls, call_dims, describe_dims, synthetic_image
 from export.bundle import Bundle
+from export import environment
 from export.cli import run_cli
 from export.specs import NETWORKS
 
@@ -50,11 +51,7 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_i
 
 def cpu_flags() -> dict[str, bool]:
     """Which of the vector extensions that decide the precisions' speed this CPU has (``/proc/cpuinfo``)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
+    flags = environment.cpu_flags()
     return {flag: flag in flags for flag in CPU_FLAGS}
 
 

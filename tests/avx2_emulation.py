@@ -21,11 +21,9 @@ QEMU_CPU = "Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm"
 
 
 def host_has_avx512() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx512f" in line for line in f)
-    except OSError:
-        return False
+    from export.environment import cpu_flags
+
+    return "avx512f" in cpu_flags()
 
 
 def avx2_command(args: list[str]) -> list[str]:
