@@ -33,7 +33,7 @@ from benchmarks.workload import (
     shapes_info,
 )
 from engines.factory import create_engines, torch_engines
-from export.cli import run_cli
+from contract.cli import run_cli
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def measure_backends(
         engines_by_backend: ready engines ``{backend: {network: Engine}}`` (skips loading them).
         roofline: also count each call's FLOPs and measure the GEMM peak (see :mod:`benchmarks.roofline`).
     """
-    from export.models import SVDModel, load_model
+    from networks.models import SVDModel, load_model
 
     for b in backends:
         if b not in BACKENDS:
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(format_roofline(result["roofline"]["rows"], Stats.from_json(result["roofline"]["gemm"])))
     if args.out:
-        from export.atomic import write_json_atomic
+        from contract.atomic import write_json_atomic
 
         Path(args.out).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(args.out) / "backends.json", result)

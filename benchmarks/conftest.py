@@ -32,7 +32,7 @@ def gate_settings(request):
 
 @pytest.fixture(scope="session")
 def gate_model(tmp_path_factory):
-    from export.models import load_model
+    from networks.models import load_model
 
     if "SFV_CACHE" not in os.environ:  # never write into the user's cache from a test run
         os.environ["SFV_CACHE"] = str(tmp_path_factory.mktemp("sfv-cache"))
@@ -42,7 +42,7 @@ def gate_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def gate_bundle(request, gate_model):
     from benchmarks.workload import ensure_bundle
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
 
     path = request.config.getoption("--bench-bundle") or os.environ.get("SFV_BENCH_BUNDLE")
     if path:

@@ -43,8 +43,8 @@ from benchmarks.errors import BenchmarkError
 from benchmarks.machine import contention_warning, describe, machine_info
 from benchmarks.roofline import count_flops
 from benchmarks.timing import interleave, summarize, timed
-from export.atomic import write_json_atomic
-from export.cli import run_cli
+from contract.atomic import write_json_atomic
+from contract.cli import run_cli
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def svd_decoder_flops(dims: Mapping[str, int] = FLOP_DIMS) -> tuple[int, int]:
     """``(parameters, FLOPs)`` of SVD's temporal decoder (the real config, random weights) at ``dims``."""
     from diffusers import AutoencoderKLTemporalDecoder
 
-    from export.models import _svd_configs
-    from export.networks import VaeDecoderNet
+    from networks.models import _svd_configs
+    from networks.wrappers import VaeDecoderNet
 
     with torch.random.fork_rng():
         vae = AutoencoderKLTemporalDecoder(**_svd_configs()["vae"]).eval()
@@ -76,7 +76,7 @@ def fast_decoder_flops(decoder: torch.nn.Module, dims: Mapping[str, int] = FLOP_
 def export_fast(decoder: torch.nn.Module, stage: Path, name: str) -> Path:
     """The fast decoder as a validated ONNX graph in ``stage`` (the exporter's own chain)."""
     from export.onnx import export_network
-    from export.specs import ModelConfig, build_specs
+    from contract.specs import ModelConfig, build_specs
 
     config = ModelConfig(latent_channels=decoder.config.latent_channels, vae_scale_factor=decoder.config.scale_factor)
     spec = build_specs(config)["vae_decoder_fast"]
@@ -94,8 +94,8 @@ def export_taesdv(path: str | Path, stage: Path) -> tuple[torch.nn.Module, Path]
     """TAESDV's decoder under the ``vae_decoder_fast`` contract (SVD's scaling factor), exported
     and validated by the exporter's chain into ``stage``; ``(module, graph)``."""
     from export.onnx import export_network, fast_decoder_for
-    from export.specs import ModelConfig, build_specs
-    from training.fast_decoder import open_fast_decoder
+    from contract.specs import ModelConfig, build_specs
+    from networks.fast_decoder import open_fast_decoder
 
     found = open_fast_decoder(path)
     if found.kind != "taesdv":
@@ -141,8 +141,8 @@ def tiny_calls(bundle_dir: Path, threads: int, frames: int = 14, size: int = 64,
                taesdv_graph: Path | None = None) -> dict:
     """Per-call ONNX Runtime seconds of every network of a tiny bundle, and the two clip estimates
     (and a third with TAESDV, timed in the same rounds on the same latents, given its graph)."""
-    from export.bundle import Bundle
-    from export.specs import expand_dims
+    from contract.bundle import Bundle
+    from contract.specs import expand_dims
     from export.validate import ort_session
 
     bundle = Bundle.load(bundle_dir)
@@ -195,7 +195,7 @@ def _full_decoder_graph(path: Path) -> Path:
 
 def run(fast_dirs: Sequence[str], full_decoder: str | None, tiny_bundle: str | None, sizes: Sequence[int], frames: int,
         repeats: int, threads: int, low_memory: bool = False, taesdv: str | None = None) -> dict:
-    from training.fast_decoder import fast_decoder_dir, load_fast_decoder
+    from networks.fast_decoder import fast_decoder_dir, load_fast_decoder
 
     info = machine_info(threads)
     warning = contention_warning(info)

@@ -576,8 +576,8 @@ def _progress(done: int, total: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from export.atomic import atomic_path, write_json_atomic
-    from export.cli import run_cli
+    from contract.atomic import atomic_path, write_json_atomic
+    from contract.cli import run_cli
 
     @run_cli
     def _main(argv):

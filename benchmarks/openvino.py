@@ -36,10 +36,10 @@ from benchmarks.errors import BenchmarkError
 from benchmarks.machine import contention_warning, describe, machine_info, usable_cores
 from benchmarks.timing import interleave, summarize, timed
 from benchmarks.workload import CALLS, build_calls, call_dims, describe_dims, synthetic_image
-from export.bundle import Bundle
-from export import environment
-from export.cli import run_cli
-from export.specs import NETWORKS
+from contract.bundle import Bundle
+from contract import environment
+from contract.cli import run_cli
+from contract.specs import NETWORKS
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = format_markdown(result)
     print(text)
     if args.out:
-        from export.atomic import write_bytes_atomic, write_json_atomic
+        from contract.atomic import write_bytes_atomic, write_json_atomic
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ from benchmarks.workload import (
     synthetic_image,
 )
 from engines.factory import model_engines, pipeline_engines
-from export.cli import run_cli
+from contract.cli import run_cli
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def run_per_step(
     gemm_size: int = 1024,
 ) -> dict:
     """Measure the per-call costs on ``backend`` and derive the speedup table (see module doc)."""
-    from export.models import load_model
+    from networks.models import load_model
 
     if backend not in BACKENDS:
         raise BenchmarkError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")

@@ -30,11 +30,11 @@ import numpy as np
 from benchmarks.machine import describe, machine_info
 from benchmarks.timing import interleave, summarize, timed
 from engines.ort_engine import cpu_session_options
-from export.atomic import write_json_atomic
-from export.bundle import Bundle
-from export.cli import run_cli
-from export.precision import parse_precisions, variants
-from export.specs import expand_dims
+from contract.atomic import write_json_atomic
+from contract.bundle import Bundle
+from contract.cli import run_cli
+from contract.precision import parse_precisions, variants
+from contract.specs import expand_dims
 from export.variants import output_error
 
 log = logging.getLogger(__name__)

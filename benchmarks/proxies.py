@@ -49,7 +49,7 @@ def normalise(obj):
 
 def clip_dims(config) -> dict[str, int]:
     """Every symbol of the specs at the model's default clip, batch 1 (latent sizes from the specs)."""
-    from export.specs import expand_dims
+    from contract.specs import expand_dims
 
     h, w = config.default_height, config.default_width
     return expand_dims({"batch": 1, "frames": config.num_frames, "height": h, "width": w, "image_height": h,
@@ -137,7 +137,7 @@ def _engines_of(pipe) -> list:
 def clip_proxies(bundle_dir: str | os.PathLike) -> dict[str, dict]:
     """Engine calls and host<->engine bytes per network for one SF-V and one guided SVD clip."""
     from benchmarks.workload import RunConfig, synthetic_image
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
     from runtime.pipeline import VideoPipeline
 
     config = Bundle.load(bundle_dir).config
@@ -164,8 +164,8 @@ def clip_proxies(bundle_dir: str | os.PathLike) -> dict[str, dict]:
 
 def measure(bundle_dir: str | os.PathLike) -> dict:
     """All proxies of the bundle at ``bundle_dir`` (plus what they depend on, for the record)."""
-    from export.bundle import Bundle
-    from export.environment import library_versions
+    from contract.bundle import Bundle
+    from contract.environment import library_versions
 
     bundle = Bundle.load(bundle_dir)
     return {
@@ -229,7 +229,7 @@ def load_baseline(path: str | os.PathLike = BASELINE) -> dict:
 
 
 def save_baseline(measured: Mapping, path: str | os.PathLike = BASELINE) -> None:
-    from export.atomic import write_json_atomic
+    from contract.atomic import write_json_atomic
 
     write_json_atomic(path, {"format": 1, "update_command": UPDATE_COMMAND, "model": "tiny", **normalise(measured)})
 
@@ -258,7 +258,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from export.cli import run_cli
+    from contract.cli import run_cli
 
     @run_cli
     def _main(argv):

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.errors import BenchmarkError
 from benchmarks.timing import Stats, interleave, summarize, timed
 from benchmarks.workload import add_clip_args
-from export.cli import run_cli
+from contract.cli import run_cli
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def _count_fake(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> int:
 
 def network_flops(model, calls: Mapping[str, tuple[str, dict]], fake: bool = True) -> dict[str, int]:
     """FLOPs per call: ``calls`` maps a call name to ``(network name, inputs)`` (numpy or torch)."""
-    from export.networks import build_network
-    from export.specs import build_specs
+    from networks.wrappers import build_network
+    from contract.specs import build_specs
 
     specs = build_specs(model.config)
     out = {}
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         from pathlib import Path
 
-        from export.atomic import write_json_atomic
+        from contract.atomic import write_json_atomic
 
         Path(args.out).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(args.out) / "roofline.json", result)

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from engines.base import Engine
-from export.errors import BackendUnavailableError, BundleError
-from export.specs import NetworkSpec
+from contract.errors import BackendUnavailableError, BundleError
+from contract.specs import NetworkSpec
 
 log = logging.getLogger(__name__)
 

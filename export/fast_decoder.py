@@ -19,8 +19,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.bundle import Bundle
-from export.cli import quiet_logging, run_cli
+from contract.bundle import Bundle
+from contract.cli import quiet_logging, run_cli
 from export.onnx import (
     ALL_NETWORKS,
     DEFAULT_OPSET,
@@ -31,7 +31,7 @@ from export.onnx import (
     export_network,
     fast_decoder_for,
 )
-from export.specs import build_specs
+from contract.specs import build_specs
 
 log = logging.getLogger(__name__)
 

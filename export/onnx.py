@@ -1,7 +1,7 @@
 """``python -m export.onnx``: lower an SVD-family model's networks to validated ONNX graphs.
 
 For each network (CLIP image encoder, VAE encoder, UNet, temporal VAE decoder) the spec in
-:mod:`export.specs` drives one chain::
+:mod:`contract.specs` drives one chain::
 
     torch.onnx.export (TorchScript, dynamo=False, named dynamic axes)
       -> clean-up (Polygraphy constant folding + ONNX shape inference)      export/cleanup.py
@@ -40,15 +40,15 @@ from pathlib import Path
 import onnx
 import torch
 
-from export.atomic import usual_permissions
-from export.bundle import MANIFEST, SAMPLERS, Bundle, SamplerConfig, new_manifest, sha256_file
-from export.cli import quiet_logging, run_cli
+from contract.atomic import usual_permissions
+from contract.bundle import MANIFEST, SAMPLERS, Bundle, SamplerConfig, new_manifest, sha256_file
+from contract.cli import quiet_logging, run_cli
 from export.cleanup import cleanup, load_lean, load_weights
-from export.environment import library_versions
-from export.errors import BundleError, ModelLayoutError, ShapeError, ToolkitError, UnknownNetworkError
-from export.models import BUILTIN_MODELS, SVDModel, load_model
-from export.networks import build_network
-from export.specs import (
+from contract.environment import library_versions
+from contract.errors import BundleError, ModelLayoutError, ShapeError, ToolkitError, UnknownNetworkError
+from networks.models import BUILTIN_MODELS, SVDModel, load_model
+from networks.wrappers import build_network
+from contract.specs import (
     NETWORKS,
     OPTIONAL_NETWORKS,
     PREPROCESS_NETWORKS,
@@ -156,7 +156,7 @@ def export_network(
     """Trace, clean up, save and validate one network's fp32 graph into directory ``stage``.
 
     Args:
-        model: the loaded model; the network is wrapped with :func:`export.networks.build_network`.
+        model: the loaded model; the network is wrapped with :func:`networks.wrappers.build_network`.
         release: drop the network's component from ``model`` once traced (the references for
             validation are computed before tracing), so that the full-size UNet's 6 GB of
             PyTorch weights are freed before its ONNX weights are read back.
@@ -289,13 +289,13 @@ def _check_networks(networks: Iterable[str] | None, fast_decoder: bool = False) 
 
 
 def _open_fast_decoder(path: str | os.PathLike):
-    from training.fast_decoder import open_fast_decoder  # training stands above export: imported when used
+    from networks.fast_decoder import open_fast_decoder  # training stands above export: imported when used
 
     return open_fast_decoder(path)
 
 
 def fast_decoder_for(found, config: ModelConfig) -> tuple[torch.nn.Module, dict]:
-    """A fast decoder found by :func:`training.fast_decoder.open_fast_decoder` (a distilled decoder's
+    """A fast decoder found by :func:`networks.fast_decoder.open_fast_decoder` (a distilled decoder's
     directory, or a TAESDV checkpoint) under ``vae_decoder_fast``'s contract, checked to take this
     model's latents, and the manifest fields that say which one it is (``kind``, ``source``)."""
     if found.latent_channels != config.latent_channels or found.scale_factor != config.vae_scale_factor:
@@ -384,7 +384,7 @@ def export_bundle(
         out: the bundle directory (created if missing). Networks of an existing bundle that are
             not re-exported keep their entries.
         networks: subset of :data:`ALL_NETWORKS`; default ``clip_preprocess`` and the four of
-            :data:`export.specs.NETWORKS` (plus ``vae_decoder_fast`` with ``fast_decoder``).
+            :data:`contract.specs.NETWORKS` (plus ``vae_decoder_fast`` with ``fast_decoder``).
         opset: ONNX opset (14-20).
         unet: UNet directory replacing the model's (only when ``model`` is not loaded yet).
         validate_dims: dims (``batch``/``frames``/``height``/``width``) to validate at; default
@@ -575,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample.update(height=args.height, width=args.width)
     check_dims(ModelConfig(vae_scale_factor=1, unet_downsample=1), {k: v for k, v in sample.items() if k == "frames"})
     _check_networks(args.networks, args.fast_decoder is not None)  # before loading a possibly large model
-    from export.precision import parse_precisions
+    from contract.precision import parse_precisions
 
     precisions = parse_precisions(args.precision + (",fp16" if args.fp16 else ""))
     calibration_size = _calibration_size(args.calibration_size)

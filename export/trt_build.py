@@ -14,7 +14,7 @@ Precision lives in the graph, not in the builder. TensorRT 11 removed every weak
 types, INT8 calibrators); a strongly typed network runs each tensor in the type the ONNX graph
 gives it. So an fp16 engine is built from the bundle's fp16 graph (fp16 weights and activations,
 explicit Casts around the ops kept fp32, float32 inputs/outputs), an int8 or fp8 engine from a
-graph with QuantizeLinear/DequantizeLinear pairs (:mod:`export.precision`). The network is
+graph with QuantizeLinear/DequantizeLinear pairs (:mod:`contract.precision`). The network is
 created with the ``STRONGLY_TYPED`` flag, which TensorRT 10.12+ needs for this behaviour and
 11.x accepts and ignores (every 11.x network is strongly typed). ``CreateConfig`` gets no
 precision argument at all.
@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.bundle import PRECISIONS
-from export.errors import BackendUnavailableError
-from export.environment import TENSORRT_REQUIREMENT
+from contract.bundle import PRECISIONS
+from contract.errors import BackendUnavailableError
+from contract.environment import TENSORRT_REQUIREMENT
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def create_config(profile: Mapping[str, Mapping[str, list[int]]], options: Build
     """The ``CreateConfig`` loader (optionally wrapped to cap the workspace); no precision flags."""
     from polygraphy.backend.trt import CreateConfig, PostprocessConfig
 
-    from export.trt_profiles import polygraphy_profile
+    from contract.trt_profiles import polygraphy_profile
 
     cache = options.timing_cache
     config = CreateConfig(

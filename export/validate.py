@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from engines.ort_engine import cpu_session_options
-from export.errors import ValidationError
-from export.specs import ModelConfig, NetworkSpec, expand_dims
+from contract.errors import ValidationError
+from contract.specs import ModelConfig, NetworkSpec, expand_dims
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Write a bundle's precision variants: convert each fp32 graph, validate it against the fp32 graph
-in ONNX Runtime, move it into the bundle and record it in the manifest (see :mod:`export.precision`).
+in ONNX Runtime, move it into the bundle and record it in the manifest (see :mod:`contract.precision`).
 
     add_variants(bundle, ["fp16", "int8"])            # fp16 for every network, int8 for the UNet
 
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from engines.ort_engine import cpu_session_options
-from export.atomic import usual_permissions
-from export.bundle import Bundle, sha256_file
-from export.errors import BundleError, ShapeError, ValidationError
-from export.precision import DEFAULT_NETWORKS, PRECISIONS, check_precision, variant_file, variants
+from contract.atomic import usual_permissions
+from contract.bundle import Bundle, sha256_file
+from contract.errors import BundleError, ShapeError, ValidationError
+from contract.precision import DEFAULT_NETWORKS, PRECISIONS, check_precision, variant_file, variants
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def validate_against_fp32(
 
 def sample_feeds(bundle: Bundle, network: str) -> list[dict[str, np.ndarray]]:
     """Seeded sample inputs of ``network`` at the bundle's export sample dims (fp16 validation)."""
-    from export.specs import expand_dims
+    from contract.specs import expand_dims
     from export.validate import used_dims
 
     spec = bundle.spec(network)
@@ -289,14 +289,14 @@ def _parser():
 
 
 def main(argv=None) -> int:
-    from export.cli import run_cli
+    from contract.cli import run_cli
 
     return run_cli(_main)(argv)
 
 
 def _main(argv=None) -> int:
     from export.onnx import _calibration_size
-    from export.precision import parse_precisions
+    from contract.precision import parse_precisions
 
     args = _parser().parse_args(argv)
     precisions = parse_precisions(args.precision)

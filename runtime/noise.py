@@ -196,7 +196,7 @@ def save_noise(path: str | os.PathLike, augmentation: np.ndarray, latents: np.nd
 
     ``steps``: the lcm sampler's draws (a list of ``[1, F, C, h, w]`` or one ``[n, 1, F, C, h, w]``), if any.
     """
-    from export.atomic import atomic_path
+    from contract.atomic import atomic_path
 
     arrays = {"augmentation": np.asarray(augmentation, np.float32), "latents": np.asarray(latents, np.float32)}
     if steps is not None and len(steps):

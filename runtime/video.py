@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from export.atomic import atomic_path, usual_permissions
+from contract.atomic import atomic_path, usual_permissions
 from runtime.errors import InputError
 
 FILE_FORMATS = (".mp4", ".gif", ".webp", ".npy")

@@ -78,8 +78,8 @@ def test_run_config_parse():
 
 
 def test_network_dims_follow_the_clip():
-    from export.errors import ShapeError
-    from export.specs import ModelConfig
+    from contract.errors import ShapeError
+    from contract.specs import ModelConfig
 
     dims = network_dims(ModelConfig(), frames=14, height=576, width=1024, guidance=True)
     assert dims["unet"] == {"batch": 2, "frames": 14, "height": 576, "width": 1024}
@@ -148,7 +148,7 @@ def test_with_other_and_speedups():
 def _result():
     from benchmarks.machine import machine_info
     from benchmarks.per_step import derive_configs
-    from export.specs import ModelConfig
+    from contract.specs import ModelConfig
 
     configs = derive_configs(_calls(), [RunConfig.parse(c) for c in ("svd-25", "svd-16", "sfv-1")])
     return {
@@ -295,15 +295,15 @@ def test_end_to_end_ratio_of_the_fast_decoder_row():
 
 def test_cached_benchmark_bundle_is_keyed_by_the_exporter(monkeypatch, tmp_path):
     """A bundle exported by other exporter code (another fingerprint) is not reused."""
-    import export.environment
+    import contract.environment
     from benchmarks.workload import default_bundle_dir
 
     monkeypatch.setenv("SFV_CACHE", str(tmp_path))
     model = tmp_path / "my-model"
     first = default_bundle_dir(model)
     assert default_bundle_dir(model) == first and first.parent == tmp_path / "bundles"
-    assert export.environment.exporter_fingerprint() == export.environment.exporter_fingerprint()
-    monkeypatch.setattr(export.environment, "exporter_fingerprint", lambda: "0" * 12)
+    assert contract.environment.exporter_fingerprint() == contract.environment.exporter_fingerprint()
+    monkeypatch.setattr(contract.environment, "exporter_fingerprint", lambda: "0" * 12)
     assert default_bundle_dir(model) != first
 
 

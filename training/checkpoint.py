@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from export.atomic import write_bytes_atomic
-from export.errors import ToolkitError
+from contract.atomic import write_bytes_atomic
+from contract.errors import ToolkitError
 
 log = logging.getLogger(__name__)
 

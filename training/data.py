@@ -29,9 +29,9 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from export.atomic import atomic_path
-from export.errors import ToolkitError
-from export.networks import build_network
+from contract.atomic import atomic_path
+from contract.errors import ToolkitError
+from networks.wrappers import build_network
 from runtime.conditioning import added_time_ids
 from runtime.preprocess import pixels, vae_pixels
 from training.precondition import Conditioning

@@ -1,4 +1,4 @@
-"""Distil a fast temporal decoder (:mod:`training.fast_decoder`) from a model's frozen VAE decoder.
+"""Distil a fast temporal decoder (:mod:`networks.fast_decoder`) from a model's frozen VAE decoder.
 
 Clips ``[F, 3, H, W]`` from the offline sources are encoded by the model's VAE encoder (the
 latent's mode, divided by nothing: the SVD decoder's input is ``latents / scaling_factor``);
@@ -30,9 +30,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.cli import run_cli
+from contract.cli import run_cli
 from training.loop import begin, run_steps
-from training.fast_decoder import TEMPORAL_LINKS, FastDecoder, FastDecoderConfig, save_fast_decoder
+from networks.fast_decoder import TEMPORAL_LINKS, FastDecoder, FastDecoderConfig, save_fast_decoder
 from training.sfv import ConfigError
 from training.vae import split_clips
 from training.options import CLIP_OPTION_HELP, config_from_args, config_parser
@@ -330,13 +330,13 @@ def prepare_data(cfg: DecoderConfig, vae) -> tuple[DecoderData, DecoderData]:
 def train_decoder(cfg: DecoderConfig, model=None, data: tuple[DecoderData, DecoderData] | None = None, progress: bool = True) -> dict:
     """Distil the student; writes ``OUT/decoder`` and ``OUT/eval.json`` and returns the evaluation.
 
-    ``model`` (a loaded :class:`export.models.SVDModel`) and ``data`` (``prepare_data``'s
+    ``model`` (a loaded :class:`networks.models.SVDModel`) and ``data`` (``prepare_data``'s
     splits) may be passed to skip loading them.
     """
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
-    from export.models import load_model
+    from networks.models import load_model
 
     cfg.validate()
     acc = Accelerator()

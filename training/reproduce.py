@@ -27,16 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.atomic import write_json_atomic
-from export.cli import run_cli
-from export.environment import library_versions
+from contract.atomic import write_json_atomic
+from contract.cli import run_cli
+from contract.environment import library_versions
 
 log = logging.getLogger(__name__)
 
 
 def calibrate_model(out: Path, frames: int, size: int, seed: int = 0) -> Path:
     """Copy ``tiny`` to ``out`` with ``vae.scaling_factor`` set so the scaled latents have std 1."""
-    from export.models import builtin_model_dir, load_model
+    from networks.models import builtin_model_dir, load_model
     from training.data import encode_clips, synthetic_clips
 
     if (out / "model_index.json").is_file():
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from export.models import load_model
+    from networks.models import load_model
     from training.data import load_latents
     from training.features import train_feature_net
     from training.frechet import frechet_distance_features

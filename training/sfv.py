@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from export.cli import run_cli
-from export.errors import ToolkitError
+from contract.cli import run_cli
+from contract.errors import ToolkitError
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_unet
 from training.data import LatentSet, load_latents
 from training.discriminator import DiscriminatorHeads, UNetEncoder, discriminate
@@ -197,7 +197,7 @@ class SFVTrainer:
         from accelerate import Accelerator
         from diffusers.training_utils import EMAModel
 
-        from export.models import load_model
+        from networks.models import load_model
 
         self.cfg = cfg
         self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
@@ -435,7 +435,7 @@ def main(argv=None) -> int:
     cfg = config_from_args(SFVConfig, args)
     cfg.validate()  # ranges that need no model, before loading anything
     if args.dry_run:
-        from export.models import load_model
+        from networks.models import load_model
 
         model = load_model(cfg.model, unet=cfg.unet)
         cfg.validate(model.config.pixel_multiple)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from export.cli import run_cli
+from contract.cli import run_cli
 from training.checkpoint import save_unet
 from training.data import LatentSet, load_latents
 from training.precondition import denoise
@@ -93,7 +93,7 @@ def train_teacher(cfg: TeacherConfig, model=None, latents: LatentSet | None = No
     """Fine-tune the UNet with the EDM objective; writes the EMA UNet to ``OUT/unet``."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
-    from export.models import load_model
+    from networks.models import load_model
 
     cfg.validate()
     acc = Accelerator(mixed_precision=cfg.mixed_precision)

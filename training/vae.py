@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from export.atomic import atomic_directory
-from export.cli import run_cli
+from contract.atomic import atomic_directory
+from contract.cli import run_cli
 from training.loop import begin, run_steps
 from training.data import load_clips
 from training.sfv import ConfigError
@@ -142,7 +142,7 @@ def save_model_with_vae(source: str | os.PathLike, vae: torch.nn.Module, out: st
     The other components are hard-linked (copied across file systems); the directory appears
     atomically (written under a temporary name, then renamed).
     """
-    from export.models import resolve_model_dir
+    from networks.models import resolve_model_dir
 
     src = resolve_model_dir(source)
     with atomic_directory(out) as tmp:
@@ -186,7 +186,7 @@ def train_vae(cfg: VAEConfig, model=None, progress: bool = True) -> dict:
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
-    from export.models import load_model
+    from networks.models import load_model
 
     cfg.validate()
     acc = Accelerator()

@@ -16,7 +16,7 @@ Same contract as SVD's decoder: ``latent [n, C, h, w]`` (the latents divided by
 ``scaling_factor``, one video's frames in order) -> ``sample [n, 3, 8h, 8w]`` in about [-1, 1].
 Saved as ``config.json`` + ``model.safetensors`` in one directory and loaded with safetensors.
 
-The public TAESDV checkpoint (:mod:`training.taesdv`) can take the same place: :func:`open_fast_decoder`
+The public TAESDV checkpoint (:mod:`networks.taesdv`) can take the same place: :func:`open_fast_decoder`
 tells the two kinds apart by path (a ``.pth`` / ``.safetensors`` file is TAESDV, a directory a
 distilled decoder) and gives either under the contract above.
 """
@@ -32,9 +32,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from export.atomic import atomic_directory
-from export.errors import ToolkitError
-from training.taesdv import LATENT_CHANNELS, SCALE_FACTOR, TAESDV, TAESDVFastDecoder, state_dict_problems
+from contract.atomic import atomic_directory
+from contract.errors import ToolkitError
+from networks.taesdv import LATENT_CHANNELS, SCALE_FACTOR, TAESDV, TAESDVFastDecoder, state_dict_problems
 
 TEMPORAL_LINKS = ("memory", "tconv", "none")
 CONFIG_FILE = "config.json"
@@ -197,7 +197,7 @@ TAESDV_SUFFIXES = (".pth", ".safetensors")  # a file with one of these is a TAES
 def load_taesdv(path: str | os.PathLike) -> TAESDV:
     """The public TAESDV checkpoint at ``path`` (``taesdv.pth``, a plain state dict read with
     ``torch.load(weights_only=True)``, or the same tensors as ``.safetensors``), strictly: every
-    key of :class:`training.taesdv.TAESDV` present with its shape, nothing else. Eval mode."""
+    key of :class:`networks.taesdv.TAESDV` present with its shape, nothing else. Eval mode."""
     path = Path(path)
     if not path.is_file():
         raise FastDecoderError(f"TAESDV checkpoint {path} does not exist; download taesdv.pth from "
@@ -242,7 +242,7 @@ class FastDecoderSource:
     def contract_module(self, scaling_factor: float) -> nn.Module:
         """The network under ``vae_decoder_fast``'s contract: ``latent [n, C, h, w]`` divided by
         ``scaling_factor`` -> ``sample [n, 3, H, W]`` in about [-1, 1] (the distilled decoder
-        already takes it; TAESDV is wrapped by :class:`training.taesdv.TAESDVFastDecoder`)."""
+        already takes it; TAESDV is wrapped by :class:`networks.taesdv.TAESDVFastDecoder`)."""
         if self.kind == "taesdv":
             return TAESDVFastDecoder(self.network, scaling_factor).eval()
         return self.network

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from export.atomic import atomic_directory
-from export.environment import quiet_torchvision_fallback
-from export.errors import ModelLayoutError
-from export.specs import ModelConfig
+from contract.atomic import atomic_directory
+from contract.environment import quiet_torchvision_fallback
+from contract.errors import ModelLayoutError
+from contract.specs import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class SVDModel:
     config: ModelConfig
     source: str  # where the model came from (a path or a built-in name)
     unet_source: str  # where the UNet came from (differs when --unet overrides it)
-    fast_decoder: torch.nn.Module | None = None  # a distilled decoder (training.fast_decoder), when one is attached
+    fast_decoder: torch.nn.Module | None = None  # a distilled decoder (networks.fast_decoder), when one is attached
 
 
 # --------------------------------------------------------------------------- configs

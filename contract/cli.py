@@ -7,7 +7,7 @@ import functools
 import logging
 import sys
 
-from export.errors import ToolkitError
+from contract.errors import ToolkitError
 
 
 def run_cli(main):

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from export.bundle import sha256_file
-from export.environment import INSTALL_HINT, missing_requirements, require_gpu_and_tensorrt  # noqa: F401 (re-exported)
-from export.errors import BackendUnavailableError, EngineCacheError
+from contract.bundle import sha256_file
+from contract.environment import INSTALL_HINT, missing_requirements, require_gpu_and_tensorrt  # noqa: F401 (re-exported)
+from contract.errors import BackendUnavailableError, EngineCacheError
 from export.trt_build import check_tensorrt_version
 
 KEY_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision", "profile")

@@ -77,7 +77,7 @@ class ClipPreprocessNet(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        from export.environment import quiet_torchvision_fallback
+        from contract.environment import quiet_torchvision_fallback
 
         with quiet_torchvision_fallback():
             from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
@@ -89,7 +89,7 @@ class ClipPreprocessNet(nn.Module):
 
 
 def build_network(name: str, model) -> nn.Module:
-    """The wrapper for network ``name`` around the loaded :class:`export.models.SVDModel`."""
+    """The wrapper for network ``name`` around the loaded :class:`networks.models.SVDModel`."""
     if name == "clip_preprocess":
         cfg = model.config
         return ClipPreprocessNet(cfg.clip_image_size, cfg.image_mean, cfg.image_std).eval()
@@ -101,7 +101,7 @@ def build_network(name: str, model) -> nn.Module:
         return UNetNet(model.unet).eval()
     if name == "vae_decoder":
         return VaeDecoderNet(model.vae).eval()
-    if name == "vae_decoder_fast":  # already takes the decoder's signature (training/fast_decoder.py)
+    if name == "vae_decoder_fast":  # already takes the decoder's signature (networks/fast_decoder.py)
         if model.fast_decoder is None:
             raise KeyError(f"{name}: no fast decoder attached to the model (SVDModel.fast_decoder)")
         return model.fast_decoder.eval()
