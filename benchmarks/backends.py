@@ -59,7 +59,7 @@ def measure_backends(
     Args:
         model: ``tiny``, ``svd-random``, a directory, or a loaded ``SVDModel`` (then pass ``bundle_dir``).
         engines_by_backend: ready engines ``{backend: {network: Engine}}`` (skips loading them).
-        roofline: also count each call's FLOPs and measure the GEMM peak (see :mod:`benchmarks.roofline`).
+        roofline: also count each call's FLOPs and measure the GEMM peak (see :mod:`benchmarks.flops`).
     """
     from networks.models import SVDModel, load_model
 
@@ -88,7 +88,7 @@ def measure_backends(
     }
     samplers, outputs = {}, {}
     if roofline:  # the GEMM peak joins the same interleaved rounds as the networks
-        from benchmarks.roofline import gemm_sampler
+        from benchmarks.flops import gemm_sampler
 
         samplers["gemm"], gemm_flops = gemm_sampler(gemm_size)
     for call, (network, inputs) in todo.items():
@@ -110,7 +110,7 @@ def measure_backends(
         result["calls"][call] = entry
 
     if roofline:
-        from benchmarks.roofline import gflops_stats, network_flops, roofline_rows
+        from benchmarks.flops import gflops_stats, network_flops, roofline_rows
 
         peak = gflops_stats(times["gemm"], gemm_flops)
         flops = network_flops(loaded, todo)
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(format_backends(result))
     if args.roofline:
-        from benchmarks.roofline import format_roofline
+        from benchmarks.flops import format_roofline
         from benchmarks.timing import Stats
 
         print()

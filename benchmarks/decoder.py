@@ -41,7 +41,7 @@ import torch
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import contention_warning, describe, machine_info
-from benchmarks.roofline import count_flops
+from benchmarks.flops import count_flops
 from benchmarks.timing import interleave, summarize, timed
 from contract.atomic import write_json_atomic
 from contract.cli import run_cli

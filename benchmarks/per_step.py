@@ -180,7 +180,7 @@ def run_per_step(
     frames, height, width = resolve_shape(config, frames, height, width)
     if loaded is not None and backend == "onnxruntime" and roofline:
         # Count FLOPs first, then free the PyTorch weights before ONNX Runtime loads its own copy.
-        from benchmarks.roofline import network_flops
+        from benchmarks.flops import network_flops
 
         flops = network_flops(loaded, build_calls(config, frames, height, width))
         info = model_info(loaded, source=str(model))
@@ -191,7 +191,7 @@ def run_per_step(
     engines = model_engines(loaded) if backend == "torch" else pipeline_engines(bundle, backend, threads=threads)
     extra, gemm_flops = {}, 0.0
     if roofline:
-        from benchmarks.roofline import gemm_sampler
+        from benchmarks.flops import gemm_sampler
 
         extra["gemm"], gemm_flops = gemm_sampler(gemm_size)
     calls = measure_calls(engines, config, frames, height, width, repeats, warmup, extra=extra)
@@ -207,7 +207,7 @@ def run_per_step(
         "configs": derive_configs(calls, run_configs),
     }
     if roofline:
-        from benchmarks.roofline import network_flops, roofline_rows
+        from benchmarks.flops import network_flops, roofline_rows
 
         peak = _gemm_peak(gemm_times, gemm_flops)
         if flops is None:
@@ -231,7 +231,7 @@ def format_calls(result: dict) -> str:
     for name, s in result["calls"].items():
         lines.append(f"  {name:<14} {s['median']:9.4f} [{s['q1']:.4f}-{s['q3']:.4f}]")
     if "roofline" in result:
-        from benchmarks.roofline import format_roofline
+        from benchmarks.flops import format_roofline
 
         lines += ["", format_roofline(result["roofline"]["rows"], Stats.from_json(result["roofline"]["gemm"]))]
     return "\n".join(lines)

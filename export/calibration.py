@@ -21,9 +21,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contract.errors import ShapeError
 from engines.base import Engine
 
 log = logging.getLogger(__name__)
+
+
+def parse_calibration_size(text: str | None) -> dict:
+    """``"128x128x14"`` -> ``{"height": 128, "width": 128, "frames": 14}``."""
+    if not text:
+        return {}
+    parts = text.lower().split("x")
+    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ShapeError(f"--calibration-size {text!r}: give HEIGHTxWIDTH or HEIGHTxWIDTHxFRAMES, e.g. 128x128x14")
+    return dict(zip(("height", "width", "frames"), map(int, parts)))
 
 
 class RecordingEngine(Engine):

@@ -48,6 +48,7 @@ from contract.environment import library_versions
 from contract.errors import BundleError, ModelLayoutError, ShapeError, ToolkitError, UnknownNetworkError
 from networks.models import BUILTIN_MODELS, SVDModel, load_model
 from networks.wrappers import build_network
+from export.calibration import parse_calibration_size
 from contract.specs import (
     NETWORKS,
     OPTIONAL_NETWORKS,
@@ -578,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from contract.precision import parse_precisions
 
     precisions = parse_precisions(args.precision + (",fp16" if args.fp16 else ""))
-    calibration_size = _calibration_size(args.calibration_size)
+    calibration_size = parse_calibration_size(args.calibration_size)
     with quiet_logging(args.quiet):
         _export(args, precisions, sample, calibration_size)
     return 0
@@ -601,16 +602,6 @@ def _export(args, precisions, sample, calibration_size) -> None:
         from export.variants import add_variants
 
         add_variants(bundle, precisions, args.networks, calibration_size=calibration_size)
-
-
-def _calibration_size(text: str | None) -> dict:
-    """``"128x128x14"`` -> ``{"height": 128, "width": 128, "frames": 14}``."""
-    if not text:
-        return {}
-    parts = text.lower().split("x")
-    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ShapeError(f"--calibration-size {text!r}: give HEIGHTxWIDTH or HEIGHTxWIDTHxFRAMES, e.g. 128x128x14")
-    return dict(zip(("height", "width", "frames"), map(int, parts)))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from polygraphy.exception import PolygraphyException
 from contract.atomic import atomic_path
 from contract.bundle import MANIFEST, Bundle, sha256_file
 from contract.cli import run_cli
+from contract.environment import TENSORRT_REQUIREMENT
 from contract.errors import BundleError, ToolkitError
 from contract.precision import DEFAULT_NETWORKS, TRT_FALLBACK, missing_variants, resolve
 from contract.specs import NETWORKS, OPTIONAL_NETWORKS, NetworkSpec
@@ -50,7 +51,7 @@ from contract.specs import NETWORKS, OPTIONAL_NETWORKS, NetworkSpec
 # The networks TensorRT builds: the four, and the fast decoder where the bundle has one (the
 # pre-processing graphs stay on ONNX Runtime).
 ENGINE_NETWORKS = NETWORKS + OPTIONAL_NETWORKS
-from export.trt_build import TENSORRT_REQUIREMENT, BuildOptions, engine_loader, save_plan
+from export.trt_build import BuildOptions, engine_loader, save_plan
 from engines.trt_cache import MachineInfo, CacheDecision, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
 from contract.trt_profiles import ProfileRanges, network_profile, parse_range, resolve_ranges
 
@@ -324,9 +325,9 @@ def _check_networks(bundle_networks: Sequence[str], wanted: Sequence[str] | None
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = _check_options(args)
-    from export.onnx import _calibration_size
+    from export.calibration import parse_calibration_size
 
-    calibration_size = _calibration_size(args.calibration_size)
+    calibration_size = parse_calibration_size(args.calibration_size)
     root = Path(args.bundle)
     exists = (root / MANIFEST).is_file()
 

@@ -24,45 +24,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from contract.bundle import PRECISIONS
-from contract.errors import BackendUnavailableError
-from contract.environment import TENSORRT_REQUIREMENT
 
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
-# Strongly typed networks from ONNX: the flag exists since 10.x, its ONNX path is complete since
-# 10.12 (the release that deprecated weak typing); 11.x is strongly typed only.
-MIN_TENSORRT = (10, 12)
-NEXT_UNTESTED = (12, 0)
-
-
-def tensorrt_version_tuple(version: str) -> tuple[int, int]:
-    """``"10.12.0.36"`` -> ``(10, 12)``."""
-    match = re.match(r"(\d+)\.(\d+)", str(version))
-    if not match:
-        raise BackendUnavailableError(f"cannot read the TensorRT version {version!r}; install {TENSORRT_REQUIREMENT!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def check_tensorrt_version(version: str) -> None:
-    """Refuse a TensorRT that cannot build strongly typed networks from ONNX (older than 10.12)."""
-    got = tensorrt_version_tuple(version)
-    if got < MIN_TENSORRT:
-        raise BackendUnavailableError(
-            f"TensorRT {version} is too old: engines are built as strongly typed networks (precision from the "
-            f"ONNX graph), which needs TensorRT >= {MIN_TENSORRT[0]}.{MIN_TENSORRT[1]} (11.x supported); "
-            f"upgrade with `pip install '{TENSORRT_REQUIREMENT}'`"
-        )
-    if got >= NEXT_UNTESTED:
-        log.warning("TensorRT %s is newer than the range this toolkit is written for (%s)", version, TENSORRT_REQUIREMENT)
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     """How engines are built (the command line's build flags)."""

@@ -295,7 +295,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv=None) -> int:
-    from export.onnx import _calibration_size
+    from export.calibration import parse_calibration_size
     from contract.precision import parse_precisions
 
     args = _parser().parse_args(argv)
@@ -313,7 +313,7 @@ def _main(argv=None) -> int:
         else:
             calibration = capture_calibration(
                 bundle, images=args.calibration_images, svd_steps=args.svd_steps, svd_every=args.svd_every, threads=args.threads,
-                **_calibration_size(args.calibration_size),
+                **parse_calibration_size(args.calibration_size),
             )
             if path is not None:
                 calibration.save(path)

@@ -189,7 +189,7 @@ def test_write_results_json_markdown_png(tmp_path):
 
 
 def test_count_flops_linear_and_conv():
-    from benchmarks.roofline import count_flops, fraction_of_peak
+    from benchmarks.flops import count_flops, fraction_of_peak
 
     linear = torch.nn.Linear(4, 3)
     x = torch.randn(2, 4)
@@ -203,7 +203,7 @@ def test_count_flops_linear_and_conv():
 
 
 def test_gemm_gflops_is_positive():
-    from benchmarks.roofline import gemm_gflops
+    from benchmarks.flops import gemm_gflops
 
     s = gemm_gflops(size=64, repeats=3, warmup=1)
     assert s.n == 3 and 0 < s.min <= s.median <= s.max

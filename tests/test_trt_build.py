@@ -16,6 +16,7 @@ pytest.importorskip("polygraphy")
 
 from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, PostprocessConfig  # noqa: E402
 
+from contract.environment import check_tensorrt_version  # noqa: E402
 from contract.errors import BackendUnavailableError  # noqa: E402
 from contract.specs import ModelConfig, build_specs  # noqa: E402
 from export.trt_build import (  # noqa: E402
@@ -23,7 +24,6 @@ from export.trt_build import (  # noqa: E402
     PRECISIONS,
     BuildOptions,
     WorkspaceLimit,
-    check_tensorrt_version,
     create_config,
     engine_loader,
 )
