@@ -23,10 +23,13 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.timing import Stats, interleave, summarize, timed
+from contract.specs import build_specs
+from networks.wrappers import build_network
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +52,6 @@ def count_flops(module: torch.nn.Module, args: Sequence[torch.Tensor], fake: boo
 
 
 def _count_fake(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> int:
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     fake_args = [mode.from_tensor(a) for a in args]
     counter = FlopCounterMode(display=False)
@@ -61,9 +62,6 @@ def _count_fake(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> int:
 
 def network_flops(model, calls: Mapping[str, tuple[str, dict]], fake: bool = True) -> dict[str, int]:
     """FLOPs per call: ``calls`` maps a call name to ``(network name, inputs)`` (numpy or torch)."""
-    from networks.wrappers import build_network
-    from contract.specs import build_specs
-
     specs = build_specs(model.config)
     out = {}
     for call, (network, inputs) in calls.items():

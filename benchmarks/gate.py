@@ -41,6 +41,10 @@ from pathlib import Path
 
 from benchmarks.decide import Comparison, compare, smallest_p
 from benchmarks.errors import BenchmarkError
+from benchmarks.machine import describe, machine_info
+from benchmarks.report import _md_table, _text_table
+from contract.atomic import atomic_path, write_json_atomic
+from contract.cli import run_cli
 
 log = logging.getLogger(__name__)
 
@@ -383,8 +387,6 @@ def clip_call(bundle: Path, config: GateConfig) -> dict:
 
 def run_ab(base: Side, head: Side, config: GateConfig, progress=None) -> dict:
     """Time ``base`` and ``head`` (interleaved) and decide per stage; the JSON-ready result."""
-    from benchmarks.machine import machine_info
-
     config.check()
     start = time.perf_counter()
     machine = machine_info(config.threads)
@@ -442,8 +444,6 @@ def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def header_lines(result: dict) -> list[str]:
-    from benchmarks.machine import describe
-
     cfg, call, sides = result["config"], result["call"], result["sides"]
     same_bundle = sides["base"]["bundle"] == sides["head"]["bundle"]
     lines = [
@@ -474,15 +474,11 @@ def verdict_line(result: dict) -> str:
 
 
 def format_text(result: dict) -> str:
-    from benchmarks.report import _text_table
-
     return "\n".join(["latency gate (A/B in one run)", *header_lines(result), "", _text_table(*table_rows(result)), "",
                       verdict_line(result) + f" (gate wall time {result.get('wall_s', 0):.0f} s)"])
 
 
 def format_markdown(result: dict) -> str:
-    from benchmarks.report import _md_table
-
     icon = ":x:" if result["regressions"] else ":white_check_mark:"
     return "\n".join([f"### Latency gate: {icon} {verdict_line(result)}", "", *[f"- {l}" for l in header_lines(result)],
                       "", _md_table(*table_rows(result)), ""])
@@ -576,9 +572,6 @@ def _progress(done: int, total: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from contract.atomic import atomic_path, write_json_atomic
-    from contract.cli import run_cli
-
     @run_cli
     def _main(argv):
         args = _parser().parse_args(argv)

@@ -112,6 +112,7 @@ def paired_ratio(
     Returns:
         ``(ratio, numerator seconds per call, denominator seconds per call, (n_num, n_den))``.
     """
+    # optional: torch (the export extra)
     from benchmarks.timing import summarize
 
     n_num, n_den = calls_per_sample(numerator, min_sample_s), calls_per_sample(denominator, min_sample_s)

@@ -27,6 +27,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from benchmarks.workload import RunConfig
 from contract.atomic import atomic_path, write_json_atomic
 
 STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder", "other")
@@ -61,6 +62,7 @@ def add_speedups(configs: Sequence[dict], reference: str) -> None:
     they share its load) and ``speedup_*_q`` holds the quartiles of those same ratios; without
     (derived per-step rows) it is the ratio of the medians and has no band. ``speedup_of`` says which.
     """
+    # optional: torch (the export extra)
     from benchmarks.timing import summarize
 
     ref = next((c for c in configs if c["name"] == reference), None)
@@ -80,6 +82,7 @@ def add_speedups(configs: Sequence[dict], reference: str) -> None:
 
 def end_to_end_ratio(configs: Sequence[dict], slow: str, fast: str) -> dict | None:
     """``slow`` / ``fast`` end to end: the median and quartiles of the round-by-round ratios (same rounds)."""
+    # optional: torch (the export extra)
     from benchmarks.timing import summarize
 
     by_name = {c["name"]: c for c in configs}
@@ -102,8 +105,6 @@ def _ratio_line(r: dict) -> str:
 
 def _config_name(name: str) -> str:
     """``svd-25`` -> ``SVD 25 steps``, ``sfv-1`` -> ``SF-V 1 step`` (what a reader calls a configuration)."""
-    from benchmarks.workload import RunConfig
-
     rc = RunConfig.parse(name)
     return f"{rc.label} {rc.steps} step{'s' if rc.steps != 1 else ''}"
 
@@ -230,6 +231,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def header_lines(result: dict) -> list[str]:
     """The table's header: what ran, where, at which shapes and versions."""
+    # optional: torch (the export extra)
     from benchmarks.machine import describe
 
     m, s = result["machine"], result["settings"]
@@ -252,6 +254,7 @@ def header_lines(result: dict) -> list[str]:
         lines.append(f"threads: {choice['chosen']} ({choice['why']})")
     if result.get("load_after"):
         lines.append(f"load average after the run: {result['load_after'][0]:.1f}")
+    # optional: torch (the export extra)
     from benchmarks.machine import contention_warning
 
     warning = contention_warning(m)
@@ -315,9 +318,11 @@ def format_per_step_check(check: dict) -> str:
 
 def plot(result: dict, path: str | os.PathLike) -> None:
     """``speedup.png``: stacked per-stage bars per configuration, absolute and as shares."""
+    # optional: matplotlib (the bench extra)
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
+    # optional: matplotlib (the bench extra)
     import matplotlib.pyplot as plt
 
     configs = result["configs"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from contract.atomic import write_json_atomic
 from contract.errors import BundleError
-from contract.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, TensorSpec
+from contract.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, TensorSpec, build_specs
 
 MANIFEST = "manifest.json"
 FORMAT = "sfv-bundle"
@@ -200,8 +200,6 @@ class Bundle:
 
     def spec(self, network: str) -> NetworkSpec:
         """The network's spec as recorded in the manifest (what the graph really takes)."""
-        from contract.specs import build_specs
-
         base = build_specs(self.config)[network]
         entry = self.entry(network)
         return NetworkSpec(

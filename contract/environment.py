@@ -7,6 +7,7 @@ Nothing here imports torch or TensorRT at module import: the runtime imports thi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import logging
 import platform
@@ -95,8 +96,6 @@ def exporter_fingerprint() -> str:
     """12 hex digits of sha256 over the exporter's own source (``export/*.py``) and the versions of
     the libraries that trace and write the graphs: a cached export made by other exporter code
     (e.g. an older ``clip_preprocess`` graph) must not be reused as if it were this one's."""
-    import hashlib
-
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -111,6 +110,7 @@ def nvidia_driver_present() -> bool:
 
 def missing_gpu() -> list[str]:
     """What this machine lacks for PyTorch to use a CUDA GPU (empty when it can)."""
+    # optional: torch (the export extra)
     import torch
 
     if torch.cuda.is_available():

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from contract.errors import BundleError, ShapeError
+from contract.errors import BundleError, ShapeError, UnknownNetworkError
 
 # The four neural networks of SVD, in pipeline order.
 NETWORKS = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
@@ -276,8 +276,6 @@ def check_resolution(config: ModelConfig, height: int, width: int) -> None:
 
 def check_network_names(names, known=NETWORKS) -> list[str]:
     """``names`` in pipeline order, or :class:`UnknownNetworkError` naming the known ones."""
-    from contract.errors import UnknownNetworkError
-
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UnknownNetworkError(f"unknown network(s) {', '.join(map(repr, unknown))}; the networks are {', '.join(known)}")

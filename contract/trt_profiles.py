@@ -146,6 +146,7 @@ def network_profile(spec: NetworkSpec, config: ModelConfig, ranges: ProfileRange
 
 def polygraphy_profile(profile: Mapping[str, Mapping[str, list[int]]]):
     """The same shapes as a ``polygraphy.backend.trt.Profile`` (builds without TensorRT)."""
+    # optional: polygraphy (the export extra)
     from polygraphy.backend.trt import Profile
 
     result = Profile()

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from contract.errors import ShapeError
 from engines.base import Engine
+from engines.factory import pipeline_engines
+from runtime.pipeline import VideoPipeline
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +120,6 @@ def capture_calibration(
     ``frames``/``height``/``width`` default to the manifest's (the full-size SVD default is
     576x1024; pass a smaller size to keep a CPU capture short).
     """
-    from dataclasses import replace
-
-    from engines.factory import pipeline_engines
-    from runtime.pipeline import VideoPipeline
-
     config = bundle.config
     height = height or config.default_height
     width = width or config.default_width

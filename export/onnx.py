@@ -43,12 +43,9 @@ import torch
 from contract.atomic import usual_permissions
 from contract.bundle import MANIFEST, SAMPLERS, Bundle, SamplerConfig, new_manifest, sha256_file
 from contract.cli import quiet_logging, run_cli
-from export.cleanup import cleanup, load_lean, load_weights
 from contract.environment import library_versions
 from contract.errors import BundleError, ModelLayoutError, ShapeError, ToolkitError, UnknownNetworkError
-from networks.models import BUILTIN_MODELS, SVDModel, load_model
-from networks.wrappers import build_network
-from export.calibration import parse_calibration_size
+from contract.precision import parse_precisions
 from contract.specs import (
     NETWORKS,
     OPTIONAL_NETWORKS,
@@ -60,7 +57,14 @@ from contract.specs import (
     check_resolution,
     expand_dims,
 )
+from export.calibration import parse_calibration_size
+from export.cleanup import cleanup, load_lean, load_weights
+from export.preprocess_graph import build_clip_preprocess
 from export.validate import check, compare, reference_outputs
+from export.variants import add_variants
+from networks.fast_decoder import open_fast_decoder
+from networks.models import BUILTIN_MODELS, SVDModel, load_model
+from networks.wrappers import build_network
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +205,6 @@ def export_preprocess(name: str, model: SVDModel, spec: NetworkSpec, config: Mod
 
     Validated at image sizes from 2x3 pixels to larger than 576x1024, up- and downscaling.
     """
-    from export.preprocess_graph import build_clip_preprocess
-
     graph = build_clip_preprocess(spec, config, opset=max(opset, 11))
     variant, files = _save(graph, stage / f"{name}.onnx", large=False)
     sizes = [(2, 3), (64, 48), (320, 240), (576, 1024), (1200, 700)] if validate else []
@@ -287,12 +289,6 @@ def _check_networks(networks: Iterable[str] | None, fast_decoder: bool = False) 
         raise UnknownNetworkError("vae_decoder_fast needs its weights: pass --fast-decoder DIR (the OUT of training.decoder) "
                                   "or --fast-decoder taesdv.pth (TAESDV's checkpoint)")
     return check_network_names(networks + (["vae_decoder_fast"] if fast_decoder else []), ALL_NETWORKS)
-
-
-def _open_fast_decoder(path: str | os.PathLike):
-    from networks.fast_decoder import open_fast_decoder  # training stands above export: imported when used
-
-    return open_fast_decoder(path)
 
 
 def fast_decoder_for(found, config: ModelConfig) -> tuple[torch.nn.Module, dict]:
@@ -405,7 +401,7 @@ def export_bundle(
         raise ShapeError(f"opset {opset} is not supported; use {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     out = Path(out)
     _prepare_out(out)
-    found = _open_fast_decoder(fast_decoder) if fast_decoder is not None else None  # before a possibly large model
+    found = open_fast_decoder(fast_decoder) if fast_decoder is not None else None  # before a possibly large model
     model, owned = _loaded(model, unet, say)
     export_dims, check_list = _trace_and_check_dims(model, sample_dims, validate_dims)
     fast = fast_decoder_for(found, model.config) if found is not None else None
@@ -576,7 +572,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample.update(height=args.height, width=args.width)
     check_dims(ModelConfig(vae_scale_factor=1, unet_downsample=1), {k: v for k, v in sample.items() if k == "frames"})
     _check_networks(args.networks, args.fast_decoder is not None)  # before loading a possibly large model
-    from contract.precision import parse_precisions
 
     precisions = parse_precisions(args.precision + (",fp16" if args.fp16 else ""))
     calibration_size = parse_calibration_size(args.calibration_size)
@@ -599,8 +594,6 @@ def _export(args, precisions, sample, calibration_size) -> None:
         sampler=args.sampler,
     )
     if len(precisions) > 1:
-        from export.variants import add_variants
-
         add_variants(bundle, precisions, args.networks, calibration_size=calibration_size)
 
 

@@ -47,13 +47,17 @@ from contract.environment import TENSORRT_REQUIREMENT
 from contract.errors import BundleError, ToolkitError
 from contract.precision import DEFAULT_NETWORKS, TRT_FALLBACK, missing_variants, resolve
 from contract.specs import NETWORKS, OPTIONAL_NETWORKS, NetworkSpec
+from export.calibration import parse_calibration_size
+from export.onnx import export_bundle
+from export.variants import add_variants
+from networks.models import load_model
 
 # The networks TensorRT builds: the four, and the fast decoder where the bundle has one (the
 # pre-processing graphs stay on ONNX Runtime).
 ENGINE_NETWORKS = NETWORKS + OPTIONAL_NETWORKS
-from export.trt_build import BuildOptions, engine_loader, save_plan
-from engines.trt_cache import MachineInfo, CacheDecision, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
 from contract.trt_profiles import ProfileRanges, network_profile, parse_range, resolve_ranges
+from engines.trt_cache import CacheDecision, MachineInfo, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
+from export.trt_build import BuildOptions, engine_loader, save_plan
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +217,6 @@ def ensure_variants(bundle: Bundle, networks: Sequence[str], precision: str, cal
     todo = {p: ns for p, ns in todo.items() if ns}
     if not todo:
         return
-    from export.variants import add_variants
 
     for p, ns in todo.items():
         log.info("exporting the %s graph(s) of %s first", p, ", ".join(ns))
@@ -325,7 +328,6 @@ def _check_networks(bundle_networks: Sequence[str], wanted: Sequence[str] | None
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = _check_options(args)
-    from export.calibration import parse_calibration_size
 
     calibration_size = parse_calibration_size(args.calibration_size)
     root = Path(args.bundle)
@@ -351,9 +353,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 3. Export the bundle when asked to.
     if not exists:
-        from networks.models import load_model
-        from export.onnx import export_bundle
-
         model = load_model(args.model, unet=args.unet)
         ranges = resolve_ranges(model.config, _overrides(args))
         bundle = export_bundle(model, root, networks=args.networks, opset=args.opset)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract.bundle import PRECISIONS
+from contract.trt_profiles import polygraphy_profile
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class WorkspaceLimit:
         self.nbytes = int(nbytes)
 
     def __call__(self, builder, network, config) -> None:
+        # optional: tensorrt (the gpu extra)
         import tensorrt as trt
 
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.nbytes)
@@ -66,9 +68,8 @@ class WorkspaceLimit:
 
 def create_config(profile: Mapping[str, Mapping[str, list[int]]], options: BuildOptions):
     """The ``CreateConfig`` loader (optionally wrapped to cap the workspace); no precision flags."""
+    # optional: polygraphy (the export extra)
     from polygraphy.backend.trt import CreateConfig, PostprocessConfig
-
-    from contract.trt_profiles import polygraphy_profile
 
     cache = options.timing_cache
     config = CreateConfig(
@@ -88,6 +89,7 @@ def engine_loader(
     save_timing_cache: str | os.PathLike | None = None,
 ):
     """The uncalled ``EngineFromNetwork`` loader for one graph (nothing imports TensorRT yet)."""
+    # optional: polygraphy (the export extra)
     from polygraphy.backend.trt import EngineFromNetwork, NetworkFromOnnxPath
 
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
@@ -97,6 +99,7 @@ def engine_loader(
 
 def save_plan(loader, path: str | os.PathLike) -> None:
     """Build and write the plan to ``path`` (the caller makes the write atomic)."""
+    # optional: polygraphy (the export extra)
     from polygraphy.backend.trt import SaveEngine
 
     engine = SaveEngine(loader, str(path))()

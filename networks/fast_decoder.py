@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -164,8 +166,6 @@ def fast_decoder_dir(path: str | os.PathLike) -> Path:
 
 def save_fast_decoder(decoder: FastDecoder, out: str | os.PathLike) -> Path:
     """Write ``out/config.json`` and ``out/model.safetensors``; the directory appears atomically."""
-    from safetensors.torch import save_file
-
     with atomic_directory(out) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
@@ -175,9 +175,6 @@ def save_fast_decoder(decoder: FastDecoder, out: str | os.PathLike) -> Path:
 
 def load_fast_decoder(path: str | os.PathLike) -> FastDecoder:
     """The decoder saved by :func:`save_fast_decoder` (or a run directory holding ``decoder/``), in eval mode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = fast_decoder_dir(path)
     try:
         data = json.loads((folder / CONFIG_FILE).read_text())
@@ -204,8 +201,6 @@ def load_taesdv(path: str | os.PathLike) -> TAESDV:
                                "https://github.com/madebyollin/taesdv (docs/models-taesdv.md)")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

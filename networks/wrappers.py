@@ -9,6 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from contract.environment import quiet_torchvision_fallback
+
+with quiet_torchvision_fallback():  # the SVD pipeline's module imports the image processors
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+
 
 class ImageEncoderNet(nn.Module):
     """``pixel_values [B, 3, 224, 224]`` -> ``image_embeds [B, D]`` (CLIP's projected embedding)."""
@@ -77,11 +82,6 @@ class ClipPreprocessNet(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        from contract.environment import quiet_torchvision_fallback
-
-        with quiet_torchvision_fallback():
-            from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
-
         x = (pixels.to(torch.float32) / 255.0).permute(2, 0, 1)[None]
         x = _resize_with_antialiasing(x * 2.0 - 1.0, (self.size, self.size))
         x = (x + 1.0) / 2.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,17 +19,26 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
-from engines.base import Engine
-from engines.factory import Engines
+from contract.bundle import Bundle
+from contract.errors import BackendUnavailableError
 from contract.specs import ModelConfig
+from engines.base import Engine
+from engines.factory import Engines, model_engines, pipeline_engines
 from runtime.conditioning import added_time_ids, augment_image, guidance_scales
 from runtime.denoiser import SVDDenoiser
 from runtime.errors import InputError
 from runtime.noise import NoiseSource, noise_source
 from runtime.options import GenerateOptions, chosen_sampler
 from runtime.preprocess import ImageInput, load_image, pixels, vae_pixels
-from runtime.sampling import (SamplerConfig, initial_noise_scale, karras_sigmas, lcm_initial_noise_scale, lcm_schedule,
-                              sample_euler, sample_lcm)
+from runtime.sampling import (
+    SamplerConfig,
+    initial_noise_scale,
+    karras_sigmas,
+    lcm_initial_noise_scale,
+    lcm_schedule,
+    sample_euler,
+    sample_lcm,
+)
 from runtime.video import to_uint8
 
 OUTPUTS = ("frames", "latents")
@@ -78,9 +88,6 @@ class VideoPipeline:
         (the manifest's ``model.source``), in fp32, not the bundle's graphs: it is the reference
         the graphs are validated against.
         """
-        from engines.factory import pipeline_engines
-        from contract.bundle import Bundle
-
         if backend == "torch":
             require_torch_backend()
         bundle = Bundle.load(bundle_dir)
@@ -90,8 +97,6 @@ class VideoPipeline:
     @classmethod
     def from_model(cls, model="tiny", unet: str | os.PathLike | None = None) -> "VideoPipeline":
         """PyTorch engines straight from a diffusers SVD directory, ``tiny`` or ``svd-random``."""
-        from engines.factory import model_engines
-
         require_torch_backend()
         return cls(model_engines(model, unet=unet))
 
@@ -224,10 +229,6 @@ class VideoPipeline:
 def require_torch_backend() -> None:
     """:class:`BackendUnavailableError` naming the fix when the torch backend's libraries are not
     installed (the runtime-only ``pip install .``); checked without importing them."""
-    import importlib.util
-
-    from contract.errors import BackendUnavailableError
-
     missing = [name for name in TORCH_BACKEND_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         raise BackendUnavailableError(

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import av
 import numpy as np
 import PIL.Image
 
@@ -95,8 +96,6 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 7) -> Pa
 
 
 def _write_mp4(frames: np.ndarray, tmp: Path, fps: int) -> None:
-    import av
-
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise InputError(f"H.264 (yuv420p) needs an even width and height, got {width} x {height}; write .gif/.webp/.npy instead")
