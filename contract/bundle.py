@@ -19,6 +19,8 @@ from contract.errors import BundleError
 from contract.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, TensorSpec, build_specs
 
 MANIFEST = "manifest.json"
+# The manifest's JSON Schema (draft 2020-12): what the exporter writes and every reader relies on.
+MANIFEST_SCHEMA = Path(__file__).with_name("manifest.schema.json")
 FORMAT = "sfv-bundle"
 # 2: per-network graph ``variants`` keyed by precision, the ``clip_preprocess`` graph, and the
 # generation defaults in ``model.config``. A version-1 reader would misread all three. The optional
