@@ -15,7 +15,7 @@ both sides in the same run, on the same machine, at the same moment:
    seconds (:mod:`benchmarks.ab_worker`); the gate decides on ``GateConfig.clock`` (CPU by
    default: on a loaded 2-core machine it caught injected slowdowns that wall time missed, see
    docs/benchmarks.md) and reports the other beside it;
-5. per stage (preprocess, CLIP, VAE encoder, UNet, sampler glue, decoder, video writing, end to
+5. per stage (preprocess, CLIP, VAE encoder, UNet, sampler, decoder, video writing, end to
    end) two rank tests on the rounds, paired (Wilcoxon signed-rank of each round's head/base log
    ratio, so load that drifts between rounds cancels) and unpaired (Mann-Whitney U), plus a
    minimum effect decide (:mod:`benchmarks.decide`).
@@ -45,15 +45,17 @@ from benchmarks.machine import describe, machine_info
 from benchmarks.report import _md_table, _text_table
 from contract.atomic import atomic_path, write_json_atomic
 from contract.cli import run_cli
+from contract.specs import NETWORKS, SAMPLER_STAGE
+from contract.specs import STAGES as PIPELINE_STAGES
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("ab_worker.py")
 PROTOCOL_PREFIX = "{"  # worker answers are JSON objects; anything else a side prints is skipped
-NETWORK_STAGES = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
-# Reported order; stages a revision's result.timings adds are appended, missing ones are skipped.
-STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "glue", "vae_decoder", "video", "end_to_end")
+# Reported order: the pipeline's stages, then writing the video and the clip end to end; stages a
+# revision's result.timings adds are appended, missing ones are skipped.
+STAGES = (*PIPELINE_STAGES, "video", "end_to_end")
 CLOCKS = ("cpu", "wall")  # what a stage's seconds are: the worker's process CPU time, or wall time
 CLOCK_LABELS = {"cpu": "CPU", "wall": "wall"}
 
@@ -259,14 +261,12 @@ def measure(workers: Mapping[str, Sequence[Worker]], rounds: int, warmup: int,
 def clip_stages(timings: Mapping[str, float]) -> dict[str, float]:
     """One clip's per-stage seconds from the worker's record (``result.timings`` + video + clip wall).
 
-    ``glue`` (the sampler outside its UNet calls) is the revision's own ``sampler`` figure when it
+    ``sampler`` (the denoising loop outside its UNet calls) is the revision's own figure when it
     reports one, else ``total`` minus preprocess and the four network stages.
     """
     out = {k: float(v) for k, v in timings.items() if k not in ("total", "clip", "unet_calls", "steps")}
-    if "sampler" in out:
-        out["glue"] = out.pop("sampler")
-    if "glue" not in out and "total" in timings and all(s in timings for s in ("preprocess", *NETWORK_STAGES)):
-        out["glue"] = max(0.0, timings["total"] - sum(timings[s] for s in ("preprocess", *NETWORK_STAGES)))
+    if SAMPLER_STAGE not in out and "total" in timings and all(s in timings for s in ("preprocess", *NETWORKS)):
+        out[SAMPLER_STAGE] = max(0.0, timings["total"] - sum(timings[s] for s in ("preprocess", *NETWORKS)))
     out["end_to_end"] = float(timings["clip"])
     return out
 

@@ -29,7 +29,7 @@ import numpy as np
 from benchmarks.errors import BenchmarkError
 from benchmarks.flops import format_roofline, gemm_sampler, network_flops, roofline_rows
 from benchmarks.machine import machine_info, usable_cores
-from benchmarks.report import STAGES, add_speedups, format_text, paper_entry, write_results
+from benchmarks.report import add_speedups, format_text, paper_entry, write_results
 from benchmarks.timing import Stats, interleave, set_threads, summarize, timed
 from benchmarks.workload import (
     BACKENDS,
@@ -44,6 +44,7 @@ from benchmarks.workload import (
     synthetic_image,
 )
 from contract.cli import run_cli
+from contract.specs import SAMPLER_STAGE, STAGES
 from engines.factory import model_engines, pipeline_engines
 from networks.models import load_model
 from runtime.conditioning import added_time_ids, augment_image, guidance_scales
@@ -125,7 +126,7 @@ def derive_configs(calls: Mapping[str, Stats], configs: Sequence[RunConfig]) -> 
         for q in ("median", "q1", "q3"):
             stages = {s: getattr(calls[s], q) for s in ("preprocess", "image_encoder", "vae_encoder", "vae_decoder")}
             stages["unet"] = rc.steps * getattr(unet, q)
-            stages["other"] = 0.0
+            stages[SAMPLER_STAGE] = 0.0  # per-call costs have no sampler share
             stages["total"] = sum(stages[s] for s in STAGES)
             entry[q] = stages
         out.append(entry)

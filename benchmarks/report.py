@@ -17,8 +17,8 @@ both were timed in the same interleaved rounds it is the median of the per-round
 with the quartiles of those same ratios, so the band always contains the figure (a ratio of
 the two medians need not lie inside the band of per-round ratios).
 
-Stages are :data:`STAGES`; ``other`` is what the total spends outside the four networks and
-preprocessing (sampler arithmetic, tensor copies, uint8 conversion).
+Stages are :data:`contract.specs.STAGES`; ``sampler`` is what the total spends outside the four
+networks and preprocessing (sampler arithmetic, tensor copies, uint8 conversion).
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from pathlib import Path
 
 from benchmarks.workload import RunConfig
 from contract.atomic import atomic_path, write_json_atomic
+from contract.specs import SAMPLER_STAGE, STAGES
 
-STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder", "other")
 STAGE_LABELS = {
     "preprocess": "preprocess",
     "image_encoder": "CLIP image encoder",
     "vae_encoder": "VAE encoder",
     "unet": "UNet",
+    SAMPLER_STAGE: "sampler",
     "vae_decoder": "temporal VAE decoder",
-    "other": "other",
 }
 # Paper Table 1 (SF-V, arXiv 2406.04324): UNet seconds on one A100, 14 frames at 1024x576,
 # classifier-free guidance (batch 2) for SVD only.
@@ -113,11 +113,13 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def with_other(stages: Mapping[str, float]) -> dict[str, float]:
-    """Per-stage seconds plus ``other = total - (sum of the named stages)``, clamped at 0."""
-    out = {k: float(stages.get(k, 0.0)) for k in STAGES if k != "other"}
+def with_sampler(stages: Mapping[str, float]) -> dict[str, float]:
+    """Per-stage seconds, the sampler's being ``total - (sum of the other stages)``, clamped at 0: all
+    the total spends outside preprocessing and the networks, so that the stages add up to it."""
+    named = [k for k in STAGES if k != SAMPLER_STAGE]
+    out = {k: float(stages.get(k, 0.0)) for k in named}
     out["total"] = float(stages["total"])
-    out["other"] = max(0.0, out["total"] - sum(out[k] for k in STAGES if k != "other"))
+    out[SAMPLER_STAGE] = max(0.0, out["total"] - sum(out[k] for k in named))
     return out
 
 

@@ -32,17 +32,18 @@ from pathlib import Path
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import load_average, machine_info, usable_cores
 from benchmarks.per_step import call_samplers, check_prediction, derive_configs, run_per_step
-from benchmarks.report import add_speedups, end_to_end_ratio, format_text, paper_entry, with_other, write_results
+from benchmarks.report import add_speedups, end_to_end_ratio, format_text, paper_entry, with_sampler, write_results
 from benchmarks.timing import interleave, set_threads, summarize, summarize_dicts
 from benchmarks.workload import BACKENDS, DEFAULT_CONFIGS, RunConfig, ensure_bundle, model_info, resolve_shape, shapes_info, synthetic_image
 from contract.cli import run_cli
+from contract.specs import STAGES
 from engines.factory import model_engines, pipeline_engines
 from networks.models import BUILTIN_MODELS, check_layout, load_model
 from runtime.pipeline import VideoPipeline
 
 log = logging.getLogger(__name__)
 
-_TIMED = ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder", "other", "total")
+_TIMED = (*STAGES, "total")
 
 
 def run_loops(
@@ -93,7 +94,7 @@ def run_loops(
                               **rc.pipeline_kwargs())
                 if result.timings["unet_calls"] != rc.steps:
                     raise BenchmarkError(f"{rc.name}: expected {rc.steps} UNet calls, got {result.timings['unet_calls']}")
-                return with_other(result.timings)
+                return with_sampler(result.timings)
             return run
 
         samplers = {rc.name: sampler(rc) for rc in run_configs}

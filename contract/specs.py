@@ -28,6 +28,11 @@ NETWORKS = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
 PREPROCESS_NETWORKS = ("clip_preprocess",)
 # Networks a bundle may add: a fast decoder (distilled by training.decoder, or TAESDV), vae_decoder's signature.
 OPTIONAL_NETWORKS = ("vae_decoder_fast",)
+# The stages a clip's time is reported in, pipeline order (the pipeline's timings, the benchmark
+# reports, the latency gate): CLIP's pre-processing graph, the four networks, and the sampler, i.e.
+# the denoising loop outside its UNet calls (the sampler's arithmetic, copies, conversions).
+SAMPLER_STAGE = "sampler"
+STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", SAMPLER_STAGE, "vae_decoder")
 SYMBOLS = ("batch", "frames", "height", "width", "latent_height", "latent_width", "image_height", "image_width")
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "uint8": np.uint8}
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from contract.atomic import write_npy_atomic
 from contract.bundle import MANIFEST
 from contract.cli import quiet_logging, run_cli
+from contract.specs import STAGES
 from engines.factory import RUNTIME_PRECISIONS
 from runtime.errors import InputError
 from runtime.noise import ExplicitNoise, RecordingNoise, noise_source, save_noise
 from runtime.options import add_arguments, from_arguments
-from runtime.pipeline import STAGES, VideoPipeline, require_torch_backend
+from runtime.pipeline import VideoPipeline, require_torch_backend
 from runtime.preprocess import load_image
 from runtime.video import check_writable, output_kind, write_video
 

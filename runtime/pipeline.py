@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from contract.bundle import Bundle
 from contract.errors import BackendUnavailableError
-from contract.specs import ModelConfig
+from contract.specs import STAGES, ModelConfig  # noqa: F401 (STAGES: the stages of VideoResult.timings)
 from engines.base import Engine
 from engines.factory import Engines, model_engines, pipeline_engines
 from runtime.conditioning import added_time_ids, augment_image, guidance_scales
@@ -43,7 +43,6 @@ from runtime.video import to_uint8
 
 OUTPUTS = ("frames", "latents")
 TORCH_BACKEND_MODULES = ("torch", "diffusers", "transformers")  # what the torch backend imports (the `export` extra)
-STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "sampler", "vae_decoder")
 
 
 @dataclass
