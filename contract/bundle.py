@@ -160,6 +160,11 @@ class Bundle:
             ModelConfig.from_json(config)  # every key present: the C++ reader requires the same
         except BundleError as exc:
             raise BundleError(f"{path}: {exc}") from None
+        for name, entry in manifest["networks"].items():
+            fp32 = entry.get("variants", {}).get("fp32") if isinstance(entry, dict) else None
+            if not (isinstance(entry, dict) and "inputs" in entry and "outputs" in entry and isinstance(fp32, dict) and fp32.get("file")):
+                raise BundleError(f"{path}: network {name!r} is incomplete (it needs inputs, outputs and an fp32 variant's file); "
+                                  "re-export the bundle")
         return cls(root=root, manifest=manifest)
 
     @property
