@@ -47,19 +47,19 @@ from contract.environment import TENSORRT_REQUIREMENT
 from contract.errors import BundleError, ToolkitError
 from contract.precision import DEFAULT_NETWORKS, TRT_FALLBACK, missing_variants, resolve
 from contract.specs import NETWORKS, OPTIONAL_NETWORKS, NetworkSpec
+from contract.trt_profiles import ProfileRanges, network_profile, parse_range, resolve_ranges
+from engines.trt_cache import CacheDecision, MachineInfo, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
 from export.calibration import parse_calibration_size
 from export.onnx import export_bundle
+from export.trt_build import BuildOptions, engine_loader, save_plan
 from export.variants import add_variants
 from networks.models import load_model
+
+log = logging.getLogger(__name__)
 
 # The networks TensorRT builds: the four, and the fast decoder where the bundle has one (the
 # pre-processing graphs stay on ONNX Runtime).
 ENGINE_NETWORKS = NETWORKS + OPTIONAL_NETWORKS
-from contract.trt_profiles import ProfileRanges, network_profile, parse_range, resolve_ranges
-from engines.trt_cache import CacheDecision, MachineInfo, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
-from export.trt_build import BuildOptions, engine_loader, save_plan
-
-log = logging.getLogger(__name__)
 
 
 class EngineBuildError(ToolkitError):
