@@ -2,8 +2,8 @@
 (``runtime.pipeline.VideoPipeline`` on the tiny bundle; ONNX Runtime unless a test names another backend).
 
 The central property: a clip made in a batch equals the same clip made alone with the same noise.
-On ONNX Runtime (and OpenVINO f32) the kernels give each clip of a batch the same bits as a clip
-alone, so the tests ask for bit equality, for every sampler and with guidance.
+ONNX Runtime's kernels give each clip of a batch the same bits as a clip alone, so its tests ask
+for bit equality, for every sampler and with guidance; OpenVINO and PyTorch within one uint8 level.
 """
 
 from __future__ import annotations
@@ -75,10 +75,13 @@ def test_a_clip_in_a_batch_equals_the_clip_alone(pipe, images, kind):
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")
 def test_openvino_batch_equals_alone(tiny_bundle, images):
+    """Bit-identical on the AVX-512 Xeon this was measured on; asserted within one uint8 level,
+    OpenVINO's guarantee across CPUs (its kernels may block a batch differently elsewhere)."""
     with VideoPipeline.from_bundle(tiny_bundle, backend="openvino", threads=1) as ov:
         batch = ov(images[:2], num_frames=FRAMES, **GUIDED, **QUIET)
         for i, image in enumerate(images[:2]):
-            assert np.array_equal(batch[i].frames, ov(image, num_frames=FRAMES, seed=i, **GUIDED, **QUIET).frames)
+            alone = ov(image, num_frames=FRAMES, seed=i, **GUIDED, **QUIET).frames
+            assert np.abs(batch[i].frames.astype(int) - alone).max() <= 1
 
 
 def test_torch_backend_batch_within_one_level(tiny_model, images):
