@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import Engine
-from export.errors import BackendUnavailableError, BundleError, ToolkitError
-from export.specs import NetworkSpec
+from contract.errors import BackendUnavailableError, BundleError, ToolkitError
+from contract.specs import NetworkSpec
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from engines.base import Engine
-from export.errors import BackendUnavailableError, EngineCacheError, ShapeError
-from export.specs import NetworkSpec
-from export.trt_profiles import shape_in_profile
+from contract.errors import BackendUnavailableError, EngineCacheError, ShapeError
+from contract.specs import NetworkSpec
+from contract.trt_profiles import shape_in_profile
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class TensorRTEngine(Engine):
     @classmethod
     def from_bundle(cls, bundle, network: str, **kwargs) -> "TensorRTEngine":
         """The engine recorded in ``bundle.manifest["engines"][network]``."""
-        from export.errors import BundleError
+        from contract.errors import BundleError
 
         entry = bundle.manifest.get("engines", {}).get(network)
         if not entry:
@@ -123,7 +123,7 @@ class TensorRTEngine(Engine):
     # ------------------------------------------------------------------ lifecycle
 
     def _activate(self) -> None:
-        from export.trt_cache import check_loadable, detect_machine, import_tensorrt, require_gpu_and_tensorrt
+        from engines.trt_cache import check_loadable, detect_machine, import_tensorrt, require_gpu_and_tensorrt
 
         require_gpu_and_tensorrt("running a TensorRT engine")
         trt = import_tensorrt()
