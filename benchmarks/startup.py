@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import contention_warning, describe, machine_info
@@ -132,8 +133,6 @@ def run(bundle: Path, image: Path | None, repeats: int, threads: int | None, cpp
         tmp = Path(tmp)
         staged = stage_bundle(bundle, tmp)
         if image is None:
-            import PIL.Image
-
             image = tmp / "in.png"
             PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(image)
         configs = samplers(staged, image, tmp, threads, cpp)

@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime
+import PIL.Image
 import pytest
 
 from engines import ort_cache
@@ -38,8 +41,6 @@ def bundle(tiny_bundle, tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
-    import PIL.Image
-
     path = tmp_path_factory.mktemp("startup-image") / "in.png"
     rng = np.random.default_rng(7)
     PIL.Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(path)
@@ -83,8 +84,6 @@ def test_entry_holds_the_key_and_an_optimised_graph(bundle, image):
     entry = bundle / CACHE_DIR_NAME / entry_name(key)
     assert (entry / KEY_FILE).read_text() == key
     assert GraphCache(bundle / CACHE_DIR_NAME).lookup(key) == entry / MODEL_FILE
-    import onnx
-
     optimised = onnx.load(str(entry / MODEL_FILE), load_external_data=False)
     source = onnx.load(str(bundle / "unet.onnx"), load_external_data=False)
     assert len(optimised.graph.node) < len(source.graph.node)  # fused: not a copy of the source
@@ -112,8 +111,6 @@ def test_entries_of_another_machine_or_ort_are_not_used(bundle, image, monkeypat
     if change == "cpu_flags":
         monkeypatch.setattr(ort_cache, "cpu_flags", lambda: frozenset({"sse2"}))
     else:
-        import onnxruntime
-
         monkeypatch.setattr(onnxruntime, "__version__", "0.0.1")
     _, latents1, hits = _clip(bundle, image)
     assert set(hits.values()) == {False}
@@ -128,8 +125,6 @@ def test_a_changed_graph_misses(bundle, image):
     manifest = json.loads((bundle / "manifest.json").read_text())
     old = manifest["networks"]["vae_encoder"]["variants"]["fp32"]
     # Stand-in for a re-export: another valid graph with the same signature (the same graph, one node renamed).
-    import onnx
-
     model = onnx.load(str(bundle / old["file"]))
     model.graph.node[0].name += "_changed"
     onnx.save(model, str(bundle / old["file"]))
