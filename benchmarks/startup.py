@@ -1,9 +1,10 @@
 """Start-up: process start to the first written clip, with and without the start-up caches.
 
 Each configuration is one fresh process of a runtime's command line making one SF-V clip (one
-step, no guidance) from a bundle; its wall time (spawn to exit, the clip written) is timed
-beside the pipeline's own time (the runtime's printed ``total``), so that
-``start-up overhead = wall - pipeline``. Configurations alternate round by round (medians):
+step, no guidance) from a bundle. Timed: spawn to the clip written (the output's mtime; the
+process's teardown after that is not start-up), spawn to exit, and the pipeline's own time (the
+runtime's printed ``total``), so that ``start-up overhead = clip written - pipeline``.
+Configurations alternate round by round (medians):
 
 - ``python no cache``: ``python -m runtime.generate --no-ort-cache`` (every graph hashed and
   optimised at start, as before the caches);
@@ -12,7 +13,9 @@ beside the pipeline's own time (the runtime's printed ``total``), so that
 - ``cpp cold`` / ``cpp warm``: the C++ ``sfv-generate`` (when built), same cache;
 - ``python import``: ``python -c "import runtime.generate"`` (interpreter and imports alone);
 - ``python warm, torch noise``: ``--generator auto`` where torch is installed (diffusers' noise
-  needs torch, whose import is start-up too).
+  needs torch, whose import is start-up too);
+- ``phases, no cache`` / ``phases, warm``: :mod:`benchmarks.startup_phases`, seconds per phase of
+  one Python start (imports, checks, each session, pipeline, writing).
 
 All runs use the portable splitmix noise (the one both runtimes have) unless named otherwise.
 The bundle is staged in a temporary directory (its manifest copied, its files linked), so the
@@ -52,7 +55,7 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 CPP_EXE = ROOT / "runtime" / "cpp" / "build" / "release" / "sfv-generate"
-GOALS = {"python_wall_s": 1.0, "cpp_overhead_s": 0.3}  # the start-up goals (docs/benchmarks.md)
+GOALS = {"python_clip_s": 1.0, "cpp_overhead_s": 0.3}  # the start-up goals (docs/benchmarks.md)
 SF_V = ["--steps", "1", "--max-guidance", "1"]
 _PY_TOTAL = re.compile(r"\| total ([0-9.]+)s")
 
@@ -71,15 +74,22 @@ def stage_bundle(bundle: Path, stage: Path) -> Path:
     return out
 
 
-def _run(cmd: Sequence, pipeline_seconds) -> dict:
-    """Wall time of one process (spawn to exit) and the pipeline's own time from its output."""
+def _run(cmd: Sequence, pipeline_seconds, clip: Path | None = None) -> dict:
+    """One process: ``wall`` (spawn to exit), ``clip`` (spawn to the clip's last write, its mtime:
+    the process's own teardown after it is not start-up), the pipeline's own time from its output,
+    and ``overhead = clip - pipeline``."""
+    if clip is not None and clip.exists():
+        clip.unlink()
+    spawned = time.time()  # the clock of file mtimes
     start = time.perf_counter()
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise BenchmarkError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    written = clip.stat().st_mtime - spawned if clip is not None else None
     pipeline = pipeline_seconds(proc)
-    return {"wall": wall, "pipeline": pipeline, "overhead": wall - pipeline if pipeline is not None else None}
+    return {"wall": wall, "clip": written, "pipeline": pipeline,
+            "overhead": written - pipeline if pipeline is not None and written is not None else None}
 
 
 def _python_total(proc) -> float:
@@ -99,7 +109,7 @@ def samplers(bundle: Path, image: Path, out: Path, threads: int | None, cpp: Pat
         def run():
             if cold:
                 shutil.rmtree(cache, ignore_errors=True)
-            return _run([*py, "--out", out / f"{name}.mp4", *extra], _python_total)
+            return _run([*py, "--out", out / f"{name}.mp4", *extra], _python_total, out / f"{name}.mp4")
         return run
 
     configs = {
@@ -116,7 +126,7 @@ def samplers(bundle: Path, image: Path, out: Path, threads: int | None, cpp: Pat
                     shutil.rmtree(cache, ignore_errors=True)
                 cmd = [cpp, "--bundle", bundle, "--image", image, "--out", out / "cpp.npy", *SF_V, *thread_args,
                        "--timings-json", timings, "--quiet"]
-                return _run(cmd, lambda _: json.loads(timings.read_text())["total"])
+                return _run(cmd, lambda _: json.loads(timings.read_text())["total"], out / "cpp.npy")
             return run
 
         configs["cpp cold"] = cpp_run(True)
@@ -124,7 +134,20 @@ def samplers(bundle: Path, image: Path, out: Path, threads: int | None, cpp: Pat
     configs["python import"] = lambda: _run([sys.executable, "-c", "import runtime.generate"], lambda _: None)
     if importlib.util.find_spec("torch") is not None:
         configs["python warm, torch noise"] = python("torchnoise", "--generator", "auto")
+    for name, extra in (("phases, no cache", ["--no-ort-cache"]), ("phases, warm", [])):
+        configs[name] = _phases(bundle, image, out / "phases.mp4", extra)
     return configs
+
+
+def _phases(bundle: Path, image: Path, out: Path, extra: list):
+    """A sampler of :mod:`benchmarks.startup_phases`: seconds per phase of one fresh Python start."""
+    def run():
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.startup_phases", bundle, image, out, *extra],
+                              capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise BenchmarkError(f"benchmarks.startup_phases failed: {proc.stderr.strip()[-2000:]}")
+        return {"phases": json.loads(proc.stdout.strip().splitlines()[-1])}
+    return run
 
 
 def run(bundle: Path, image: Path | None, repeats: int, threads: int | None, cpp: Path | None) -> dict:
@@ -139,8 +162,13 @@ def run(bundle: Path, image: Path | None, repeats: int, threads: int | None, cpp
         samples = interleave(configs, repeats, warmup=1)  # the warm-up round fills the OS page cache
     result = {"machine": info, "cpu_flags": sorted(cpu_flags()), "bundle": str(bundle), "repeats": repeats,
               "threads": threads, "goals": GOALS, "configs": {}}
+    result["phases"] = {}
     for name, runs in samples.items():
-        row = {k: summarize([r[k] for r in runs]).to_json() for k in ("wall", "pipeline", "overhead") if runs[0][k] is not None}
+        if "phases" in runs[0]:
+            result["phases"][name] = {k: summarize([r["phases"][k] for r in runs]).to_json() for k in runs[0]["phases"]}
+            continue
+        row = {k: summarize([r[k] for r in runs]).to_json() for k in ("wall", "clip", "pipeline", "overhead")
+               if runs[0][k] is not None}
         result["configs"][name] = row
     result["ratios"] = _ratios(result["configs"])
     return result
@@ -152,13 +180,13 @@ def _median(configs: dict, name: str, key: str = "wall") -> float | None:
 
 def _ratios(configs: dict) -> dict:
     out = {}
-    nocache, warm, cold = (_median(configs, n) for n in ("python no cache", "python warm", "python cold"))
+    nocache, warm, cold = (_median(configs, n, "clip") for n in ("python no cache", "python warm", "python cold"))
     out["python_nocache_over_warm"] = nocache / warm
     out["python_cold_over_warm"] = cold / warm
     if "cpp warm" in configs:
-        out["cpp_cold_over_warm"] = _median(configs, "cpp cold") / _median(configs, "cpp warm")
-        out["python_warm_over_cpp_warm"] = warm / _median(configs, "cpp warm")
-    out["python_warm_meets_goal"] = warm <= GOALS["python_wall_s"]
+        out["cpp_cold_over_warm"] = _median(configs, "cpp cold", "clip") / _median(configs, "cpp warm", "clip")
+        out["python_warm_over_cpp_warm"] = warm / _median(configs, "cpp warm", "clip")
+    out["python_warm_meets_goal"] = warm <= GOALS["python_clip_s"]
     if "cpp warm" in configs:
         out["cpp_warm_overhead_meets_goal"] = _median(configs, "cpp warm", "overhead") <= GOALS["cpp_overhead_s"]
     return out
@@ -167,16 +195,23 @@ def _ratios(configs: dict) -> dict:
 def format_markdown(result: dict) -> str:
     lines = [f"Start-up, {result['bundle']}: process start to the first written clip (SF-V, 1 step), "
              f"medians of {result['repeats']} alternated rounds; {describe(result['machine'])}.", "",
-             "| configuration | wall s (q1-q3) | pipeline s | overhead s (wall - pipeline) |",
-             "|---|---|---|---|"]
+             "| configuration | to clip written s (q1-q3) | to exit s | pipeline s | overhead s (clip - pipeline) |",
+             "|---|---|---|---|---|"]
     for name, row in result["configs"].items():
-        w = row["wall"]
+        c = row.get("clip")
+        clip = f"{c['median']:.3f} ({c['q1']:.3f}-{c['q3']:.3f})" if c else "-"
         p = f"{row['pipeline']['median']:.3f}" if "pipeline" in row else "-"
         o = f"{row['overhead']['median']:.3f}" if "overhead" in row else "-"
-        lines.append(f"| {name} | {w['median']:.3f} ({w['q1']:.3f}-{w['q3']:.3f}) | {p} | {o} |")
+        lines.append(f"| {name} | {clip} | {row['wall']['median']:.3f} | {p} | {o} |")
+    if result["phases"]:
+        names = list(result["phases"])
+        lines += ["", "Phases of one Python start (benchmarks/startup_phases.py, medians, s):", "",
+                  "| phase | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for phase in result["phases"][names[0]]:
+            lines.append(f"| {phase} | " + " | ".join(f"{result['phases'][n][phase]['median']:.3f}" for n in names) + " |")
     r, g = result["ratios"], result["goals"]
     lines += ["", f"python: no cache / warm = {r['python_nocache_over_warm']:.2f}x, cold / warm = {r['python_cold_over_warm']:.2f}x; "
-              f"goal wall <= {g['python_wall_s']} s: {'met' if r['python_warm_meets_goal'] else 'NOT met'} (warm)."]
+              f"goal <= {g['python_clip_s']} s to the clip: {'met' if r['python_warm_meets_goal'] else 'NOT met'} (warm)."]
     if "cpp_cold_over_warm" in r:
         lines.append(f"cpp: cold / warm = {r['cpp_cold_over_warm']:.2f}x; python warm / cpp warm = "
                      f"{r['python_warm_over_cpp_warm']:.2f}x; goal overhead <= {g['cpp_overhead_s']} s: "
