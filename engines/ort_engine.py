@@ -145,8 +145,8 @@ class OnnxRuntimeEngine(Engine):
                     "for CUDA/TensorRT install onnxruntime-gpu in place of onnxruntime "
                     "(`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`), or run on the CPU (--providers cpu)"
                 )
-        session = self._cached_session() if self.cache is not None else None
         try:
+            session = self._cached_session() if self.cache is not None else None
             if session is None:
                 session = self._session(self.path, cpu_session_options(self.threads, spin=self.spec.name in SPINNING_NETWORKS))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
