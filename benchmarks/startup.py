@@ -46,10 +46,10 @@ from benchmarks.errors import BenchmarkError
 from benchmarks.machine import contention_warning, describe, machine_info
 from benchmarks.timing import interleave, summarize
 from engines.ort_cache import CACHE_DIR_NAME
-from export.atomic import write_json_atomic
-from export.bundle import MANIFEST
-from export.cli import run_cli
-from export.environment import cpu_flags
+from contract.atomic import write_json_atomic
+from contract.bundle import MANIFEST
+from contract.cli import run_cli
+from contract.environment import cpu_flags
 
 log = logging.getLogger(__name__)
 

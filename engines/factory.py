@@ -16,11 +16,11 @@ from pathlib import Path
 
 from engines.base import Engine
 from engines.ort_cache import CACHE_DIR_NAME, CHECKSUMS_FILE
-from export.bundle import PRECISIONS, Bundle
+from contract.bundle import PRECISIONS, Bundle
 from export.checksums import ChecksumCache
-from export.errors import BackendUnavailableError, BundleError, ToolkitError
-from export.environment import require_gpu_and_tensorrt, x86_without_vnni
-from export.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
+from contract.errors import BackendUnavailableError, BundleError, ToolkitError
+from contract.environment import require_gpu_and_tensorrt, x86_without_vnni
+from contract.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def create_engines(
     if backend == "torch":
         model = _load_manifest_model(bundle)
         if "vae_decoder_fast" in names:  # distilled (a directory) or TAESDV (a checkpoint file): see its manifest kind
-            from training.fast_decoder import open_fast_decoder
+            from networks.fast_decoder import open_fast_decoder
 
             found = open_fast_decoder(bundle.entry("vae_decoder_fast")["source"])
             model.fast_decoder = found.contract_module(model.config.scaling_factor)
@@ -171,9 +171,9 @@ def create_engines(
 
 
 def _variants(bundle: Bundle, names: Sequence[str], precision: str) -> dict[str, str]:
-    """The graph variant each network runs (the runtime's fallback chain of :mod:`export.precision`:
+    """The graph variant each network runs (the runtime's fallback chain of :mod:`contract.precision`:
     ``precision`` where the bundle has it, else fp32); a fallback is logged once."""
-    from export.precision import resolve
+    from contract.precision import resolve
 
     chosen = {n: resolve(bundle, n, precision)[0] for n in names}
     fallback = [n for n in names if chosen[n] != precision and n not in PREPROCESS_NETWORKS]
@@ -188,7 +188,7 @@ def torch_engines(model, unet=None, networks: Sequence[str] | None = None, devic
     Returns ``(engines, config)``; ``unet`` optionally replaces the model's UNet (a directory).
     """
     from engines.torch_engine import TorchEngine
-    from export.models import SVDModel, load_model
+    from networks.models import SVDModel, load_model
 
     if not isinstance(model, SVDModel):
         model = load_model(model, unet=unet)
@@ -211,7 +211,7 @@ def tensorrt_engine_class():
 
 def _load_manifest_model(bundle: Bundle):
     """Load the model (and UNet) the bundle was exported from, for the torch backend."""
-    from export.models import load_model
+    from networks.models import load_model
 
     info = bundle.manifest["model"]
     source, unet_source = info.get("source"), info.get("unet_source")
@@ -239,7 +239,7 @@ def _plan(bundle: Bundle, name: str, precision: str | None = None):
     that request (the variant of that precision, else its fallback), so that ``--precision int8``
     never runs an fp16 plan built earlier.
     """
-    from export.precision import TRT_FALLBACK, resolve
+    from contract.precision import TRT_FALLBACK, resolve
 
     entry = (bundle.manifest.get("engines") or {}).get(name)
     if not entry or not entry.get("file"):

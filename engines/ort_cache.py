@@ -31,8 +31,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.atomic import usual_permissions
-from export.environment import cpu_flags
+from contract.atomic import usual_permissions
+from contract.environment import cpu_flags
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from engines.base import Engine
 from engines.ort_cache import GraphCache, cache_key, saving_options
-from export.errors import BackendUnavailableError, BundleError
-from export.specs import NetworkSpec
+from contract.errors import BackendUnavailableError, BundleError
+from contract.specs import NetworkSpec
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.atomic import write_json_atomic
-from export.errors import BundleError
-from export.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, TensorSpec
+from contract.atomic import write_json_atomic
+from contract.errors import BundleError
+from contract.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, TensorSpec
 
 MANIFEST = "manifest.json"
 FORMAT = "sfv-bundle"
@@ -200,7 +200,7 @@ class Bundle:
 
     def spec(self, network: str) -> NetworkSpec:
         """The network's spec as recorded in the manifest (what the graph really takes)."""
-        from export.specs import build_specs
+        from contract.specs import build_specs
 
         base = build_specs(self.config)[network]
         entry = self.entry(network)

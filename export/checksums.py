@@ -14,8 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from export.atomic import write_json_atomic
-from export.bundle import sha256_file
+from contract.atomic import write_json_atomic
+from contract.bundle import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import pytest
 
 from engines import ort_cache
 from engines.ort_cache import CACHE_DIR_NAME, KEY_FILE, MODEL_FILE, GraphCache, cache_key, entry_name
-from export.bundle import Bundle, sha256_file
+from contract.bundle import Bundle, sha256_file
 from export.checksums import ChecksumCache
-from export.errors import BundleError
+from contract.errors import BundleError
 from runtime.options import GenerateOptions
 from runtime.pipeline import VideoPipeline
 

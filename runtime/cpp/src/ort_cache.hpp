@@ -12,7 +12,7 @@
 
 namespace sfv::detail {
 
-/// The CPU's flags as /proc/cpuinfo's first "flags" line lists them (export/environment.py cpu_flags), sorted, unique.
+/// The CPU's flags as /proc/cpuinfo's first "flags" line lists them (contract/environment.py cpu_flags), sorted, unique.
 std::vector<std::string> cpu_flags();
 
 /// The key text of `graph_sha256`'s optimised graph on this machine (engines/ort_cache.py cache_key).
