@@ -227,11 +227,15 @@ class Bundle:
             raise BundleError(f"bundle {self.root}: {name} (network {network!r}, {precision}) is missing; re-export the bundle")
         return p
 
-    def verify(self, network: str, precision: str = "fp32") -> None:
-        """Check a graph variant's ONNX file against the sha256 recorded in the manifest."""
+    def verify(self, network: str, precision: str = "fp32", checksums=None) -> None:
+        """Check a graph variant's ONNX file against the sha256 recorded in the manifest.
+
+        ``checksums``: a :class:`contract.checksums.ChecksumCache`, which hashes a file only when its
+        stat changed since it was last hashed (``None``: hash it now).
+        """
         p = self.path(network, precision)
         want = self.variant(network, precision).get("sha256")
-        if want and sha256_file(p) != want:
+        if want and (checksums.sha256(p) if checksums is not None else sha256_file(p)) != want:
             raise BundleError(f"{p} does not match the sha256 in the manifest (changed or corrupt); re-export the bundle")
 
     # ------------------------------------------------------------------ writing

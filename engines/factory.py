@@ -12,14 +12,17 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from contract.bundle import PRECISIONS, Bundle
+from contract.checksums import ChecksumCache
 from contract.environment import require_gpu_and_tensorrt, x86_without_vnni
 from contract.errors import BackendUnavailableError, BundleError, ToolkitError
 from contract.precision import TRT_FALLBACK, resolve
 from contract.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
 from engines.base import Engine
 from engines.openvino_engine import OpenVINOEngine, openvino_core
+from engines.ort_cache import CACHE_DIR_NAME, CHECKSUMS_FILE
 from engines.ort_engine import OnnxRuntimeEngine
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,8 @@ def create_engines(
     threads: int | None = None,
     verify: bool = True,
     ov_cache_dir: str | os.PathLike | None = None,
+    ort_cache: bool = True,
+    ort_cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, Engine]:
     """Engines for ``networks`` (default: all, pre-processing included) of ``bundle`` on ``backend``.
 
@@ -91,6 +96,10 @@ def create_engines(
         threads: intra-op threads (ONNX Runtime, OpenVINO) for the CPU.
         verify: check each ONNX file against the sha256 in the manifest before using it.
         ov_cache_dir: OpenVINO's compiled-model cache directory (the next start skips compiling).
+        ort_cache: keep ONNX Runtime's optimised graphs (CPU sessions) and the graphs' checked
+            sha256 (by file stat) in ``ort_cache_dir``, so that the next start skips optimising and
+            hashing (:mod:`engines.ort_cache`); a directory that is not writable is not used.
+        ort_cache_dir: that cache's directory (default: ``ort-cache`` inside the bundle).
 
     Engines are created inactive; they load on ``activate()`` or their first ``run``. The
     pre-processing graph always runs in ONNX Runtime on the CPU (it is tiny) unless the backend
@@ -140,6 +149,8 @@ def create_engines(
     if precision == "fp16" and on_cpu:
         log.warning("fp16 graphs on ONNX Runtime's CPU provider run no faster than fp32 (the CPU kernels are fp32; "
                     "casts are added): fp16 is for GPUs (--providers cuda, --backend tensorrt)")
+    cache_dir = Path(ort_cache_dir) if ort_cache_dir is not None else bundle.root / CACHE_DIR_NAME
+    checksums = ChecksumCache(cache_dir / CHECKSUMS_FILE) if ort_cache and verify else None
     engines = {}
     for name in names:
         if backend == "tensorrt" and name not in PREPROCESS_NETWORKS:
@@ -148,7 +159,7 @@ def create_engines(
                                        cache_key=entry.get("cache_key"))
             continue
         if verify:
-            bundle.verify(name, variants[name])
+            bundle.verify(name, variants[name], checksums)
         if backend == "openvino" and name not in PREPROCESS_NETWORKS:
             engines[name] = OpenVINOEngine(bundle.spec(name), bundle.path(name, variants[name]), precision=variants[name],
                                            inference_precision=ov_precision, threads=threads, cache_dir=ov_cache_dir,
@@ -156,7 +167,8 @@ def create_engines(
             continue
         ort_providers = None if name in PREPROCESS_NETWORKS else providers
         engines[name] = OnnxRuntimeEngine(bundle.spec(name), bundle.path(name, variants[name]), precision=variants[name],
-                                          providers=ort_providers, threads=threads)
+                                          providers=ort_providers, threads=threads, cache_dir=cache_dir if ort_cache else None,
+                                          graph_sha256=bundle.variant(name, variants[name]).get("sha256"))
     return engines
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -17,6 +18,7 @@ import onnxruntime as ort
 from contract.errors import BackendUnavailableError, BundleError
 from contract.specs import NetworkSpec
 from engines.base import Engine
+from engines.ort_cache import GraphCache, cache_key, saving_options
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,10 @@ class OnnxRuntimeEngine(Engine):
             input types decide the numpy dtypes fed, so fp16 graphs take fp32 tensors too.
         providers: execution providers in priority order (see :func:`resolve_providers`).
         threads: intra-op threads for the CPU provider; ``None`` lets ONNX Runtime choose.
+        cache_dir: ONNX Runtime's optimised-graph cache (:mod:`engines.ort_cache`; CPU provider
+            only); ``None``: optimise the graph at every start.
+        graph_sha256: the graph's sha256 as the manifest records it (the cache key's graph part);
+            without it the cache is not used.
     """
 
     backend = "onnxruntime"
@@ -110,11 +116,17 @@ class OnnxRuntimeEngine(Engine):
         precision: str = "fp32",
         providers: Sequence[Provider] | str | None = None,
         threads: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        graph_sha256: str | None = None,
     ):
         super().__init__(spec, precision)
         self.path = os.fspath(path)
         self.providers = resolve_providers(providers)
         self.threads = threads
+        on_cpu = [name for name, _ in self.providers] == [PROVIDER_ALIASES["cpu"]]
+        self.cache = GraphCache(Path(cache_dir)) if cache_dir is not None and graph_sha256 and on_cpu else None
+        self.graph_sha256 = graph_sha256
+        self.cache_hit: bool | None = None  # after activation: whether the session came from the cache
         self.session = None
         self._feed_types: dict[str, type] = {}
 
@@ -130,14 +142,10 @@ class OnnxRuntimeEngine(Engine):
                     "for CUDA/TensorRT install onnxruntime-gpu in place of onnxruntime "
                     "(`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`), or run on the CPU (--providers cpu)"
                 )
-        options = cpu_session_options(self.threads, spin=self.spec.name in SPINNING_NETWORKS)
         try:
-            session = ort.InferenceSession(
-                self.path,
-                options,
-                providers=[name for name, _ in self.providers],
-                provider_options=[opts for _, opts in self.providers],
-            )
+            session = self._cached_session() if self.cache is not None else None
+            if session is None:
+                session = self._session(self.path, cpu_session_options(self.threads, spin=self.spec.name in SPINNING_NETWORKS))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
             if "provider" in str(exc).lower():
                 raise BackendUnavailableError(f"ONNX Runtime could not start {self.providers}: {exc}") from exc
@@ -160,6 +168,37 @@ class OnnxRuntimeEngine(Engine):
         self._feed_types = {name: _ORT_TYPES.get(t, np.float32) for name, t in graph_inputs.items()}
         self.session = session
         log.debug("%s: %s on %s", self.spec.name, self.path, ", ".join(active))
+
+    def _session(self, path, options):
+        return ort.InferenceSession(path, options, providers=[name for name, _ in self.providers],
+                                    provider_options=[opts for _, opts in self.providers])
+
+    def _cached_session(self):
+        """A session from the optimised-graph cache, or one that fills it (``None``: start without it)."""
+        key = cache_key(self.graph_sha256)
+        options = cpu_session_options(self.threads, spin=self.spec.name in SPINNING_NETWORKS)
+        cached = self.cache.lookup(key)
+        if cached is not None:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimised already
+            try:
+                session = self._session(str(cached), options)
+                self.cache_hit = True
+                return session
+            except Exception as exc:  # a damaged entry: optimise the source (and rewrite the entry)
+                log.warning("ORT cache entry %s is unusable (%s); optimising %s again", cached.parent, exc, self.path)
+                self.cache.remove(key)
+                options = cpu_session_options(self.threads, spin=self.spec.name in SPINNING_NETWORKS)
+        pending = self.cache.begin(key)
+        if pending is None:
+            return None
+        self.cache_hit = False
+        try:
+            session = self._session(self.path, saving_options(options, pending))
+        except BaseException:
+            pending.discard()
+            raise
+        pending.commit()
+        return session
 
     def _deactivate(self) -> None:
         self.session = None

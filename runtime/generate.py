@@ -36,6 +36,8 @@ EXAMPLES = """examples:
   python -m runtime.generate --bundle bundle --image examples/sample.png --out svd.mp4
   # SF-V: one step, no guidance (a bundle exported with an SF-V UNet)
   python -m runtime.generate --bundle bundle --image examples/sample.png --out sfv.mp4 --steps 1 --max-guidance 1
+  # a read-only bundle: keep ONNX Runtime's optimised graphs elsewhere (the next start skips optimising)
+  python -m runtime.generate --bundle /opt/bundle --image in.png --out clip.mp4 --ort-cache ~/.cache/sfv-ort
   # int8 UNet graph where the bundle has one; TensorRT engines on an NVIDIA GPU
   python -m runtime.generate --bundle bundle --image in.png --out clip.gif --precision int8
   python -m runtime.generate --bundle bundle --image in.png --out frames/ --backend tensorrt
@@ -82,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "been built for it (default fp32; on TensorRT the engines as built)")
     p.add_argument("--providers", help="ONNX Runtime execution providers, comma-separated: cpu (default), cuda, tensorrt")
     p.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO threads on the CPU (default: the runtime's choice)")
+    p.add_argument("--ort-cache", metavar="DIR", help="ONNX Runtime's optimised graphs and the graphs' checked sha256, kept "
+                                                      "for the next start (default: BUNDLE/ort-cache; skipped where not writable)")
+    p.add_argument("--no-ort-cache", action="store_true", help="optimise and hash the graphs at this start, keep nothing")
     p.add_argument("--ov-cache", metavar="DIR", help="with --backend openvino: compiled-model cache (the next start skips compiling)")
     add_arguments(p)
     p.add_argument("--noise", metavar="NPZ", help="explicit noise: an .npz with 'augmentation' [1,3,H,W] and 'latents' "
@@ -108,6 +113,8 @@ def _generate(args) -> int:
         raise InputError(f"--model runs on the torch backend; for --backend {args.backend} export a bundle and pass --bundle")
     if args.ov_cache and args.backend != "openvino":
         raise InputError("--ov-cache goes with --backend openvino")
+    if args.ort_cache and args.no_ort_cache:
+        raise InputError("--ort-cache DIR and --no-ort-cache contradict each other; pass one")
     if args.batch < 1:
         raise InputError(f"--batch must be a positive integer, got {args.batch}")
     images = image_paths(args.image)
@@ -142,7 +149,8 @@ def _generate(args) -> int:
         pipe = VideoPipeline.from_model(args.model, unet=args.unet)
     else:
         pipe = VideoPipeline.from_bundle(args.bundle, backend=args.backend or "onnxruntime", precision=args.precision,
-                                         providers=args.providers, threads=args.threads, **_openvino_options(args))
+                                         providers=args.providers, threads=args.threads, **_openvino_options(args),
+                                         **_ort_cache_options(args))
     pipe.resolve(options)  # sizes and ranges checked before the engines activate
 
     # 3. Generate and write, a batch of clips per pass (seed + the image's index).
@@ -225,6 +233,11 @@ def format_timings(timings: dict) -> str:
     batch = timings.get("batch", 1)
     clips = f" for {batch} clips" if batch > 1 else ""
     return "timings: " + " | ".join(parts) + f" | total {timings['total']:.2f}s{clips}"
+
+
+def _ort_cache_options(args) -> dict:
+    """The optimised-graph cache's options (engines.ort_cache; ONNX Runtime's CPU sessions use it)."""
+    return {"ort_cache": not args.no_ort_cache, "ort_cache_dir": args.ort_cache}
 
 
 def _openvino_options(args) -> dict:

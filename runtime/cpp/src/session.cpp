@@ -6,6 +6,8 @@
 
 #include <onnxruntime_cxx_api.h>
 
+#include "ort_cache.hpp"
+
 namespace sfv::detail {
 namespace {
 
@@ -82,7 +84,10 @@ Session::Session(const NetworkInfo& network, const RuntimeOptions& options) : im
     if (network.name != "unet") so.AddConfigEntry("session.intra_op.allow_spinning", "0");
     append_providers(so, options);
     try {
-        impl_->session = Ort::Session(env(), network.file.c_str(), so);
+        // CPU sessions start from ONNX Runtime's optimised graph kept in the bundle's ort-cache (ort_cache.hpp).
+        impl_->session = options.provider == Provider::cpu
+                             ? open_cached_session(env(), network.file, network.sha256, so, default_ort_cache_dir(network.file))
+                             : Ort::Session(env(), network.file.c_str(), so);
     } catch (const Ort::Exception& e) {
         std::string what = e.what();
         std::string lower(what);
