@@ -49,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet", help="with --model: a UNet directory replacing the model's (e.g. an SF-V generator)")
     p.add_argument("--image", required=True, help="conditioning image (PNG, JPEG, WebP, ...)")
     p.add_argument("--out", required=True, help="clip.mp4 | clip.gif | clip.webp | clip.npy | a directory (PNG frames)")
+    add_engine_arguments(p)
+    add_arguments(p)
+    p.add_argument("--noise", metavar="NPZ", help="explicit noise: an .npz with 'augmentation' [1,3,H,W] and 'latents' "
+                                                  "[1,F,C,h,w] (unit normal; overrides --seed/--generator); --sampler lcm "
+                                                  "also takes 'steps' [steps-1,1,F,C,h,w]")
+    p.add_argument("--save-noise", metavar="NPZ", help="write the noise this run drew (for --noise elsewhere)")
+    p.add_argument("--save-latents", metavar="NPY", help="also write the final latents [1,F,C,h,w] float32")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines (the result line is still printed)")
+    return p
+
+
+def add_engine_arguments(parser) -> None:
+    """The flags that choose and tune the engines (``--backend``, ``--precision``, ``--providers``,
+    ``--threads``, ``--ov-cache``): one definition for ``runtime.generate`` and ``serving.serve``."""
+    p = parser
     p.add_argument("--backend", choices=("onnxruntime", "torch", "tensorrt", "openvino"),
                    help="engines for --bundle (default onnxruntime). torch runs the PyTorch modules of the model the "
                         "bundle was exported from (its manifest's model.source) in fp32, not the bundle's graphs")
@@ -60,14 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--providers", help="ONNX Runtime execution providers, comma-separated: cpu (default), cuda, tensorrt")
     p.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO threads on the CPU (default: the runtime's choice)")
     p.add_argument("--ov-cache", metavar="DIR", help="with --backend openvino: compiled-model cache (the next start skips compiling)")
-    add_arguments(p)
-    p.add_argument("--noise", metavar="NPZ", help="explicit noise: an .npz with 'augmentation' [1,3,H,W] and 'latents' "
-                                                  "[1,F,C,h,w] (unit normal; overrides --seed/--generator); --sampler lcm "
-                                                  "also takes 'steps' [steps-1,1,F,C,h,w]")
-    p.add_argument("--save-noise", metavar="NPZ", help="write the noise this run drew (for --noise elsewhere)")
-    p.add_argument("--save-latents", metavar="NPY", help="also write the final latents [1,F,C,h,w] float32")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines (the result line is still printed)")
-    return p
 
 
 @run_cli
@@ -111,8 +118,7 @@ def _generate(args) -> int:
     if args.model:
         pipe = VideoPipeline.from_model(args.model, unet=args.unet)
     else:
-        pipe = VideoPipeline.from_bundle(args.bundle, backend=args.backend or "onnxruntime", precision=args.precision,
-                                         providers=args.providers, threads=args.threads, **_openvino_options(args))
+        pipe = VideoPipeline.from_bundle(args.bundle, **engine_options(args))
     pipe.resolve(options)  # sizes and ranges checked before the engines activate
 
     # 3. Generate and write.
@@ -146,6 +152,12 @@ def format_timings(timings: dict) -> str:
     parts = [f"{stage} {timings[stage]:.2f}s" + (f" ({timings['unet_calls']} calls)" if stage == "unet" else "")
              for stage in STAGES if stage in timings]
     return "timings: " + " | ".join(parts) + f" | total {timings['total']:.2f}s"
+
+
+def engine_options(args) -> dict:
+    """``VideoPipeline.from_bundle``'s keyword arguments from the flags of :func:`add_engine_arguments`."""
+    return dict(backend=args.backend or "onnxruntime", precision=args.precision, providers=args.providers,
+                threads=args.threads, **_openvino_options(args))
 
 
 def _openvino_options(args) -> dict:

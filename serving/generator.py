@@ -1,0 +1,192 @@
+"""The generator deployment: one replica holds one opened pipeline and makes batches of clips.
+
+Requests reach :meth:`Generator.generate` one clip at a time; ``@serve.batch`` gathers up to
+``--max-batch`` of them (waiting at most ``--batch-wait-ms``), and the clips whose options
+differ only in the seed run as one batched pipeline call (one shape). Progress and cancellation
+travel through the pipeline's ``callback``: each event is reported to the gateway, which
+answers with the job ids cancelled meanwhile; a True return stops the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import logging
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import PIL.Image
+from ray import serve
+
+from export.errors import ToolkitError
+from runtime.options import GenerateOptions
+from runtime.pipeline import STAGES
+from serving.limits import batch_key
+from serving.settings import APP_NAME, GATEWAY, Settings
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """A progress callback asked the pipeline call to stop."""
+
+
+@dataclass
+class ClipRequest:
+    id: str
+    image: bytes  # the uploaded file, checked by the gateway
+    options: dict  # GenerateOptions fields
+    format: str
+
+
+@dataclass
+class ClipResult:
+    id: str
+    clip: bytes | None = None  # the encoded video
+    error: str | None = None
+    cancelled: bool = False
+    timings: dict = field(default_factory=dict)  # the batched call's seconds per stage
+    batch_id: str = ""
+    batch_size: int = 0
+    replica: str = ""  # host:pid
+    rss: int = 0  # the replica's resident bytes after the batch
+
+
+def make_clips(pipe, images: list, options: GenerateOptions, seeds: list[int], callback) -> list:
+    """All clips of one batch, each with its own seed: the one place that calls the pipeline.
+
+    ``callback(stage, step, total) -> bool`` is called as the work advances; True cancels
+    (:class:`Cancelled`). Runs the clips one call each until the runtime's batched call lands.
+    """
+    results = []
+    for i, (image, seed) in enumerate(zip(images, seeds)):
+        if callback("clips", i, len(images)):
+            raise Cancelled()
+        results.append(pipe(image, dataclasses.replace(options, seed=seed), progress=False))
+    return results
+
+
+def stage_progress(stage: str, step: int, total: int) -> float:
+    """0-1 over the pipeline's stages (each counts the same); a stage the pipeline does not name
+    (the per-clip loop's "clips") is the fraction of clips done."""
+    if stage not in STAGES:
+        return step / max(total, 1)
+    return (STAGES.index(stage) + step / max(total, 1)) / len(STAGES)
+
+
+def resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@serve.deployment(name="Generator")
+class Generator:
+    def __init__(self, settings: Settings):
+        from runtime.pipeline import VideoPipeline
+
+        self.settings = settings
+        self.pipe = VideoPipeline.from_bundle(settings.bundle, **settings.engines)
+        self.pipe.__enter__()  # every engine loaded before the replica takes requests
+        self._batched.set_max_batch_size(settings.max_batch)
+        self._batched.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000)
+        self._gateway = None
+        self.replica = f"{os.uname().nodename}:{os.getpid()}"
+
+    async def generate(self, request: ClipRequest) -> ClipResult:
+        return await self._batched(request)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)  # replaced from the settings in __init__
+    async def _batched(self, requests: list[ClipRequest]) -> list[ClipResult]:
+        return await asyncio.to_thread(self._run, requests)
+
+    def __del__(self):
+        pipe = getattr(self, "pipe", None)
+        if pipe is not None:
+            pipe.close()
+
+    # ------------------------------------------------------------------ in a worker thread
+
+    def _run(self, requests: list[ClipRequest]) -> list[ClipResult]:
+        results: dict[str, ClipResult] = {}
+        groups: dict[GenerateOptions, list[tuple[ClipRequest, PIL.Image.Image, GenerateOptions]]] = {}
+        for r in requests:
+            try:
+                image = PIL.Image.open(io.BytesIO(r.image))
+                image.load()
+                options = self.pipe.resolve(GenerateOptions(**r.options))
+            except Exception as exc:  # the gateway checked both; this is a second line
+                results[r.id] = ClipResult(r.id, error=f"bad request: {exc}")
+                continue
+            groups.setdefault(batch_key(options), []).append((r, image, options))
+        for group in groups.values():
+            self._run_group(group, results)
+        return [results[r.id] for r in requests]
+
+    def _run_group(self, group, results: dict) -> None:
+        batch_id = uuid.uuid4().hex
+        while group:
+            cancelled = self._report([r.id for r, _, _ in group], "starting", 0.0)
+            for r, _, _ in group:
+                if r.id in cancelled:
+                    results[r.id] = ClipResult(r.id, cancelled=True)
+            group = [g for g in group if g[0].id not in cancelled]
+            if not group:
+                return
+            ids = [r.id for r, _, _ in group]
+
+            def callback(stage: str, step: int, total: int) -> bool:
+                return bool(self._report(ids, stage, stage_progress(stage, step, total)))
+
+            try:
+                start = time.perf_counter()
+                clips = make_clips(self.pipe, [im for _, im, _ in group], group[0][2], [o.seed for _, _, o in group],
+                                   callback)
+                total = time.perf_counter() - start
+            except Cancelled:
+                continue  # the next round drops the cancelled ones and runs the rest
+            except ToolkitError as exc:
+                for r in ids:
+                    results[r] = ClipResult(r, error=str(exc))
+                return
+            except Exception as exc:
+                log.exception("batch %s failed", batch_id)
+                for r in ids:
+                    results[r] = ClipResult(r, error=f"internal error: {type(exc).__name__}: {exc}")
+                return
+            timings = {stage: sum(c.timings.get(stage, 0.0) for c in clips) for stage in STAGES}
+            timings["total"] = total
+            rss = resident_bytes()
+            for (r, _, options), clip in zip(group, clips):
+                results[r.id] = ClipResult(r.id, clip=encode(clip.frames, r.format, options.fps), timings=timings,
+                                           batch_id=batch_id, batch_size=len(group), replica=self.replica, rss=rss)
+            return
+
+    def _report(self, ids: list[str], stage: str, progress: float) -> set[str]:
+        """Tell the gateway how far these jobs are; the answer is the ones cancelled meanwhile."""
+        try:
+            if self._gateway is None:
+                self._gateway = serve.get_deployment_handle(GATEWAY, app_name=APP_NAME)
+            return set(self._gateway.report.remote(ids, stage, progress).result(timeout_s=30))
+        except Exception as exc:  # progress is best effort; the clip still gets made
+            log.warning("progress report failed: %s", exc)
+            return set()
+
+
+def encode(frames, fmt: str, fps: int) -> bytes:
+    """uint8 frames [F, H, W, 3] -> the bytes of a ``fmt`` file (the runtime's writers)."""
+    from runtime.video import write_video
+
+    with tempfile.TemporaryDirectory(prefix="sfv-clip-") as tmp:
+        path = Path(tmp) / f"clip.{fmt}"
+        write_video(frames, path, fps=fps)
+        return path.read_bytes()
