@@ -4,11 +4,18 @@ Lifecycle after Polygraphy's runners: ``activate()`` loads what is expensive (a 
 engine), ``run()`` executes, ``deactivate()`` releases; an engine is also a context manager.
 Inputs are checked against the network spec here, once, for every backend. numpy at the
 interface keeps the runtime free of torch: a backend converts at its own boundary.
+
+Threads: ``run`` may be called from several threads at once (one opened pipeline serving
+several callers). Activation is locked, so a lazily activated engine loads once; each backend's
+``_run`` keeps its per-call state per call (ONNX Runtime's ``InferenceSession.run`` is
+thread-safe; OpenVINO takes one infer request per concurrent call). ``deactivate`` must not run
+while calls are in flight.
 """
 
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -25,6 +32,7 @@ class Engine(abc.ABC):
         self.spec = spec
         self.precision = precision
         self.active = False
+        self._lock = threading.Lock()  # activation, deactivation and the counters below
         self.calls = 0  # run() calls so far, and the bytes that crossed the interface (proxies
         self.bytes_in = 0  # the benchmarks' gate counts per clip)
         self.bytes_out = 0
@@ -33,14 +41,17 @@ class Engine(abc.ABC):
 
     def activate(self) -> "Engine":
         if not self.active:
-            self._activate()
-            self.active = True
+            with self._lock:  # two threads' first calls load one session, not two
+                if not self.active:
+                    self._activate()
+                    self.active = True
         return self
 
     def deactivate(self) -> None:
-        if self.active:
-            self._deactivate()
-            self.active = False
+        with self._lock:
+            if self.active:
+                self._deactivate()
+                self.active = False
 
     def __enter__(self) -> "Engine":
         return self.activate()
@@ -57,9 +68,10 @@ class Engine(abc.ABC):
         if not self.active:
             self.activate()
         outputs = self._run(inputs)
-        self.calls += 1
-        self.bytes_in += sum(a.nbytes for a in inputs.values())
-        self.bytes_out += sum(a.nbytes for a in outputs.values())
+        with self._lock:
+            self.calls += 1
+            self.bytes_in += sum(a.nbytes for a in inputs.values())
+            self.bytes_out += sum(a.nbytes for a in outputs.values())
         return outputs
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -164,7 +165,7 @@ class OpenVINOEngine(Engine):
         self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
         self.core = core
         self.compiled = None
-        self._request = None
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()  # idle infer requests, one per concurrent call
         self._feed_types: dict[str, np.dtype] = {}
         self._outputs: dict = {}
 
@@ -212,18 +213,27 @@ class OpenVINOEngine(Engine):
         self._feed_types = {name: port.get_element_type().to_dtype() for name, port in inputs.items()}
         self._outputs = outputs
         self.compiled = compiled
-        self._request = compiled.create_infer_request()
+        self._requests = queue.SimpleQueue()
+        self._requests.put(compiled.create_infer_request())
         log.debug("%s: %s on OpenVINO %s, %s", self.spec.name, self.path, ov.__version__, self.inference_precision)
 
     def _deactivate(self) -> None:
-        self._request = None
+        self._requests = queue.SimpleQueue()
         self.compiled = None
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {name: np.ascontiguousarray(value, dtype=self._feed_types[name]) for name, value in inputs.items()}
-        # Outputs are copied out (share_outputs=False, the default): the next call reuses the buffers.
-        results = self._request.infer(feed)
-        return {name: np.asarray(results[self._outputs[name]], dtype=np.float32) for name in self.spec.output_names}
+        # An infer request holds its inputs and outputs: one per call in flight (threads), reused after.
+        try:
+            request = self._requests.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            # Outputs are copied out (share_outputs=False, the default): the next call reuses the buffers.
+            results = request.infer(feed)
+            return {name: np.asarray(results[self._outputs[name]], dtype=np.float32) for name in self.spec.output_names}
+        finally:
+            self._requests.put(request)
 
     def __repr__(self) -> str:
         return f"OpenVINOEngine({self.spec.name}, {self.precision}, {self.inference_precision})"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class TensorRTEngine(Engine):
         self._engine = self._context = None
         self._graph = self._graph_shapes = None
         self._static: dict[str, torch.Tensor] = {}
+        self._context_lock = threading.Lock()  # one execution context: its shapes and addresses are one call's
 
     @classmethod
     def from_bundle(cls, bundle, network: str, **kwargs) -> "TensorRTEngine":
@@ -189,7 +191,7 @@ class TensorRTEngine(Engine):
         return outputs
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.cuda.device(self.device):
+        with self._context_lock, torch.cuda.device(self.device):
             feeds = {n: self._bind_input(n, inputs[n]) for n in self.spec.input_names}
             if self.cuda_graph:
                 # The graph's output buffers are overwritten by the next replay: hand out copies.

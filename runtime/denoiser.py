@@ -49,50 +49,58 @@ def guide(F_uncond, F_cond, weights):
 
 
 class SVDDenoiser:
-    """``denoised = denoiser(x, sigma)`` over a UNet engine, for one conditioning image.
+    """``denoised = denoiser(x, sigma)`` over a UNet engine, for ``B`` conditioning images (one per clip).
 
     The conditioning is batched once here. With guidance, the batch is doubled as
-    ``[unconditional, conditional]`` with zero image embedding and zero image latent for the
-    unconditional half (SVD's convention), and the raw outputs are combined per frame with
-    :func:`guide` before the preconditioning.
+    ``[unconditional x B, conditional x B]`` (diffusers' ``torch.cat([negative, positive])``) with
+    zero image embeddings and zero image latents for the unconditional half (SVD's convention),
+    and the raw outputs are combined per frame with :func:`guide` before the preconditioning.
+    Every clip's values go through the same element-wise operations as a clip alone (B = 1).
+
+    One denoiser serves one pipeline call: its counters (``unet_seconds``, ``unet_calls``) are
+    that call's, so concurrent calls never share them.
 
     Args:
         unet: engine with the UNet spec (``sample [B, F, 8, h, w]``, ``timestep [B]``,
             ``encoder_hidden_states [B, 1, D]``, ``added_time_ids [B, 3]`` -> ``noise_pred``).
-        image_embeds: CLIP embedding ``[1, D]`` float32.
-        image_latent: VAE latent of the noise-augmented image ``[1, C, h, w]`` (unscaled).
-        time_ids: ``[1, 3]`` added time ids.
+        image_embeds: CLIP embeddings ``[B, D]`` float32.
+        image_latent: VAE latents of the noise-augmented images ``[B, C, h, w]`` (unscaled).
+        time_ids: ``[B, 3]`` (or ``[1, 3]``, the same for every clip) added time ids.
         num_frames: F.
-        guidance: per-frame weights ``[F]``, or ``None`` for no guidance (batch 1).
+        guidance: per-frame weights ``[F]``, or ``None`` for no guidance (UNet batch B).
     """
 
     def __init__(self, unet: Engine, image_embeds: np.ndarray, image_latent: np.ndarray, time_ids: np.ndarray,
                  num_frames: int, guidance: np.ndarray | None = None):
         self.unet = unet
-        embeds = image_embeds[:, None]  # [1, 1, D]
-        latent = np.repeat(image_latent[:, None], num_frames, axis=1)  # [1, F, C, h, w]
+        self.videos = image_embeds.shape[0]  # B
+        embeds = image_embeds[:, None]  # [B, 1, D]
+        latent = np.repeat(image_latent[:, None], num_frames, axis=1)  # [B, F, C, h, w]
+        time_ids = np.repeat(time_ids, self.videos, axis=0) if time_ids.shape[0] == 1 else time_ids  # [B, 3]
+        self.copies = 1  # how often x is repeated in the UNet's batch: 2 with guidance
         if guidance is not None:
             embeds = np.concatenate([np.zeros_like(embeds), embeds])
             latent = np.concatenate([np.zeros_like(latent), latent])
             time_ids = np.concatenate([time_ids, time_ids])
             guidance = guidance.reshape(1, -1, 1, 1, 1).astype(np.float32)  # one weight per frame
+            self.copies = 2
         self.encoder_hidden_states = embeds
         self.image_latents = latent
         self.added_time_ids = time_ids
         self.guidance = guidance
-        self.batch = embeds.shape[0]
+        self.batch = embeds.shape[0]  # the UNet's batch: B, or 2B with guidance
         self.unet_seconds = 0.0
         self.unet_calls = 0
 
     def __call__(self, x: np.ndarray, sigma: np.float32) -> np.ndarray:
-        """``x [1, F, C, h, w]`` at noise level ``sigma`` (float32) -> ``x0_hat [1, F, C, h, w]``."""
+        """``x [B, F, C, h, w]`` at noise level ``sigma`` (float32) -> ``x0_hat [B, F, C, h, w]``."""
         return denoised_from_output(self.output(x, sigma, c_noise(sigma)), x, sigma)
 
     def output(self, x: np.ndarray, sigma: np.float32, timestep: np.float32, sigma_data=1) -> np.ndarray:
-        """The guided raw UNet output ``F [1, F, C, h, w]`` for ``x`` at ``sigma``: the UNet sees
+        """The guided raw UNet output ``F [B, F, C, h, w]`` for ``x`` at ``sigma``: the UNet sees
         ``c_in x`` (:func:`scale_input`) and the time input ``timestep``; samplers that precondition
         in their own way (the consistency sampler) start from here."""
-        x_in = scale_input(np.concatenate([x] * self.batch), sigma, sigma_data)
+        x_in = scale_input(np.concatenate([x] * self.copies), sigma, sigma_data)
         start = time.perf_counter()
         F = self.unet.run(
             {
@@ -105,6 +113,6 @@ class SVDDenoiser:
         self.unet_seconds += time.perf_counter() - start
         self.unet_calls += 1
         if self.guidance is not None:
-            F_uncond, F_cond = F[:1], F[1:]
+            F_uncond, F_cond = F[: self.videos], F[self.videos :]
             F = guide(F_uncond, F_cond, self.guidance)
         return F

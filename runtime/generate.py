@@ -1,7 +1,8 @@
-"""``python -m runtime.generate``: one image in, one clip out.
+"""``python -m runtime.generate``: one image in, one clip out; or many images in, one clip each.
 
-Everything is checked before the engines load (the image, the output path's kind, the sizes),
-and the clip is written atomically, so a failed run leaves nothing at ``--out``.
+Everything is checked before the engines load (the images, the output paths, the sizes), and
+each clip is written atomically, so a failed run leaves no partial file: with one image nothing
+at ``--out``; with several, the clips of the batches that finished, each whole.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+import PIL.Image
 
 from export.atomic import write_npy_atomic
 from export.bundle import MANIFEST
@@ -20,6 +23,9 @@ from runtime.options import add_arguments, from_arguments
 from runtime.pipeline import STAGES, require_torch_backend
 
 log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 4  # clips per pass with several images (memory grows with it; docs/runtime.md has the gain)
+FORMATS = ("mp4", "gif", "webp", "npy")  # --format: the file kinds of runtime.video, one clip per file
 
 EXAMPLES = """examples:
   # SVD: 25 Euler steps with guidance 1 -> 3 (the model's defaults), ONNX Runtime on the CPU
@@ -34,6 +40,10 @@ EXAMPLES = """examples:
   # the same random numbers in two runtimes (e.g. this one and the C++ sfv-generate)
   python -m runtime.generate --bundle bundle --image in.png --out a.npy --generator splitmix --save-noise noise.npz
   python -m runtime.generate --bundle bundle --image in.png --out b.npy --noise noise.npz
+  # several images (or a directory of them): one clip each, out/<image name>.mp4, 4 clips per pass,
+  # seeds 0, 1, 2, ... (--seed + the image's index)
+  python -m runtime.generate --bundle bundle --image a.png b.jpg c.png --out out/ --steps 1 --max-guidance 1
+  python -m runtime.generate --bundle bundle --image photos/ --out clips/ --format webp --batch 8
 
 The built-in `tiny` model has random weights: its clips are coloured noise, which is expected.
 Options left out take the model's defaults from the bundle's manifest."""
@@ -42,13 +52,22 @@ Options left out take the model's defaults from the bundle's manifest."""
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.generate", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Generate a video clip from one image with an exported bundle (or a model directory).")
+                                description="Generate a video clip from an image with an exported bundle (or a model "
+                                            "directory); from several images, one clip each, made in batches.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--bundle", help="exported bundle directory (manifest.json + graphs/engines), or its manifest.json")
     src.add_argument("--model", help="run the PyTorch modules straight from a diffusers SVD directory or 'tiny' (needs torch)")
     p.add_argument("--unet", help="with --model: a UNet directory replacing the model's (e.g. an SF-V generator)")
-    p.add_argument("--image", required=True, help="conditioning image (PNG, JPEG, WebP, ...)")
-    p.add_argument("--out", required=True, help="clip.mp4 | clip.gif | clip.webp | clip.npy | a directory (PNG frames)")
+    p.add_argument("--image", required=True, nargs="+", metavar="IMAGE",
+                   help="conditioning image (PNG, JPEG, WebP, ...); several images or a directory of images make one "
+                        "clip each (into the directory --out)")
+    p.add_argument("--out", required=True, help="one image: clip.mp4 | clip.gif | clip.webp | clip.npy | a directory "
+                                                "(PNG frames); several images: a directory, one clip per image")
+    p.add_argument("--format", choices=FORMATS, help="several images: the clips' file format, named <image name>.<format> "
+                                                     "in --out (default mp4); with one image it makes --out such a directory too")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
+                   help=f"several images: at most N clips per pass through the networks (default {DEFAULT_BATCH}); "
+                        "each clip's seed is --seed plus the image's index")
     add_engine_arguments(p)
     add_arguments(p)
     p.add_argument("--noise", metavar="NPZ", help="explicit noise: an .npz with 'augmentation' [1,3,H,W] and 'latents' "
@@ -94,8 +113,19 @@ def _generate(args) -> int:
         raise InputError(f"--model runs on the torch backend; for --backend {args.backend} export a bundle and pass --bundle")
     if args.ov_cache and args.backend != "openvino":
         raise InputError("--ov-cache goes with --backend openvino")
-    output_kind(args.out)
-    for path in (args.out, args.save_noise, args.save_latents):
+    if args.batch < 1:
+        raise InputError(f"--batch must be a positive integer, got {args.batch}")
+    images = image_paths(args.image)
+    several = len(images) > 1 or any(Path(p).is_dir() for p in args.image) or args.format is not None
+    if len(images) > 1:
+        for flag in ("noise", "save_noise", "save_latents"):
+            if getattr(args, flag):
+                raise InputError(f"--{flag.replace('_', '-')} goes with one image (it holds one clip's arrays); "
+                                 f"run that image alone")
+    outputs = clip_paths(images, args.out, args.format) if several else [Path(args.out)]
+    if not several:
+        output_kind(args.out)
+    for path in (*outputs, args.save_noise, args.save_latents):
         if path:
             check_writable(path)
     if args.bundle:
@@ -110,9 +140,10 @@ def _generate(args) -> int:
     from runtime.pipeline import VideoPipeline
     from runtime.preprocess import load_image
 
-    image = load_image(args.image)
-    noise = ExplicitNoise.load(args.noise) if args.noise else noise_source(options.generator, options.seed)
-    noise = RecordingNoise(noise)
+    loaded = [load_image(p) for p in images]
+    noise = None
+    if len(images) == 1:
+        noise = RecordingNoise(ExplicitNoise.load(args.noise) if args.noise else noise_source(options.generator, options.seed))
 
     # 2. Engines.
     if args.model:
@@ -121,18 +152,65 @@ def _generate(args) -> int:
         pipe = VideoPipeline.from_bundle(args.bundle, **engine_options(args))
     pipe.resolve(options)  # sizes and ranges checked before the engines activate
 
-    # 3. Generate and write.
+    # 3. Generate and write, a batch of clips per pass (seed + the image's index).
     with pipe:
-        result = pipe(image, options, noise=noise, progress=not args.quiet)
-    path = write_video(result.frames, args.out, fps=result.options.fps)
+        for start in range(0, len(loaded), args.batch):
+            chunk = slice(start, start + args.batch)
+            if noise is not None:
+                results = [pipe(loaded[0], options, noise=noise, progress=not args.quiet)]
+            else:
+                seeds = [options.seed + i for i in range(start, min(start + args.batch, len(loaded)))]
+                results = pipe(loaded[chunk], options, seeds=seeds, progress=not args.quiet)
+            for result, out in zip(results, outputs[chunk]):
+                path = write_video(result.frames, out, fps=result.options.fps)
+                # The result is printed under --quiet too (which silences progress bars and log lines).
+                seed = f", seed {result.options.seed}" if several else ""
+                print(f"wrote {path}: {len(result.frames)} frames {result.frames.shape[2]}x{result.frames.shape[1]} "
+                      f"at {result.options.fps} fps{seed}")
+            print(format_timings(results[0].timings))
     if args.save_noise:
         save_noise(args.save_noise, noise.drawn["augmentation"], noise.drawn["latents"], noise.drawn.get("steps"))
     if args.save_latents:
-        write_npy_atomic(args.save_latents, result.latents)
-    # The result is printed under --quiet too (which silences progress bars and log lines).
-    print(f"wrote {path}: {len(result.frames)} frames {result.frames.shape[2]}x{result.frames.shape[1]} at {result.options.fps} fps")
-    print(format_timings(result.timings))
+        write_npy_atomic(args.save_latents, results[0].latents)
     return 0
+
+
+def image_paths(paths: list[str]) -> list[Path]:
+    """``--image``: the files given, a directory standing for the images in it (sorted by name,
+    those whose extension Pillow reads); :class:`InputError` for a directory without images."""
+    readable = PIL.Image.registered_extensions()
+    out = []
+    for text in paths:
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in readable)
+            if not found:
+                raise InputError(f"--image {p} is a directory without images (PNG, JPEG, WebP, ...); pass image files "
+                                 "or a directory holding them")
+            out.extend(found)
+        else:
+            out.append(p)  # load_image says what is wrong with a missing or unreadable file
+    return out
+
+
+def clip_paths(images: list[Path], out: str, fmt: str | None) -> list[Path]:
+    """One clip path per image, ``out/<image stem>.<fmt>`` (default mp4); :class:`InputError` when
+    ``out`` is a file or names one, or two images have the same name."""
+    directory = Path(out)
+    suffixes = {f".{f}" for f in FORMATS}
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"--out {directory} is a file, but several images (or --format) write one clip per image into "
+                         "a directory; pass --out DIR")
+    if not directory.exists() and directory.suffix.lower() in suffixes:
+        raise InputError(f"--out {directory} names a file, but several images (or --format) write one clip per image "
+                         f"into a directory (DIR/<image name>.{fmt or 'mp4'}); pass --out DIR, or one image for one file")
+    paths: dict[Path, Path] = {}
+    for image in images:
+        path = directory / f"{image.stem}.{fmt or 'mp4'}"
+        if path in paths:
+            raise InputError(f"{paths[path]} and {image} would both write {path}; rename one, or run them separately")
+        paths[path] = image
+    return list(paths)
 
 
 def bundle_dir(path: str) -> Path:
@@ -148,10 +226,12 @@ def bundle_dir(path: str) -> Path:
 
 
 def format_timings(timings: dict) -> str:
-    """One line: seconds per stage, the UNet's calls, and the total."""
+    """One line: seconds per stage, the UNet's calls, and the total (of a pass that made ``batch`` clips)."""
     parts = [f"{stage} {timings[stage]:.2f}s" + (f" ({timings['unet_calls']} calls)" if stage == "unet" else "")
              for stage in STAGES if stage in timings]
-    return "timings: " + " | ".join(parts) + f" | total {timings['total']:.2f}s"
+    batch = timings.get("batch", 1)
+    clips = f" for {batch} clips" if batch > 1 else ""
+    return "timings: " + " | ".join(parts) + f" | total {timings['total']:.2f}s{clips}"
 
 
 def engine_options(args) -> dict:

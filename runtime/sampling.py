@@ -63,7 +63,8 @@ def sample_euler(denoiser: Denoiser, x, sigmas, callback: Callable | None = None
         denoiser: ``D(x, sigma) -> x0_hat`` with ``x [B, F, C, h, w]`` and ``sigma`` a float32 scalar.
         x: initial latents ``[B, F, C, h, w]`` at noise level ``sigmas[0]`` (numpy or torch).
         sigmas: ``[steps + 1]``, decreasing, last entry 0, float32.
-        callback: called as ``callback(i, sigma_i, x)`` after each step.
+        callback: called as ``callback(i, sigma_i, x, denoised)`` after each step, with the new
+            ``x`` and the step's ``D(x, sigma_i)`` (k-diffusion's ``x, i, sigma, denoised``).
 
     Returns:
         ``[B, F, C, h, w]``: the sample at ``sigmas[-1]``.
@@ -74,7 +75,7 @@ def sample_euler(denoiser: Denoiser, x, sigmas, callback: Callable | None = None
         d = (x - denoised) / sigma
         x = x + d * (sigma_next - sigma)
         if callback is not None:
-            callback(i, sigma, x)
+            callback(i, sigma, x, denoised)
     return x
 
 
@@ -137,7 +138,8 @@ def sample_lcm(model: Callable, x, sigmas, timesteps, noise: Callable, params: L
         sigmas, timesteps: :func:`lcm_schedule`.
         noise: ``noise(i, shape) -> z_i`` standard normal float32, the draw after step ``i``.
         params: ``sigma_data``, ``s_noise``, ``clip_denoised``.
-        callback: called as ``callback(i, sigma_i, x)`` after each step.
+        callback: called as ``callback(i, sigma_i, x, denoised)`` after each step, with the new
+            ``x`` and the step's ``x0_hat``.
 
     Returns:
         ``[B, F, C, h, w]``: the last step's ``x0_hat``.
@@ -155,5 +157,5 @@ def sample_lcm(model: Callable, x, sigmas, timesteps, noise: Callable, params: L
         else:
             x = denoised
         if callback is not None:
-            callback(i, sigma, x)
+            callback(i, sigma, x, denoised)
     return x

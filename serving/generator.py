@@ -24,16 +24,14 @@ import PIL.Image
 from ray import serve
 
 from export.errors import ToolkitError
+from runtime.errors import Cancelled
 from runtime.options import GenerateOptions
+from runtime.progress import ProgressEvent
 from runtime.pipeline import STAGES
 from serving.limits import batch_key
 from serving.settings import APP_NAME, GATEWAY, Settings
 
 log = logging.getLogger(__name__)
-
-
-class Cancelled(Exception):
-    """A progress callback asked the pipeline call to stop."""
 
 
 @dataclass
@@ -58,25 +56,15 @@ class ClipResult:
 
 
 def make_clips(pipe, images: list, options: GenerateOptions, seeds: list[int], callback) -> list:
-    """All clips of one batch, each with its own seed: the one place that calls the pipeline.
-
-    ``callback(stage, step, total) -> bool`` is called as the work advances; True cancels
-    (:class:`Cancelled`). Runs the clips one call each until the runtime's batched call lands.
-    """
-    results = []
-    for i, (image, seed) in enumerate(zip(images, seeds)):
-        if callback("clips", i, len(images)):
-            raise Cancelled()
-        results.append(pipe(image, dataclasses.replace(options, seed=seed), progress=False))
-    return results
+    """All clips of one batch in one pipeline call, each with its own seed: the one place that
+    calls the pipeline. ``callback(ProgressEvent) -> bool``; True stops the call (:class:`Cancelled`)."""
+    return pipe(images, options, seeds=seeds, callback=callback, progress=False)
 
 
-def stage_progress(stage: str, step: int, total: int) -> float:
-    """0-1 over the pipeline's stages (each counts the same); a stage the pipeline does not name
-    (the per-clip loop's "clips") is the fraction of clips done."""
-    if stage not in STAGES:
-        return step / max(total, 1)
-    return (STAGES.index(stage) + step / max(total, 1)) / len(STAGES)
+def stage_progress(event: ProgressEvent) -> float:
+    """0-1 over the pipeline's stages, each counting the same."""
+    done = STAGES.index(event.stage) if event.stage in STAGES else 0
+    return min(1.0, (done + event.step / max(event.total, 1)) / len(STAGES))
 
 
 def resident_bytes() -> int:
@@ -144,8 +132,8 @@ class Generator:
                 return
             ids = [r.id for r, _, _ in group]
 
-            def callback(stage: str, step: int, total: int) -> bool:
-                return bool(self._report(ids, stage, stage_progress(stage, step, total)))
+            def callback(event: ProgressEvent) -> bool:
+                return bool(self._report(ids, event.stage, stage_progress(event)))
 
             try:
                 start = time.perf_counter()
@@ -163,7 +151,7 @@ class Generator:
                 for r in ids:
                     results[r] = ClipResult(r, error=f"internal error: {type(exc).__name__}: {exc}")
                 return
-            timings = {stage: sum(c.timings.get(stage, 0.0) for c in clips) for stage in STAGES}
+            timings = {stage: clips[0].timings.get(stage, 0.0) for stage in STAGES}  # the whole pass's
             timings["total"] = total
             rss = resident_bytes()
             for (r, _, options), clip in zip(group, clips):

@@ -95,7 +95,7 @@ def test_one_step_euler_returns_the_denoised_estimate():
 
 def test_sampler_calls_back_once_per_step():
     seen = []
-    sample_euler(lambda x_, s_: x_ * 0, np.ones((1, 2, 4, 2, 2), np.float32), karras_sigmas(4), callback=lambda i, s, x: seen.append(i))
+    sample_euler(lambda x_, s_: x_ * 0, np.ones((1, 2, 4, 2, 2), np.float32), karras_sigmas(4), callback=lambda i, s, x, d: seen.append(i))
     assert seen == [0, 1, 2, 3]
 
 
