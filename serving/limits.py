@@ -13,7 +13,7 @@ import json
 import PIL.Image
 
 from export.specs import ModelConfig
-from runtime.errors import InputError
+from export.errors import ToolkitError
 from runtime.options import GenerateOptions
 from runtime.sampling import SamplerConfig
 from serving.jobs import FORMATS
@@ -66,7 +66,7 @@ def parse_options(text: str | None, config: ModelConfig, sampler: SamplerConfig,
     given = {**(defaults or {}), **given}
     try:
         resolved = GenerateOptions(**given).resolve(config, sampler)
-    except InputError as exc:
+    except ToolkitError as exc:  # InputError, ShapeError: what runtime.generate prints for the same value
         raise Rejected(422, str(exc)) from None
     except (TypeError, ValueError) as exc:  # e.g. a list where a number goes
         raise Rejected(422, f"invalid options: {exc}") from None
