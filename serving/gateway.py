@@ -29,6 +29,7 @@ from serving.settings import GATEWAY, Settings, token_digest
 log = logging.getLogger(__name__)
 REPLICA_LOST = (RayActorError, ActorUnavailableError)
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields, beside the image itself
+MAX_WAIT_S = 30.0  # the longest long poll (GET /v1/clips/{id}?wait=S)
 
 app = FastAPI(
     title="sfv-deploy clips",
@@ -57,6 +58,7 @@ class Gateway:
         self.metrics = Metrics()
         self.jobs: dict[str, Job] = {job.id: job for job in self.store.load_all()}
         self.responses: dict = {}
+        self.finished: dict[str, asyncio.Event] = {}  # set when a job ends (long polls wait on it)
         self.tasks: set[asyncio.Task] = set()
         self.batches_seen: collections.deque = collections.deque(maxlen=1024)
         self.mean_seconds = 10.0  # running mean of a job's time, for Retry-After
@@ -81,10 +83,18 @@ class Gateway:
         return JSONResponse({"id": job.id, "status": job.status}, status_code=202)
 
     @app.get("/v1/clips/{job_id}")
-    async def get_clip(self, job_id: str, request: Request) -> dict:
-        """The job's status, progress (0-1), stage, error and timings."""
+    async def get_clip(self, job_id: str, request: Request, wait: float = 0.0) -> dict:
+        """The job's status, progress (0-1), stage, error and timings. `wait` (seconds, at most 30):
+        answer as soon as the job ends or after that long, whichever is first (long polling)."""
         self._authorize_http(request)
-        return self._job(job_id).public()
+        job = self._job(job_id)
+        if wait > 0 and job.status not in FINISHED:
+            event = self.finished.setdefault(job_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout=min(wait, MAX_WAIT_S))
+            except asyncio.TimeoutError:
+                pass
+        return job.public()
 
     @app.get("/v1/clips/{job_id}/video")
     async def get_video(self, job_id: str, request: Request):
@@ -129,8 +139,12 @@ class Gateway:
             job = self.jobs.get(job_id)
             if job is None or job.status == "cancelled":
                 cancelled.append(job_id)
-            elif job.status in ("queued", "running"):
-                job.status, job.stage, job.progress = "running", stage, progress
+            if job is not None and job.status in ("queued", "running", "cancelled") and progress >= job.progress:
+                # never backwards (a batch re-run after another clip's cancel starts over); a
+                # cancelled job's progress is where its run stopped
+                job.stage, job.progress = stage, progress
+                if job.status == "queued":
+                    job.status = "running"
         return cancelled
 
     # ------------------------------------------------------------------ internals
@@ -267,6 +281,9 @@ class Gateway:
         await asyncio.to_thread(self.store.finish, job, status, clip=clip, error=None if status == "done" else error)
         self.metrics.jobs.labels(status).inc()
         self._update_queue()
+        event = self.finished.pop(job.id, None)
+        if event is not None:
+            event.set()
 
     async def _expire_loop(self) -> None:
         """Remove finished jobs ``ttl`` after they finished (records and files)."""
