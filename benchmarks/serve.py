@@ -126,28 +126,37 @@ def batch_counters(url, token) -> dict:
     return {k: metric(url, token, f"sfv_batch_size_{k}").get("", 0.0) for k in ("sum", "count")}
 
 
-def in_process(bundle: str, engines: dict, image: bytes, options: dict, n: int, batch: int) -> dict:
-    """Sequential clips/s and one-clip latency (median), and clips/s at ``batch`` clips per call."""
-    from runtime.options import GenerateOptions
-    from runtime.pipeline import VideoPipeline
+class InProcess:
+    """The pipeline in this process, opened once: the baseline the service is compared with."""
 
-    im = PIL.Image.open(io.BytesIO(image))
-    opts = GenerateOptions(**options)
-    with VideoPipeline.from_bundle(bundle, **engines) as pipe:
-        pipe(im, opts, progress=False)  # warm-up
-        times = []
-        for i in range(n):
-            t = time.perf_counter()
-            pipe(im, replace(opts, seed=i), progress=False)
-            times.append(time.perf_counter() - t)
+    def __init__(self, bundle: str, engines: dict, image: bytes, options: dict):
+        from runtime.options import GenerateOptions
+        from runtime.pipeline import VideoPipeline
+
+        self.image = PIL.Image.open(io.BytesIO(image))
+        self.options = GenerateOptions(**options)
+        self.pipe = VideoPipeline.from_bundle(bundle, **engines).__enter__()
+        self.stages = self.pipe(self.image, self.options, progress=False).timings  # warm-up
+
+    def one(self, seed: int = 0) -> float:
+        t = time.perf_counter()
+        self.pipe(self.image, replace(self.options, seed=seed), progress=False)
+        return time.perf_counter() - t
+
+    def sequential(self, n: int) -> float:
+        """clips/s, one call per clip."""
+        return n / sum(self.one(i) for i in range(n))
+
+    def batched(self, n: int, batch: int) -> float:
+        """clips/s, ``batch`` clips per call."""
         t = time.perf_counter()
         rounds = max(1, n // batch)
         for r in range(rounds):
-            pipe([im] * batch, opts, seeds=list(range(r * batch, (r + 1) * batch)), progress=False)
-        batched = rounds * batch / (time.perf_counter() - t)
-        stages = pipe(im, opts, progress=False).timings
-    return {"latency_s": statistics.median(times), "clips_per_s": n / sum(times), "batched_clips_per_s": batched,
-            "batch": batch, "stages_s": {k: v for k, v in stages.items() if isinstance(v, float)}}
+            self.pipe([self.image] * batch, self.options, seeds=list(range(r * batch, (r + 1) * batch)), progress=False)
+        return rounds * batch / (time.perf_counter() - t)
+
+    def close(self) -> None:
+        self.pipe.close()
 
 
 def hop_probe(shapes: dict, repeats: int = 20) -> dict:
@@ -205,7 +214,10 @@ def main(argv=None) -> int:
     p.add_argument("--replicas", type=int, default=1, help="generator replicas of a service started here (default 1)")
     p.add_argument("--max-batch", type=int, default=8, help="clips per pipeline call in the service (default 8)")
     p.add_argument("--batch-wait-ms", type=float, default=20.0, help="batch wait in the service (default 20)")
-    p.add_argument("--baseline-clips", type=int, default=8, help="in-process clips for the sequential baseline (default 8)")
+    p.add_argument("--baseline-clips", type=int, default=8, help="in-process clips per sequential baseline round (default 8)")
+    p.add_argument("--pairs", type=int, default=8, help="alternated in-process / service pairs for the latency ratio (default 8)")
+    p.add_argument("--rounds", type=int, default=3, help="alternated rounds for the throughput ratio (default 3)")
+    p.add_argument("--compare-concurrency", type=int, default=8, help="concurrency of the throughput comparison (default 8)")
     p.add_argument("--kill", action="store_true", help="also: a run at the top concurrency with a replica killed mid-run")
     p.add_argument("--no-batching-gain", action="store_true", help="skip the --max-batch 1 comparison")
     p.add_argument("--hop", action="store_true", help="also: the round trip of a batch's latents through a deployment")
@@ -226,9 +238,8 @@ def main(argv=None) -> int:
     report = {"cpu": cpu_model(), "flags": vector_extensions(), "load_average": os.getloadavg(), "options": options}
 
     print("in-process pipeline ...", flush=True)
-    report["in_process"] = base = in_process(args.bundle, engines, image, options, args.baseline_clips, args.max_batch)
-    print(f"  sequential {base['clips_per_s']:.3f} clips/s, one clip {base['latency_s']:.3f} s; "
-          f"batch {args.max_batch}: {base['batched_clips_per_s']:.3f} clips/s", flush=True)
+    base = InProcess(args.bundle, engines, image, options)
+    report["in_process_stages_s"] = {k: v for k, v in base.stages.items() if isinstance(v, float)}
 
     started = args.url is None
     if started:
@@ -253,32 +264,42 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"  concurrency {c:3d}: {row['clips_per_s']:.3f} clips/s  p50 {row['p50_s']:.3f}  p95 {row['p95_s']:.3f}  "
                   f"p99 {row['p99_s']:.3f} s  batch {row['mean_batch']:.2f}  errors {row['errors']}  lost {row['lost']}", flush=True)
-        one = next((r for r in rows if r["concurrency"] == 1), None)
-        if one:
-            report["latency_ratio_alone"] = one["p50_s"] / base["latency_s"]
         top = max(levels)
-        top_row = next(r for r in rows if r["concurrency"] == top)
-        report["throughput_ratio_top"] = top_row["clips_per_s"] / base["clips_per_s"]
+        # Paired, alternated with the in-process pipeline (medians): one request alone, and the
+        # service at --compare-concurrency against one-by-one clips in this process.
+        pairs = [(base.one(i), client.run(1, 1).row()["p50_s"]) for i in range(args.pairs)]
+        local, served = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+        report["latency_alone"] = {"in_process_s": local, "service_s": served, "ratio": served / local}
+        print(f"  one request alone, {args.pairs} alternated pairs: service {served:.3f} s, in-process {local:.3f} s "
+              f"-> {served / local:.3f}x", flush=True)
+        c = args.compare_concurrency
+        rounds = []
+        for _ in range(args.rounds):
+            seq = base.sequential(args.baseline_clips)
+            before = batch_counters(url, token)
+            row = client.run(c, args.requests).row()
+            rounds.append((seq, row["clips_per_s"], mean_batch(url, token, before), row["errors"] + row["lost"]))
+        bat = base.batched(args.baseline_clips, args.max_batch)
+        seq, srv = statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds)
+        report["throughput"] = {"concurrency": c, "in_process_sequential": seq, "service": srv, "ratio": srv / seq,
+                                "mean_batch": statistics.median(r[2] for r in rounds),
+                                "errors_and_lost": sum(r[3] for r in rounds),
+                                "in_process_batched": bat, "in_process_batch": args.max_batch}
+        print(f"  concurrency {c}, {args.rounds} alternated rounds: service {srv:.3f} clips/s, in-process sequential "
+              f"{seq:.3f} -> {srv / seq:.3f}x (in-process at batch {args.max_batch}: {bat:.3f} clips/s)", flush=True)
         if started and not args.no_batching_gain:
             from ray import serve
 
             serve.run(build_app(replace(settings, max_batch=1), replicas=args.replicas), name=APP_NAME, route_prefix="/")
             client.run(1, 2)
-            row = client.run(top, args.requests).row()
-            report["unbatched_top"] = row
-            report["batching_gain_top"] = top_row["clips_per_s"] / row["clips_per_s"]
-            print(f"  --max-batch 1, concurrency {top}: {row['clips_per_s']:.3f} clips/s -> batching's gain "
-                  f"{report['batching_gain_top']:.2f}x", flush=True)
+            row = client.run(c, args.requests).row()
+            report["unbatched"] = row
+            report["batching_gain"] = srv / row["clips_per_s"]
+            report["batching_gain_in_process"] = bat / seq
+            print(f"  --max-batch 1, concurrency {c}: {row['clips_per_s']:.3f} clips/s -> batching's gain in the service "
+                  f"{report['batching_gain']:.2f}x (in-process batch {args.max_batch} vs 1: {bat / seq:.2f}x)", flush=True)
             serve.run(build_app(settings, replicas=args.replicas), name=APP_NAME, route_prefix="/")
             client.run(1, 2)
-        if started and args.kill:
-            killed = []
-            row = client.run(top, args.requests, during=lambda: (time.sleep(2.0), killed.append(kill_generator_replica()))).row()
-            row["killed"] = killed
-            row["retries"] = metric(url, token, "sfv_retries_total").get("", 0.0)
-            report["replica_kill"] = row
-            print(f"  replica killed mid-run at concurrency {top}: done {row['done']}/{row['requests']}, errors {row['errors']}, "
-                  f"lost {row['lost']}, retries so far {row['retries']:.0f}", flush=True)
         if args.soak:
             client.run(top, 16)
             rss0 = metric(url, token, "sfv_replica_resident_bytes")
@@ -288,6 +309,14 @@ def main(argv=None) -> int:
             report["soak"] = dict(row, rss_before=rss0, rss_after=rss1, rss_growth=growth)
             print(f"  soak {args.soak} requests: errors {row['errors']}, lost {row['lost']}, replica RSS growth "
                   + ", ".join(f"{g * 100:+.1f}%" for g in growth.values()), flush=True)
+        if started and args.kill:
+            killed = []
+            row = client.run(c, args.requests, during=lambda: (time.sleep(2.0), killed.append(kill_generator_replica()))).row()
+            row["killed"] = killed
+            row["retries"] = metric(url, token, "sfv_retries_total").get("", 0.0)
+            report["replica_kill"] = row
+            print(f"  replica killed mid-run at concurrency {c}: done {row['done']}/{row['requests']}, errors {row['errors']}, "
+                  f"lost {row['lost']}, retries so far {row['retries']:.0f}", flush=True)
         if started and args.hop:
             from export.bundle import Bundle
 
@@ -299,12 +328,14 @@ def main(argv=None) -> int:
             for name, r in report["hop"].items():
                 print(f"  hop {name}: {r['mb']:.2f} MB, round trip {r['round_trip_s'] * 1000:.1f} ms", flush=True)
     finally:
+        base.close()
         if started:
             stop()
     report["load_average_end"] = os.getloadavg()
-    if "latency_ratio_alone" in report:
-        print(f"one request alone: {report['latency_ratio_alone']:.3f}x the in-process latency (target <= 1.15)")
-    print(f"concurrency {max(levels)}: {report['throughput_ratio_top']:.3f}x the in-process sequential throughput (target >= 1)")
+    print(f"one request alone: {report['latency_alone']['ratio']:.3f}x the in-process latency (target <= 1.15)")
+    t = report["throughput"]
+    print(f"concurrency {t['concurrency']}: {t['ratio']:.3f}x the in-process sequential throughput (target >= 1), "
+          f"mean batch {t['mean_batch']:.2f}")
     print(f"cpu: {report['cpu']} ({', '.join(report['flags'])}); load average {report['load_average']} -> {report['load_average_end']}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
