@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from serving.limits import batch_key
 from serving.settings import APP_NAME, GATEWAY, Settings
 
 log = logging.getLogger(__name__)
+REPORT_INTERVAL_S = 0.1  # progress reports to the gateway are coalesced to at most one per interval
 
 
 @dataclass
@@ -89,6 +91,14 @@ class Generator:
         self._batched.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000)
         self._gateway = None
         self.replica = f"{os.uname().nodename}:{os.getpid()}"
+        # Progress goes to the gateway from a thread of its own, so that the pipeline never waits
+        # on a round trip: the callback leaves the latest state here and reads the cancelled ids
+        # the reporter brought back (a cancel takes effect at most one interval later).
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[str, float]] = {}
+        self._cancelled: set[str] = set()
+        self._wake = threading.Event()
+        threading.Thread(target=self._reporter, name="progress-reporter", daemon=True).start()
 
     async def generate(self, request: ClipRequest) -> ClipResult:
         return await self._batched(request)
@@ -121,6 +131,13 @@ class Generator:
         return [results[r.id] for r in requests]
 
     def _run_group(self, group, results: dict) -> None:
+        try:
+            self._run_rounds(group, results)
+        finally:
+            with self._lock:
+                self._cancelled.difference_update(r.id for r, _, _ in group)
+
+    def _run_rounds(self, group, results: dict) -> None:
         batch_id = uuid.uuid4().hex
         while group:
             cancelled = self._report([r.id for r, _, _ in group], "starting", 0.0)
@@ -133,7 +150,12 @@ class Generator:
             ids = [r.id for r, _, _ in group]
 
             def callback(event: ProgressEvent) -> bool:
-                return bool(self._report(ids, event.stage, stage_progress(event)))
+                state = (event.stage, stage_progress(event))
+                with self._lock:
+                    self._latest.update((i, state) for i in ids)
+                    stop = not self._cancelled.isdisjoint(ids)
+                self._wake.set()
+                return stop
 
             try:
                 start = time.perf_counter()
@@ -164,10 +186,27 @@ class Generator:
         try:
             if self._gateway is None:
                 self._gateway = serve.get_deployment_handle(GATEWAY, app_name=APP_NAME)
-            return set(self._gateway.report.remote(ids, stage, progress).result(timeout_s=30))
+            cancelled = set(self._gateway.report.remote(ids, stage, progress).result(timeout_s=30))
         except Exception as exc:  # progress is best effort; the clip still gets made
             log.warning("progress report failed: %s", exc)
             return set()
+        with self._lock:
+            self._cancelled |= cancelled
+        return cancelled
+
+    def _reporter(self) -> None:
+        """Send the latest progress of each running job, at most once per REPORT_INTERVAL_S."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                latest, self._latest = self._latest, {}
+            by_state: dict[tuple[str, float], list[str]] = {}
+            for job_id, state in latest.items():
+                by_state.setdefault(state, []).append(job_id)
+            for (stage, progress), ids in by_state.items():
+                self._report(ids, stage, progress)
+            time.sleep(REPORT_INTERVAL_S)
 
 
 def encode(frames, fmt: str, fps: int) -> bytes:
