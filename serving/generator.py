@@ -34,6 +34,7 @@ from serving.settings import APP_NAME, GATEWAY, Settings
 
 log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 0.1  # progress reports to the gateway are coalesced to at most one per interval
+BUSY_S = 0.25  # a replica that ended a batch this recently, or holds other requests, is under load
 
 
 @dataclass
@@ -88,7 +89,8 @@ class Generator:
         self.pipe = VideoPipeline.from_bundle(settings.bundle, **settings.engines)
         self.pipe.__enter__()  # every engine loaded before the replica takes requests
         self._batched.set_max_batch_size(settings.max_batch)
-        self._batched.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000)
+        self._inflight = 0
+        self._last_batch_end = 0.0
         self._gateway = None
         self.replica = f"{os.uname().nodename}:{os.getpid()}"
         # Progress goes to the gateway from a thread of its own, so that the pipeline never waits
@@ -101,11 +103,24 @@ class Generator:
         threading.Thread(target=self._reporter, name="progress-reporter", daemon=True).start()
 
     async def generate(self, request: ClipRequest) -> ClipResult:
-        return await self._batched(request)
+        # Wait to fill a batch only under load: a request alone on an idle replica starts at once
+        # (the wait would be pure latency), while requests arriving on a busy one wait up to
+        # --batch-wait-ms for others to share their pipeline call. Serve reads the wait when a
+        # batch's first request is taken.
+        busy = self._inflight > 0 or time.monotonic() - self._last_batch_end < BUSY_S
+        self._batched.set_batch_wait_timeout_s(self.settings.batch_wait_ms / 1000 if busy else 0.0)
+        self._inflight += 1
+        try:
+            return await self._batched(request)
+        finally:
+            self._inflight -= 1
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)  # replaced from the settings in __init__
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)  # both set per request from the settings
     async def _batched(self, requests: list[ClipRequest]) -> list[ClipResult]:
-        return await asyncio.to_thread(self._run, requests)
+        try:
+            return await asyncio.to_thread(self._run, requests)
+        finally:
+            self._last_batch_end = time.monotonic()
 
     def __del__(self):
         pipe = getattr(self, "pipe", None)

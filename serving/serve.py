@@ -142,8 +142,12 @@ def build_app(settings: Settings, *, replicas: int = 1, autoscale: tuple[int, in
 
 
 def start(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
-          num_cpus: int | None = None, object_store_bytes: int | None = None, **scaling) -> str:
-    """Connect to (``address``) or start a Ray instance, deploy the application; returns its URL."""
+          num_cpus: int | None = None, object_store_bytes: int | None = None, ray_options: dict | None = None,
+          **scaling) -> str:
+    """Connect to (``address``) or start a Ray instance, deploy the application; returns its URL.
+
+    ``ray_options``: more ``ray.init`` arguments for a local instance (e.g. ``_system_config``).
+    """
     import ray
     from ray import serve
 
@@ -151,7 +155,8 @@ def start(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, addr
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_bytes)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_bytes,
+                     **(ray_options or {}))
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(settings, **scaling), name=APP_NAME, route_prefix="/")
     return f"http://{host}:{port}"
