@@ -1,7 +1,7 @@
 """The generator deployment: one replica holds one opened pipeline and makes batches of clips.
 
 Requests reach :meth:`Generator.generate` one clip at a time; ``@serve.batch`` gathers up to
-``--max-batch`` of them (waiting at most ``--batch-wait-ms``), and the clips whose options
+``--max-batch`` of them (waiting at most ``--batch-wait-ms`` when busy), and the clips whose options
 differ only in the seed run as one batched pipeline call (one shape). Progress and cancellation
 travel through the pipeline's ``callback``: each event is reported to the gateway, which
 answers with the job ids cancelled meanwhile; a True return stops the call.

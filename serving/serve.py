@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="with a local Ray instance: the CPUs it may use (default: all)")
     p.add_argument("--max-batch", type=int, default=DEFAULTS.max_batch, help=f"clips per pipeline call (default {DEFAULTS.max_batch})")
     p.add_argument("--batch-wait-ms", type=float, default=DEFAULTS.batch_wait_ms,
-                   help=f"how long a replica waits to fill a batch (default {DEFAULTS.batch_wait_ms:g})")
+                   help=f"how long a busy replica waits to fill a batch; a request alone on an idle one starts at once "
+                        f"(default {DEFAULTS.batch_wait_ms:g})")
     p.add_argument("--max-queue", type=int, default=DEFAULTS.max_queue,
                    help=f"jobs queued or running before uploads get 429 (default {DEFAULTS.max_queue})")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULTS.max_upload_bytes / 2**20,

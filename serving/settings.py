@@ -17,7 +17,7 @@ class Settings:
     engines: dict = field(default_factory=dict)  # VideoPipeline.from_bundle's keyword arguments
     option_defaults: dict = field(default_factory=dict)  # GenerateOptions fields each request starts from
     max_batch: int = 8  # clips per pipeline call
-    batch_wait_ms: float = 20.0  # how long a replica waits to fill a batch
+    batch_wait_ms: float = 20.0  # how long a busy replica waits to fill a batch
     max_queue: int = 64  # jobs queued or running before uploads get 429
     max_upload_bytes: int = 16 * 2**20
     max_pixels: int = 4096 * 4096
