@@ -2,8 +2,8 @@
 (``runtime.pipeline.VideoPipeline`` on the tiny bundle; ONNX Runtime unless a test names another backend).
 
 The central property: a clip made in a batch equals the same clip made alone with the same noise.
-On ONNX Runtime (and OpenVINO f32) the kernels give each clip of a batch the same bits as a clip
-alone, so the tests ask for bit equality, for every sampler and with guidance.
+ONNX Runtime's kernels give each clip of a batch the same bits as a clip alone, so its tests ask
+for bit equality, for every sampler and with guidance; OpenVINO and PyTorch within one uint8 level.
 """
 
 from __future__ import annotations
@@ -75,10 +75,13 @@ def test_a_clip_in_a_batch_equals_the_clip_alone(pipe, images, kind):
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")
 def test_openvino_batch_equals_alone(tiny_bundle, images):
+    """Bit-identical on the AVX-512 Xeon this was measured on; asserted within one uint8 level,
+    OpenVINO's guarantee across CPUs (its kernels may block a batch differently elsewhere)."""
     with VideoPipeline.from_bundle(tiny_bundle, backend="openvino", threads=1) as ov:
         batch = ov(images[:2], num_frames=FRAMES, **GUIDED, **QUIET)
         for i, image in enumerate(images[:2]):
-            assert np.array_equal(batch[i].frames, ov(image, num_frames=FRAMES, seed=i, **GUIDED, **QUIET).frames)
+            alone = ov(image, num_frames=FRAMES, seed=i, **GUIDED, **QUIET).frames
+            assert np.abs(batch[i].frames.astype(int) - alone).max() <= 1
 
 
 def test_torch_backend_batch_within_one_level(tiny_model, images):
@@ -244,3 +247,58 @@ def test_threads_and_batches_together(pipe, images):
             alone = pipe(images[i], num_frames=4, seed=3 * k + i, output="latents", **LCM, **QUIET)
             assert np.array_equal(got[k][i].latents, alone.latents)
             assert got[k][i].timings["unet_calls"] == 3  # each call counts its own UNet calls
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture(scope="module")
+def image_dir(images, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    for name, image in zip(("a.png", "b.jpg", "c.webp"), images):
+        image.save(folder / name, **({"lossless": True} if name.endswith("webp") else {"quality": 95} if name.endswith("jpg") else {}))
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_cli_one_clip_per_image(tiny_bundle, image_dir, tmp_path, capsys):
+    """3 images, at most 2 per pass: out/<stem>.npy each, seed + index, equal to the API's clips."""
+    from runtime.generate import main
+
+    common = ["--bundle", str(tiny_bundle), "--frames", "3", "--steps", "1", "--max-guidance", "1", "--threads", "1",
+              "--generator", "splitmix", "--seed", "4", "--quiet", "--format", "npy"]
+    files = [str(image_dir / n) for n in ("a.png", "b.jpg", "c.webp")]
+    assert main(common + ["--image", *files, "--out", str(tmp_path / "out"), "--batch", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("wrote") == 3 and "seed 6" in printed and "for 2 clips" in printed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.npy", "b.npy", "c.npy"]
+    with VideoPipeline.from_bundle(tiny_bundle, threads=1) as pipe:
+        ref = pipe(files, num_frames=3, seed=4, **SFV, **QUIET)
+    for name, result in zip("abc", ref):
+        assert np.array_equal(np.load(tmp_path / "out" / f"{name}.npy"), result.frames)
+    # a directory of images: the same clips (its images sorted by name, other files skipped), as mp4 by default
+    assert main(common[:-2] + ["--image", str(image_dir), "--out", str(tmp_path / "dir")]) == 0
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["a.mp4", "b.mp4", "c.mp4"]
+
+
+def test_cli_batch_errors(tiny_bundle, image_dir, tmp_path, capsys):
+    from runtime.generate import main
+
+    def fails(args, match):
+        rc = main(["--bundle", str(tiny_bundle), "--quiet", *args])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: ") and match in err and "Traceback" not in err, err
+
+    two = ["--image", str(image_dir / "a.png"), str(image_dir / "b.jpg")]
+    fails([*two, "--out", str(tmp_path / "clip.mp4")], "names a file")
+    (tmp_path / "taken").write_text("")
+    fails([*two, "--out", str(tmp_path / "taken")], "is a file")
+    fails([*two, "--out", str(tmp_path / "o"), "--save-noise", str(tmp_path / "n.npz")], "--save-noise goes with one image")
+    fails([*two, "--out", str(tmp_path / "o"), "--batch", "0"], "--batch must be a positive integer")
+    (tmp_path / "other").mkdir()
+    PIL.Image.new("RGB", (8, 8)).save(tmp_path / "other" / "a.png")
+    fails(["--image", str(image_dir / "a.png"), str(tmp_path / "other" / "a.png"), "--out", str(tmp_path / "o")], "both write")
+    (tmp_path / "empty").mkdir()
+    fails(["--image", str(tmp_path / "empty"), "--out", str(tmp_path / "o")], "without images")
+    fails([*two, str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")], "does not exist")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "clip.mp4").exists()

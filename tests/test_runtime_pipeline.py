@@ -30,8 +30,8 @@ def test_result_and_timings(pipe, image):
     assert result.frames.shape == (4, 32, 48, 3) and result.frames.dtype == np.uint8
     assert result.latents.shape == (1, 4, 4, 4, 6) and result.latents.dtype == np.float32
     t = result.timings
-    assert set(t) == set(STAGES) | {"total", "unet_calls", "steps"}
-    assert t["unet_calls"] == 2 and t["steps"] == 2
+    assert set(t) == set(STAGES) | {"total", "unet_calls", "steps", "batch"}
+    assert t["unet_calls"] == 2 and t["steps"] == 2 and t["batch"] == 1
     assert result.options.steps == 2 and result.options.fps == pipe.config.fps  # defaults filled in
     stages = sum(t[k] for k in STAGES)
     assert all(t[k] > 0 for k in ("image_encoder", "vae_encoder", "unet", "vae_decoder")) and stages <= t["total"]
