@@ -10,7 +10,6 @@ answers with the job ids cancelled meanwhile; a True return stops the call.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import logging
 import os
