@@ -24,6 +24,7 @@ imported the function itself (``from time import perf_counter``) would keep the 
 the worker refuses it rather than mislabel wall seconds as CPU seconds.
 """
 
+import dataclasses
 import inspect
 import json
 import os
@@ -31,6 +32,13 @@ import sys
 import tempfile
 import time
 import traceback
+
+import numpy as np
+import PIL.Image
+
+from runtime.options import GenerateOptions
+from runtime.pipeline import VideoPipeline
+from runtime.video import write_video
 
 WALL = time.perf_counter  # the worker's own clock, kept when the runtime's is switched to CPU time
 CLOCKS = {"wall": WALL, "cpu": time.process_time}
@@ -47,9 +55,6 @@ def _call_kwargs(pipe, wanted):
     accepted = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
         try:  # newer revisions: pipe(image, **overrides) of runtime.options.GenerateOptions
-            import dataclasses
-
-            from runtime.options import GenerateOptions
 
             accepted |= {f.name for f in dataclasses.fields(GenerateOptions)}
         except ImportError:
@@ -86,12 +91,6 @@ def main():
     settings = json.loads(sys.stdin.readline())
     threads = int(settings.get("threads", 1))
     try:
-        import numpy as np
-        import PIL.Image
-
-        from runtime.pipeline import VideoPipeline
-        from runtime.video import write_video
-
         if "torch" in sys.modules:  # older revisions compute in torch: fix its threads as ONNX Runtime's
             sys.modules["torch"].set_num_threads(threads)
 

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.errors import BenchmarkError
+from benchmarks.flops import format_roofline, gemm_sampler, gflops_stats, network_flops, roofline_rows
 from benchmarks.machine import describe, machine_info, usable_cores
-from benchmarks.timing import interleave, set_threads, summarize, timed
+from benchmarks.timing import Stats, interleave, set_threads, summarize, timed
 from benchmarks.workload import (
-    add_clip_args,
     BACKENDS,
     CALLS,
+    add_clip_args,
     build_calls,
     describe_dims,
     ensure_bundle,
@@ -32,8 +33,10 @@ from benchmarks.workload import (
     resolve_shape,
     shapes_info,
 )
+from contract.atomic import write_json_atomic
+from contract.cli import run_cli
 from engines.factory import create_engines, torch_engines
-from export.cli import run_cli
+from networks.models import SVDModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,8 @@ def measure_backends(
     Args:
         model: ``tiny``, ``svd-random``, a directory, or a loaded ``SVDModel`` (then pass ``bundle_dir``).
         engines_by_backend: ready engines ``{backend: {network: Engine}}`` (skips loading them).
-        roofline: also count each call's FLOPs and measure the GEMM peak (see :mod:`benchmarks.roofline`).
+        roofline: also count each call's FLOPs and measure the GEMM peak (see :mod:`benchmarks.flops`).
     """
-    from export.models import SVDModel, load_model
-
     for b in backends:
         if b not in BACKENDS:
             raise BenchmarkError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
@@ -88,7 +89,6 @@ def measure_backends(
     }
     samplers, outputs = {}, {}
     if roofline:  # the GEMM peak joins the same interleaved rounds as the networks
-        from benchmarks.roofline import gemm_sampler
 
         samplers["gemm"], gemm_flops = gemm_sampler(gemm_size)
     for call, (network, inputs) in todo.items():
@@ -110,8 +110,6 @@ def measure_backends(
         result["calls"][call] = entry
 
     if roofline:
-        from benchmarks.roofline import gflops_stats, network_flops, roofline_rows
-
         peak = gflops_stats(times["gemm"], gemm_flops)
         flops = network_flops(loaded, todo)
         result["roofline"] = {
@@ -169,14 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(format_backends(result))
     if args.roofline:
-        from benchmarks.roofline import format_roofline
-        from benchmarks.timing import Stats
-
         print()
         print(format_roofline(result["roofline"]["rows"], Stats.from_json(result["roofline"]["gemm"])))
     if args.out:
-        from export.atomic import write_json_atomic
-
         Path(args.out).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(args.out) / "backends.json", result)
     return 0

@@ -14,12 +14,16 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import contention_warning, describe, load_average, machine_info
 from benchmarks.timing import interleave, set_threads, summarize
 from benchmarks.workload import ensure_bundle, model_info, resolve_shape, synthetic_image
-from export.cli import run_cli
+from contract.atomic import atomic_path, write_json_atomic
+from contract.bundle import Bundle
+from contract.cli import run_cli
+from runtime.pipeline import VideoPipeline
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +37,6 @@ def run(model="tiny", *, bundle_dir=None, backend: str = "onnxruntime", batches:
         frames: int | None = None, height: int | None = None, width: int | None = None, repeats: int = 5,
         warmup: int = 1, threads: int | None = None) -> dict:
     """Time SF-V calls of every batch size, alternated; return the JSON-ready result."""
-    from export.bundle import Bundle
-    from runtime.pipeline import VideoPipeline
-
     batches = sorted(set(int(b) for b in batches))
     if not batches or batches[0] < 1:
         raise BenchmarkError(f"batch sizes must be positive integers, got {list(batches)}")
@@ -154,10 +155,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = format_text(result)
     print(text)
     if args.out:
-        from pathlib import Path
-
-        from export.atomic import atomic_path, write_json_atomic
-
         out = Path(args.out)
         write_json_atomic(out / "results.json", result)
         with atomic_path(out / "results.md") as tmp:

@@ -11,6 +11,11 @@ import os
 
 import pytest
 
+from benchmarks.ratios import GateSettings, load_baseline, save_baseline, update_requested
+from benchmarks.workload import ensure_bundle
+from contract.bundle import Bundle
+from engines.factory import model_engines, pipeline_engines
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("sfv-bench", "SF-V latency gate")
@@ -21,7 +26,7 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def gate_settings(request):
-    from benchmarks.ratios import GateSettings
+    # optional: torch (the export extra)
     from benchmarks.timing import set_threads
 
     settings = GateSettings.from_env(quick=request.config.getoption("--bench-quick"),
@@ -32,7 +37,8 @@ def gate_settings(request):
 
 @pytest.fixture(scope="session")
 def gate_model(tmp_path_factory):
-    from export.models import load_model
+    # optional: diffusers, safetensors, torch, transformers (the export extra)
+    from networks.models import load_model
 
     if "SFV_CACHE" not in os.environ:  # never write into the user's cache from a test run
         os.environ["SFV_CACHE"] = str(tmp_path_factory.mktemp("sfv-cache"))
@@ -41,9 +47,6 @@ def gate_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gate_bundle(request, gate_model):
-    from benchmarks.workload import ensure_bundle
-    from export.bundle import Bundle
-
     path = request.config.getoption("--bench-bundle") or os.environ.get("SFV_BENCH_BUNDLE")
     if path:
         return Bundle.load(path)
@@ -52,8 +55,6 @@ def gate_bundle(request, gate_model):
 
 @pytest.fixture(scope="session")
 def gate_baseline():
-    from benchmarks.ratios import load_baseline, update_requested
-
     if update_requested():
         return None
     return load_baseline()
@@ -62,8 +63,6 @@ def gate_baseline():
 @pytest.fixture(scope="session")
 def gate_engines(gate_model, gate_bundle, gate_settings):
     """``{"onnxruntime": Engines, "torch": Engines}`` from the engine factory."""
-    from engines.factory import model_engines, pipeline_engines
-
     engines = {"onnxruntime": pipeline_engines(gate_bundle, "onnxruntime", threads=gate_settings.threads),
                "torch": model_engines(gate_model)}
     yield engines
@@ -77,7 +76,7 @@ def gate_recorder(request, gate_settings):
     """Collects measured ratios; with SFV_BENCH_UPDATE_BASELINE=1 they are written at the end."""
     recorded = {"ratios": {}}
     yield recorded
-    from benchmarks.ratios import save_baseline, update_requested
+    # optional: torch (the export extra)
     from benchmarks.machine import machine_info
 
     if update_requested() and not request.session.testsfailed:
@@ -86,6 +85,5 @@ def gate_recorder(request, gate_settings):
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     # Saved runs say how they were measured, so --benchmark-compare compares like with like.
-    from benchmarks.ratios import GateSettings
 
     output_json["sfv"] = GateSettings.from_env(quick=config.getoption("--bench-quick")).__dict__

@@ -77,6 +77,7 @@ def paired_differences(base: Sequence[float], head: Sequence[float]) -> list[flo
 def compare(stage: str, base: Sequence[float], head: Sequence[float], alpha: float = 0.001,
             min_effect: float = 0.05) -> Comparison:
     """Compare one stage; ``base[r]`` and ``head[r]`` are the samples of interleaved round ``r`` (seconds)."""
+    # optional: scipy (the train/bench extra)
     from scipy.stats import mannwhitneyu, wilcoxon
 
     if len(base) < 2 or len(head) < 2:

@@ -37,14 +37,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
+from diffusers import AutoencoderKLTemporalDecoder
 
 from benchmarks.errors import BenchmarkError
+from benchmarks.flops import count_flops
 from benchmarks.machine import contention_warning, describe, machine_info
-from benchmarks.roofline import count_flops
 from benchmarks.timing import interleave, summarize, timed
-from export.atomic import write_json_atomic
-from export.cli import run_cli
+from contract.atomic import write_json_atomic
+from contract.bundle import Bundle
+from contract.cli import run_cli
+from contract.specs import ModelConfig, build_specs, expand_dims
+from export.onnx import export_network, fast_decoder_for
+from export.validate import ort_session
+from networks.fast_decoder import fast_decoder_dir, load_fast_decoder, open_fast_decoder
+from networks.models import _svd_configs
+from networks.wrappers import VaeDecoderNet
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +63,6 @@ FLOP_DIMS = {"frames": 14, "height": 576, "width": 1024}
 
 def svd_decoder_flops(dims: Mapping[str, int] = FLOP_DIMS) -> tuple[int, int]:
     """``(parameters, FLOPs)`` of SVD's temporal decoder (the real config, random weights) at ``dims``."""
-    from diffusers import AutoencoderKLTemporalDecoder
-
-    from export.models import _svd_configs
-    from export.networks import VaeDecoderNet
-
     with torch.random.fork_rng():
         vae = AutoencoderKLTemporalDecoder(**_svd_configs()["vae"]).eval()
     net = VaeDecoderNet(vae)
@@ -75,9 +79,6 @@ def fast_decoder_flops(decoder: torch.nn.Module, dims: Mapping[str, int] = FLOP_
 
 def export_fast(decoder: torch.nn.Module, stage: Path, name: str) -> Path:
     """The fast decoder as a validated ONNX graph in ``stage`` (the exporter's own chain)."""
-    from export.onnx import export_network
-    from export.specs import ModelConfig, build_specs
-
     config = ModelConfig(latent_channels=decoder.config.latent_channels, vae_scale_factor=decoder.config.scale_factor)
     spec = build_specs(config)["vae_decoder_fast"]
     folder = stage / name
@@ -93,10 +94,6 @@ def export_fast(decoder: torch.nn.Module, stage: Path, name: str) -> Path:
 def export_taesdv(path: str | Path, stage: Path) -> tuple[torch.nn.Module, Path]:
     """TAESDV's decoder under the ``vae_decoder_fast`` contract (SVD's scaling factor), exported
     and validated by the exporter's chain into ``stage``; ``(module, graph)``."""
-    from export.onnx import export_network, fast_decoder_for
-    from export.specs import ModelConfig, build_specs
-    from training.fast_decoder import open_fast_decoder
-
     found = open_fast_decoder(path)
     if found.kind != "taesdv":
         raise BenchmarkError(f"--taesdv {path}: not a TAESDV checkpoint file (.pth or .safetensors)")
@@ -115,8 +112,6 @@ def export_taesdv(path: str | Path, stage: Path) -> tuple[torch.nn.Module, Path]
 def decoder_session(path: Path, threads: int, low_memory: bool = False):
     """An ONNX Runtime CPU session; ``low_memory`` turns off the memory arena and pattern planning
     (the full decoder at 256x256 px then peaks lower; every decoder of a run gets the same options)."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
@@ -141,10 +136,6 @@ def tiny_calls(bundle_dir: Path, threads: int, frames: int = 14, size: int = 64,
                taesdv_graph: Path | None = None) -> dict:
     """Per-call ONNX Runtime seconds of every network of a tiny bundle, and the two clip estimates
     (and a third with TAESDV, timed in the same rounds on the same latents, given its graph)."""
-    from export.bundle import Bundle
-    from export.specs import expand_dims
-    from export.validate import ort_session
-
     bundle = Bundle.load(bundle_dir)
     if "vae_decoder_fast" not in bundle.networks:
         raise BenchmarkError(f"{bundle_dir} has no vae_decoder_fast; export it with `python -m export.onnx --fast-decoder DIR`")
@@ -195,8 +186,6 @@ def _full_decoder_graph(path: Path) -> Path:
 
 def run(fast_dirs: Sequence[str], full_decoder: str | None, tiny_bundle: str | None, sizes: Sequence[int], frames: int,
         repeats: int, threads: int, low_memory: bool = False, taesdv: str | None = None) -> dict:
-    from training.fast_decoder import fast_decoder_dir, load_fast_decoder
-
     info = machine_info(threads)
     warning = contention_warning(info)
     if warning:

@@ -1,6 +1,6 @@
 """Benchmark option mistakes a user can fix (printed as ``error: ...`` by the CLIs)."""
 
-from export.errors import ToolkitError
+from contract.errors import ToolkitError
 
 
 class BenchmarkError(ToolkitError):

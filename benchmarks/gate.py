@@ -15,7 +15,7 @@ both sides in the same run, on the same machine, at the same moment:
    seconds (:mod:`benchmarks.ab_worker`); the gate decides on ``GateConfig.clock`` (CPU by
    default: on a loaded 2-core machine it caught injected slowdowns that wall time missed, see
    docs/benchmarks.md) and reports the other beside it;
-5. per stage (preprocess, CLIP, VAE encoder, UNet, sampler glue, decoder, video writing, end to
+5. per stage (preprocess, CLIP, VAE encoder, UNet, sampler, decoder, video writing, end to
    end) two rank tests on the rounds, paired (Wilcoxon signed-rank of each round's head/base log
    ratio, so load that drifts between rounds cancels) and unpaired (Mann-Whitney U), plus a
    minimum effect decide (:mod:`benchmarks.decide`).
@@ -41,15 +41,21 @@ from pathlib import Path
 
 from benchmarks.decide import Comparison, compare, smallest_p
 from benchmarks.errors import BenchmarkError
+from benchmarks.machine import describe, machine_info
+from benchmarks.report import _md_table, _text_table
+from contract.atomic import atomic_path, write_json_atomic
+from contract.cli import run_cli
+from contract.specs import NETWORKS, SAMPLER_STAGE
+from contract.specs import STAGES as PIPELINE_STAGES
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("ab_worker.py")
 PROTOCOL_PREFIX = "{"  # worker answers are JSON objects; anything else a side prints is skipped
-NETWORK_STAGES = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
-# Reported order; stages a revision's result.timings adds are appended, missing ones are skipped.
-STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "glue", "vae_decoder", "video", "end_to_end")
+# Reported order: the pipeline's stages, then writing the video and the clip end to end; stages a
+# revision's result.timings adds are appended, missing ones are skipped.
+STAGES = (*PIPELINE_STAGES, "video", "end_to_end")
 CLOCKS = ("cpu", "wall")  # what a stage's seconds are: the worker's process CPU time, or wall time
 CLOCK_LABELS = {"cpu": "CPU", "wall": "wall"}
 
@@ -255,14 +261,12 @@ def measure(workers: Mapping[str, Sequence[Worker]], rounds: int, warmup: int,
 def clip_stages(timings: Mapping[str, float]) -> dict[str, float]:
     """One clip's per-stage seconds from the worker's record (``result.timings`` + video + clip wall).
 
-    ``glue`` (the sampler outside its UNet calls) is the revision's own ``sampler`` figure when it
+    ``sampler`` (the denoising loop outside its UNet calls) is the revision's own figure when it
     reports one, else ``total`` minus preprocess and the four network stages.
     """
     out = {k: float(v) for k, v in timings.items() if k not in ("total", "clip", "unet_calls", "steps")}
-    if "sampler" in out:
-        out["glue"] = out.pop("sampler")
-    if "glue" not in out and "total" in timings and all(s in timings for s in ("preprocess", *NETWORK_STAGES)):
-        out["glue"] = max(0.0, timings["total"] - sum(timings[s] for s in ("preprocess", *NETWORK_STAGES)))
+    if SAMPLER_STAGE not in out and "total" in timings and all(s in timings for s in ("preprocess", *NETWORKS)):
+        out[SAMPLER_STAGE] = max(0.0, timings["total"] - sum(timings[s] for s in ("preprocess", *NETWORKS)))
     out["end_to_end"] = float(timings["clip"])
     return out
 
@@ -383,8 +387,6 @@ def clip_call(bundle: Path, config: GateConfig) -> dict:
 
 def run_ab(base: Side, head: Side, config: GateConfig, progress=None) -> dict:
     """Time ``base`` and ``head`` (interleaved) and decide per stage; the JSON-ready result."""
-    from benchmarks.machine import machine_info
-
     config.check()
     start = time.perf_counter()
     machine = machine_info(config.threads)
@@ -442,8 +444,6 @@ def table_rows(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def header_lines(result: dict) -> list[str]:
-    from benchmarks.machine import describe
-
     cfg, call, sides = result["config"], result["call"], result["sides"]
     same_bundle = sides["base"]["bundle"] == sides["head"]["bundle"]
     lines = [
@@ -474,15 +474,11 @@ def verdict_line(result: dict) -> str:
 
 
 def format_text(result: dict) -> str:
-    from benchmarks.report import _text_table
-
     return "\n".join(["latency gate (A/B in one run)", *header_lines(result), "", _text_table(*table_rows(result)), "",
                       verdict_line(result) + f" (gate wall time {result.get('wall_s', 0):.0f} s)"])
 
 
 def format_markdown(result: dict) -> str:
-    from benchmarks.report import _md_table
-
     icon = ":x:" if result["regressions"] else ":white_check_mark:"
     return "\n".join([f"### Latency gate: {icon} {verdict_line(result)}", "", *[f"- {l}" for l in header_lines(result)],
                       "", _md_table(*table_rows(result)), ""])
@@ -576,9 +572,6 @@ def _progress(done: int, total: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from export.atomic import atomic_path, write_json_atomic
-    from export.cli import run_cli
-
     @run_cli
     def _main(argv):
         args = _parser().parse_args(argv)

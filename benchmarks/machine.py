@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from export.environment import cpu_flags, library_versions
+from contract.environment import cpu_flags, library_versions
 
 _VERSIONED = ("torch", "onnxruntime", "onnx", "diffusers", "transformers", "numpy", "pytest-benchmark")
 

@@ -36,10 +36,14 @@ from benchmarks.errors import BenchmarkError
 from benchmarks.machine import contention_warning, describe, machine_info, usable_cores
 from benchmarks.timing import interleave, summarize, timed
 from benchmarks.workload import CALLS, build_calls, call_dims, describe_dims, synthetic_image
-from export.bundle import Bundle
-from export import environment
-from export.cli import run_cli
-from export.specs import NETWORKS
+from contract import environment
+from contract.atomic import write_bytes_atomic, write_json_atomic
+from contract.bundle import Bundle
+from contract.cli import run_cli
+from contract.specs import NETWORKS
+from engines.factory import create_engines
+from engines.openvino_engine import import_openvino
+from runtime.pipeline import VideoPipeline
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +78,6 @@ def _precision(ov_precision: str) -> str:
 
 def make_engine(bundle: Bundle, network: str, config: str, threads: int | None, cache_dir=None):
     """One engine of ``network`` for a configuration of :data:`CONFIGS`."""
-    from engines.factory import create_engines
-
     backend, ov_precision = CONFIGS[config]
     options = {"precision": _precision(ov_precision), "ov_cache_dir": cache_dir} if backend == "openvino" else {}
     return create_engines(bundle, backend, networks=[network], threads=threads, verify=False, **options)[network]
@@ -143,8 +145,6 @@ def measure_calls(
 def measure_starts(bundle: Bundle, cache_dir, *, networks: Sequence[str], ov_precision: str = "f32",
                    threads: int | None = None) -> dict:
     """OpenVINO start (compile) time per network with an empty compiled-model cache, then from the cache."""
-    from engines.factory import create_engines
-
     out = {}
     for network in networks:
         seconds = []
@@ -167,8 +167,6 @@ def measure_frames(
     threads: int | None = None, seed: int = 0,
 ) -> dict:
     """SF-V one-step clips (same seed, hence the same noise) per configuration; PSNR against the reference's frames."""
-    from runtime.pipeline import VideoPipeline
-
     image = synthetic_image(height, width)
     clips, seconds = {}, {}
     for config in configs:
@@ -254,7 +252,6 @@ def _parser() -> argparse.ArgumentParser:
 @run_cli
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from engines.openvino_engine import import_openvino
 
     ov = import_openvino()
     threads = args.threads or usable_cores()
@@ -287,8 +284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = format_markdown(result)
     print(text)
     if args.out:
-        from export.atomic import write_bytes_atomic, write_json_atomic
-
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "openvino.json", result)

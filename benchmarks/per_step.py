@@ -27,8 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from benchmarks.errors import BenchmarkError
+from benchmarks.flops import format_roofline, gemm_sampler, network_flops, roofline_rows
 from benchmarks.machine import machine_info, usable_cores
-from benchmarks.report import STAGES, add_speedups, format_text, paper_entry, write_results
+from benchmarks.report import add_speedups, format_text, paper_entry, write_results
 from benchmarks.timing import Stats, interleave, set_threads, summarize, timed
 from benchmarks.workload import (
     BACKENDS,
@@ -42,8 +43,13 @@ from benchmarks.workload import (
     shapes_info,
     synthetic_image,
 )
+from contract.cli import run_cli
+from contract.specs import SAMPLER_STAGE, STAGES
 from engines.factory import model_engines, pipeline_engines
-from export.cli import run_cli
+from networks.models import load_model
+from runtime.conditioning import added_time_ids, augment_image, guidance_scales
+from runtime.denoiser import SVDDenoiser
+from runtime.preprocess import load_image, pixels, vae_pixels
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +57,6 @@ log = logging.getLogger(__name__)
 def preprocess_sampler(engines, config, height: int, width: int) -> Callable[[], float]:
     """Times the pipeline's stage 1: the CLIP view (the ``clip_preprocess`` graph) and the
     noise-augmented VAE view of an image."""
-    from runtime.conditioning import augment_image
-    from runtime.preprocess import load_image, pixels, vae_pixels
-
     image = synthetic_image(height, width)
     rng = np.random.default_rng(0)
 
@@ -69,9 +72,6 @@ def preprocess_sampler(engines, config, height: int, width: int) -> Callable[[],
 def unet_step_sampler(engine, config, frames: int, height: int, width: int, guidance: bool) -> Callable[[], float]:
     """Times one denoiser step exactly as the sampler makes it: EDM preconditioning around one UNet
     call, batch 2 with classifier-free guidance (and the per-frame CFG combination), else batch 1."""
-    from runtime.conditioning import added_time_ids, guidance_scales
-    from runtime.denoiser import SVDDenoiser
-
     rng = np.random.default_rng(0)
     h, w = height // config.vae_scale_factor, width // config.vae_scale_factor
     denoiser = SVDDenoiser(
@@ -126,7 +126,7 @@ def derive_configs(calls: Mapping[str, Stats], configs: Sequence[RunConfig]) -> 
         for q in ("median", "q1", "q3"):
             stages = {s: getattr(calls[s], q) for s in ("preprocess", "image_encoder", "vae_encoder", "vae_decoder")}
             stages["unet"] = rc.steps * getattr(unet, q)
-            stages["other"] = 0.0
+            stages[SAMPLER_STAGE] = 0.0  # per-call costs have no sampler share
             stages["total"] = sum(stages[s] for s in STAGES)
             entry[q] = stages
         out.append(entry)
@@ -166,8 +166,6 @@ def run_per_step(
     gemm_size: int = 1024,
 ) -> dict:
     """Measure the per-call costs on ``backend`` and derive the speedup table (see module doc)."""
-    from export.models import load_model
-
     if backend not in BACKENDS:
         raise BenchmarkError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     run_configs = [RunConfig.parse(c) for c in configs]
@@ -180,7 +178,6 @@ def run_per_step(
     frames, height, width = resolve_shape(config, frames, height, width)
     if loaded is not None and backend == "onnxruntime" and roofline:
         # Count FLOPs first, then free the PyTorch weights before ONNX Runtime loads its own copy.
-        from benchmarks.roofline import network_flops
 
         flops = network_flops(loaded, build_calls(config, frames, height, width))
         info = model_info(loaded, source=str(model))
@@ -191,8 +188,6 @@ def run_per_step(
     engines = model_engines(loaded) if backend == "torch" else pipeline_engines(bundle, backend, threads=threads)
     extra, gemm_flops = {}, 0.0
     if roofline:
-        from benchmarks.roofline import gemm_sampler
-
         extra["gemm"], gemm_flops = gemm_sampler(gemm_size)
     calls = measure_calls(engines, config, frames, height, width, repeats, warmup, extra=extra)
     gemm_times = calls.pop("gemm", None)
@@ -207,8 +202,6 @@ def run_per_step(
         "configs": derive_configs(calls, run_configs),
     }
     if roofline:
-        from benchmarks.roofline import network_flops, roofline_rows
-
         peak = _gemm_peak(gemm_times, gemm_flops)
         if flops is None:
             flops = network_flops(loaded, build_calls(config, frames, height, width))
@@ -231,8 +224,6 @@ def format_calls(result: dict) -> str:
     for name, s in result["calls"].items():
         lines.append(f"  {name:<14} {s['median']:9.4f} [{s['q1']:.4f}-{s['q3']:.4f}]")
     if "roofline" in result:
-        from benchmarks.roofline import format_roofline
-
         lines += ["", format_roofline(result["roofline"]["rows"], Stats.from_json(result["roofline"]["gemm"]))]
     return "\n".join(lines)
 

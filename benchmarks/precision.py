@@ -26,23 +26,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from benchmarks.machine import describe, machine_info
 from benchmarks.timing import interleave, summarize, timed
+from contract.atomic import write_json_atomic
+from contract.bundle import Bundle
+from contract.cli import run_cli
+from contract.precision import parse_precisions, variants
+from contract.specs import expand_dims
 from engines.ort_engine import cpu_session_options
-from export.atomic import write_json_atomic
-from export.bundle import Bundle
-from export.cli import run_cli
-from export.precision import parse_precisions, variants
-from export.specs import expand_dims
+from export.calibration import Calibration, synthetic_images
 from export.variants import output_error
+from runtime.pipeline import VideoPipeline
 
 log = logging.getLogger(__name__)
 
 
 def _session(path, threads):
-    import onnxruntime as ort
-
     return ort.InferenceSession(str(path), cpu_session_options(threads, quiet=True), providers=["CPUExecutionProvider"])
 
 
@@ -96,9 +97,6 @@ def measure_network(bundle: Bundle, network: str, precisions: Sequence[str], fee
 
 def sfv_psnr(bundle: Bundle, precisions: Sequence[str], frames: int, height: int, width: int, images: int, threads: int) -> dict:
     """PSNR (dB) of SF-V one-step frames with each precision's engines against the fp32 frames."""
-    from export.calibration import synthetic_images
-    from runtime.pipeline import VideoPipeline
-
     pictures = synthetic_images(images + 10, height, width, seed=1)[-images:]  # not the calibration images
     frames_by = {}
     for precision in ["fp32", *[p for p in precisions if p != "fp32"]]:
@@ -167,8 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundle = Bundle.load(args.bundle)
     captured = None
     if args.inputs:
-        from export.calibration import Calibration
-
         captured = Calibration.load(args.inputs)
     info = machine_info(args.threads)
     frames = args.frames or bundle.config.num_frames

@@ -29,7 +29,17 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
+
 from benchmarks.errors import BenchmarkError
+from benchmarks.workload import RunConfig, synthetic_image
+from contract.atomic import write_json_atomic
+from contract.bundle import Bundle
+from contract.cli import run_cli
+from contract.environment import library_versions
+from contract.specs import expand_dims
+from runtime.pipeline import VideoPipeline
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +59,6 @@ def normalise(obj):
 
 def clip_dims(config) -> dict[str, int]:
     """Every symbol of the specs at the model's default clip, batch 1 (latent sizes from the specs)."""
-    from export.specs import expand_dims
-
     h, w = config.default_height, config.default_width
     return expand_dims({"batch": 1, "frames": config.num_frames, "height": h, "width": w, "image_height": h,
                         "image_width": w}, config)
@@ -63,9 +71,8 @@ def graph_flops(model, inputs: Mapping[str, "np.ndarray"]) -> int:
     operands exposed as outputs: static shape inference loses dimensions that the exported
     graphs compute at run time (``Tile`` repeats derived from the frame count).
     """
-    import numpy as np
+    # optional: onnx (the export extra)
     import onnx
-    import onnxruntime as ort
 
     model = onnx.ModelProto.FromString(model.SerializeToString())  # outputs are added to a copy
     counted = [n for n in model.graph.node if n.op_type in _COUNTED_OPS]
@@ -101,7 +108,7 @@ def graph_flops(model, inputs: Mapping[str, "np.ndarray"]) -> int:
 
 def network_proxies(bundle) -> dict[str, dict[str, int]]:
     """Per network of ``bundle``: nodes, initializer elements, bytes and FLOPs (see the module doc)."""
-    import numpy as np
+    # optional: onnx (the export extra)
     import onnx
 
     dims = clip_dims(bundle.config)
@@ -136,10 +143,6 @@ def _engines_of(pipe) -> list:
 
 def clip_proxies(bundle_dir: str | os.PathLike) -> dict[str, dict]:
     """Engine calls and host<->engine bytes per network for one SF-V and one guided SVD clip."""
-    from benchmarks.workload import RunConfig, synthetic_image
-    from export.bundle import Bundle
-    from runtime.pipeline import VideoPipeline
-
     config = Bundle.load(bundle_dir).config
     counts: dict[str, dict[str, int]] = {}
     with VideoPipeline.from_bundle(bundle_dir, threads=1) as pipe:
@@ -164,9 +167,6 @@ def clip_proxies(bundle_dir: str | os.PathLike) -> dict[str, dict]:
 
 def measure(bundle_dir: str | os.PathLike) -> dict:
     """All proxies of the bundle at ``bundle_dir`` (plus what they depend on, for the record)."""
-    from export.bundle import Bundle
-    from export.environment import library_versions
-
     bundle = Bundle.load(bundle_dir)
     return {
         "networks": network_proxies(bundle),
@@ -229,13 +229,12 @@ def load_baseline(path: str | os.PathLike = BASELINE) -> dict:
 
 
 def save_baseline(measured: Mapping, path: str | os.PathLike = BASELINE) -> None:
-    from export.atomic import write_json_atomic
-
     write_json_atomic(path, {"format": 1, "update_command": UPDATE_COMMAND, "model": "tiny", **normalise(measured)})
 
 
 def export_tiny(out: Path) -> Path:
     """Export the tiny model with this tree's exporter (no validation: only the graphs are read)."""
+    # optional: torch (the export extra)
     from benchmarks.gate import ROOT, export_bundle
 
     return export_bundle(ROOT, out, "tiny")
@@ -258,8 +257,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from export.cli import run_cli
-
     @run_cli
     def _main(argv):
         args = _parser().parse_args(argv)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.errors import BenchmarkError
-from export.atomic import write_json_atomic
+from contract.atomic import write_json_atomic
 
 BASELINE = Path(__file__).with_name("baseline.json")
 UPDATE_COMMAND = "SFV_BENCH_UPDATE_BASELINE=1 python -m pytest benchmarks/ -q -k ratio   (and again with SFV_BENCH_QUICK=1)"
@@ -112,6 +112,7 @@ def paired_ratio(
     Returns:
         ``(ratio, numerator seconds per call, denominator seconds per call, (n_num, n_den))``.
     """
+    # optional: torch (the export extra)
     from benchmarks.timing import summarize
 
     n_num, n_den = calls_per_sample(numerator, min_sample_s), calls_per_sample(denominator, min_sample_s)

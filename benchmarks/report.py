@@ -17,8 +17,8 @@ both were timed in the same interleaved rounds it is the median of the per-round
 with the quartiles of those same ratios, so the band always contains the figure (a ratio of
 the two medians need not lie inside the band of per-round ratios).
 
-Stages are :data:`STAGES`; ``other`` is what the total spends outside the four networks and
-preprocessing (sampler arithmetic, tensor copies, uint8 conversion).
+Stages are :data:`contract.specs.STAGES`; ``sampler`` is what the total spends outside the four
+networks and preprocessing (sampler arithmetic, tensor copies, uint8 conversion).
 """
 
 from __future__ import annotations
@@ -27,16 +27,17 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from export.atomic import atomic_path, write_json_atomic
+from benchmarks.workload import RunConfig
+from contract.atomic import atomic_path, write_json_atomic
+from contract.specs import SAMPLER_STAGE, STAGES
 
-STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder", "other")
 STAGE_LABELS = {
     "preprocess": "preprocess",
     "image_encoder": "CLIP image encoder",
     "vae_encoder": "VAE encoder",
     "unet": "UNet",
+    SAMPLER_STAGE: "sampler",
     "vae_decoder": "temporal VAE decoder",
-    "other": "other",
 }
 # Paper Table 1 (SF-V, arXiv 2406.04324): UNet seconds on one A100, 14 frames at 1024x576,
 # classifier-free guidance (batch 2) for SVD only.
@@ -61,6 +62,7 @@ def add_speedups(configs: Sequence[dict], reference: str) -> None:
     they share its load) and ``speedup_*_q`` holds the quartiles of those same ratios; without
     (derived per-step rows) it is the ratio of the medians and has no band. ``speedup_of`` says which.
     """
+    # optional: torch (the export extra)
     from benchmarks.timing import summarize
 
     ref = next((c for c in configs if c["name"] == reference), None)
@@ -80,6 +82,7 @@ def add_speedups(configs: Sequence[dict], reference: str) -> None:
 
 def end_to_end_ratio(configs: Sequence[dict], slow: str, fast: str) -> dict | None:
     """``slow`` / ``fast`` end to end: the median and quartiles of the round-by-round ratios (same rounds)."""
+    # optional: torch (the export extra)
     from benchmarks.timing import summarize
 
     by_name = {c["name"]: c for c in configs}
@@ -102,8 +105,6 @@ def _ratio_line(r: dict) -> str:
 
 def _config_name(name: str) -> str:
     """``svd-25`` -> ``SVD 25 steps``, ``sfv-1`` -> ``SF-V 1 step`` (what a reader calls a configuration)."""
-    from benchmarks.workload import RunConfig
-
     rc = RunConfig.parse(name)
     return f"{rc.label} {rc.steps} step{'s' if rc.steps != 1 else ''}"
 
@@ -112,11 +113,13 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def with_other(stages: Mapping[str, float]) -> dict[str, float]:
-    """Per-stage seconds plus ``other = total - (sum of the named stages)``, clamped at 0."""
-    out = {k: float(stages.get(k, 0.0)) for k in STAGES if k != "other"}
+def with_sampler(stages: Mapping[str, float]) -> dict[str, float]:
+    """Per-stage seconds, the sampler's being ``total - (sum of the other stages)``, clamped at 0: all
+    the total spends outside preprocessing and the networks, so that the stages add up to it."""
+    named = [k for k in STAGES if k != SAMPLER_STAGE]
+    out = {k: float(stages.get(k, 0.0)) for k in named}
     out["total"] = float(stages["total"])
-    out["other"] = max(0.0, out["total"] - sum(out[k] for k in STAGES if k != "other"))
+    out[SAMPLER_STAGE] = max(0.0, out["total"] - sum(out[k] for k in named))
     return out
 
 
@@ -230,6 +233,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def header_lines(result: dict) -> list[str]:
     """The table's header: what ran, where, at which shapes and versions."""
+    # optional: torch (the export extra)
     from benchmarks.machine import describe
 
     m, s = result["machine"], result["settings"]
@@ -252,6 +256,7 @@ def header_lines(result: dict) -> list[str]:
         lines.append(f"threads: {choice['chosen']} ({choice['why']})")
     if result.get("load_after"):
         lines.append(f"load average after the run: {result['load_after'][0]:.1f}")
+    # optional: torch (the export extra)
     from benchmarks.machine import contention_warning
 
     warning = contention_warning(m)
@@ -315,9 +320,11 @@ def format_per_step_check(check: dict) -> str:
 
 def plot(result: dict, path: str | os.PathLike) -> None:
     """``speedup.png``: stacked per-stage bars per configuration, absolute and as shares."""
+    # optional: matplotlib (the bench extra)
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
+    # optional: matplotlib (the bench extra)
     import matplotlib.pyplot as plt
 
     configs = result["configs"]

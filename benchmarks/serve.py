@@ -29,7 +29,16 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import ray
 import requests
+from ray import serve
+
+from benchmarks.machine import cpu_model, vector_extensions
+from contract.bundle import Bundle
+from runtime.options import GenerateOptions
+from runtime.pipeline import VideoPipeline
+from serving.serve import build_app, start, stop
+from serving.settings import APP_NAME, GENERATOR, Settings, token_digest
 
 EXAMPLES = """examples:
   # the tiny model, SF-V's one step, ONNX Runtime on the CPU
@@ -130,9 +139,6 @@ class InProcess:
     """The pipeline in this process, opened once: the baseline the service is compared with."""
 
     def __init__(self, bundle: str, engines: dict, image: bytes, options: dict):
-        from runtime.options import GenerateOptions
-        from runtime.pipeline import VideoPipeline
-
         self.image = PIL.Image.open(io.BytesIO(image))
         self.options = GenerateOptions(**options)
         self.pipe = VideoPipeline.from_bundle(bundle, **engines).__enter__()
@@ -162,8 +168,6 @@ class InProcess:
 def hop_probe(shapes: dict, repeats: int = 20) -> dict:
     """Median seconds of one round trip of an array through a Serve deployment (the hop a split
     pipeline adds between two networks' deployments), per named shape."""
-    from ray import serve
-
     @serve.deployment(ray_actor_options={"num_cpus": 0})
     class Echo:
         def __call__(self, x):
@@ -185,10 +189,6 @@ def hop_probe(shapes: dict, repeats: int = 20) -> dict:
 
 
 def kill_generator_replica() -> str:
-    import ray
-
-    from serving.settings import GENERATOR
-
     actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{GENERATOR}#" in a["name"]]
     ray.kill(ray.get_actor(actors[0]["name"], namespace=actors[0]["namespace"]), no_restart=True)
     return actors[0]["name"]
@@ -226,7 +226,6 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
 
-    from benchmarks.machine import cpu_model, vector_extensions
 
     levels = [int(c) for c in args.concurrency.split(",")]
     options = json.loads(args.options)
@@ -243,9 +242,6 @@ def main(argv=None) -> int:
 
     started = args.url is None
     if started:
-        from serving.serve import build_app, start, stop
-        from serving.settings import APP_NAME, Settings, token_digest
-
         token = secrets.token_hex(16)
         settings = Settings(bundle=str(Path(args.bundle).resolve()), results=str(Path(".bench-serve-results").resolve()),
                             engines=engines, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
@@ -292,8 +288,6 @@ def main(argv=None) -> int:
         print(f"  concurrency {c}, {args.rounds} alternated rounds: service {srv:.3f} clips/s, in-process sequential "
               f"{seq:.3f} -> {srv / seq:.3f}x (in-process at batch {args.max_batch}: {bat:.3f} clips/s)", flush=True)
         if started and not args.no_batching_gain:
-            from ray import serve
-
             serve.run(build_app(replace(settings, max_batch=1), replicas=args.replicas), name=APP_NAME, route_prefix="/")
             client.run(1, 2)
             row = client.run(c, args.requests).row()
@@ -322,8 +316,6 @@ def main(argv=None) -> int:
             print(f"  replica killed mid-run at concurrency {c}: done {row['done']}/{row['requests']}, errors {row['errors']}, "
                   f"lost {row['lost']}, retries so far {row['retries']:.0f}", flush=True)
         if started and args.hop:
-            from export.bundle import Bundle
-
             cfg = Bundle.load(args.bundle).config
             f, h, w = cfg.num_frames, cfg.default_height // 8, cfg.default_width // 8
             report["hop"] = hop_probe({"tiny latents, batch 8": (8, f, 4, h, w),

@@ -23,31 +23,27 @@ Modes (``--mode auto`` picks):
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import load_average, machine_info, usable_cores
 from benchmarks.per_step import call_samplers, check_prediction, derive_configs, run_per_step
-from benchmarks.report import add_speedups, end_to_end_ratio, format_text, paper_entry, with_other, write_results
+from benchmarks.report import add_speedups, end_to_end_ratio, format_text, paper_entry, with_sampler, write_results
 from benchmarks.timing import interleave, set_threads, summarize, summarize_dicts
-from benchmarks.workload import (
-    BACKENDS,
-    DEFAULT_CONFIGS,
-    RunConfig,
-    ensure_bundle,
-    model_info,
-    resolve_shape,
-    shapes_info,
-    synthetic_image,
-)
+from benchmarks.workload import BACKENDS, DEFAULT_CONFIGS, RunConfig, ensure_bundle, model_info, resolve_shape, shapes_info, synthetic_image
+from contract.cli import run_cli
+from contract.specs import STAGES
 from engines.factory import model_engines, pipeline_engines
-from export.cli import run_cli
+from networks.models import BUILTIN_MODELS, check_layout, load_model
+from runtime.pipeline import VideoPipeline
 
 log = logging.getLogger(__name__)
 
-_TIMED = ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder", "other", "total")
+_TIMED = (*STAGES, "total")
 
 
 def run_loops(
@@ -69,9 +65,6 @@ def run_loops(
     With ``check``, each stage is also timed one call at a time and the per-step prediction
     (``steps x per-step``) is compared with the measured loops (``result["per_step_model"]``).
     """
-    from export.models import load_model
-    from runtime.pipeline import VideoPipeline
-
     if backend not in BACKENDS:
         raise BenchmarkError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     run_configs = [RunConfig.parse(c) for c in configs]
@@ -101,7 +94,7 @@ def run_loops(
                               **rc.pipeline_kwargs())
                 if result.timings["unet_calls"] != rc.steps:
                     raise BenchmarkError(f"{rc.name}: expected {rc.steps} UNet calls, got {result.timings['unet_calls']}")
-                return with_other(result.timings)
+                return with_sampler(result.timings)
             return run
 
         samplers = {rc.name: sampler(rc) for rc in run_configs}
@@ -162,8 +155,6 @@ def choose_threads(engines_for, image, call: dict, rounds: int = 3) -> tuple[int
     make a run slower and erratic (measured: ``--threads 1`` 2-5x faster than 2 at load 6 on 2
     cores), so the choice must be made on the machine, at the time of the run.
     """
-    from runtime.pipeline import VideoPipeline
-
     candidates = sorted({1, usable_cores()})
     if len(candidates) == 1:
         return 1, {"chosen": 1, "why": "one usable core"}
@@ -222,16 +213,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _auto_mode(model) -> str:
-    from export.models import BUILTIN_MODELS
-
     if str(model) == "tiny":
         return "loop"
     if str(model) in BUILTIN_MODELS:
         return "per-step"
-    import json
-    from pathlib import Path
-
-    from export.models import check_layout
 
     path = Path(model)
     check_layout(path, components=("unet",))

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.proxies import UPDATE_COMMAND, compare, load_baseline, measure
 from benchmarks.ratios import paired_ratio, ratio_clock, ratio_floor, update_requested
 from benchmarks.workload import build_calls, synthetic_image
+from runtime.pipeline import VideoPipeline
 
 GATED_CALLS = ("image_encoder", "vae_encoder", "unet_b1", "vae_decoder")
 
@@ -64,8 +66,6 @@ def test_backend_ratio(call, benchmark, gate_engines, gate_model, gate_settings,
 
 def test_multi_step_vs_one_step(benchmark, gate_engines, gate_model, gate_settings, gate_baseline, gate_recorder):
     """SVD ``multi_steps`` steps with guidance / SF-V one step, end to end on ONNX Runtime."""
-    from runtime.pipeline import VideoPipeline
-
     s = gate_settings
     pipe = VideoPipeline(gate_engines["onnxruntime"])
     c = gate_model.config
@@ -84,8 +84,6 @@ def test_multi_step_vs_one_step(benchmark, gate_engines, gate_model, gate_settin
 
 def test_proxies(gate_bundle):
     """Graph nodes, FLOPs, weights, bytes, engine calls and host<->engine bytes per clip vs proxies.json."""
-    from benchmarks.proxies import UPDATE_COMMAND, compare, load_baseline, measure
-
     measured = measure(gate_bundle.root)
     assert all(v["flops"] > 0 and v["nodes"] > 0 for v in measured["networks"].values())
     increases, changes = compare(measured, load_baseline())

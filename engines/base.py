@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from export.specs import NetworkSpec
+from contract.specs import NetworkSpec
 
 
 class Engine(abc.ABC):

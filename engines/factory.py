@@ -13,11 +13,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from contract.bundle import PRECISIONS, Bundle
+from contract.environment import require_gpu_and_tensorrt, x86_without_vnni
+from contract.errors import BackendUnavailableError, BundleError, ToolkitError
+from contract.precision import TRT_FALLBACK, resolve
+from contract.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
 from engines.base import Engine
-from export.bundle import PRECISIONS, Bundle
-from export.errors import BackendUnavailableError, BundleError, ToolkitError
-from export.environment import require_gpu_and_tensorrt, x86_without_vnni
-from export.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
+from engines.openvino_engine import OpenVINOEngine, openvino_core
+from engines.ort_engine import OnnxRuntimeEngine
 
 log = logging.getLogger(__name__)
 
@@ -115,19 +118,18 @@ def create_engines(
     if backend == "torch":
         model = _load_manifest_model(bundle)
         if "vae_decoder_fast" in names:  # distilled (a directory) or TAESDV (a checkpoint file): see its manifest kind
-            from training.fast_decoder import open_fast_decoder
+            # optional: torch (the export extra)
+            from networks.fast_decoder import open_fast_decoder
 
             found = open_fast_decoder(bundle.entry("vae_decoder_fast")["source"])
             model.fast_decoder = found.contract_module(model.config.scaling_factor)
+        # optional: diffusers, torch (the export extra)
         from engines.torch_engine import TorchEngine
 
         return {name: TorchEngine(bundle.spec(name), model) for name in names}
-    from engines.ort_engine import OnnxRuntimeEngine
 
     trt_engine = tensorrt_engine_class() if backend == "tensorrt" else None  # says what is missing, first
     if backend == "openvino":
-        from engines.openvino_engine import OpenVINOEngine, openvino_core
-
         ov_core = openvino_core(ov_precision)  # likewise: the package, the precision, the CPU's support
     variants = _variants(bundle, names, precision)
     on_cpu = backend == "onnxruntime" and providers in (None, "cpu", ["cpu"])
@@ -159,10 +161,8 @@ def create_engines(
 
 
 def _variants(bundle: Bundle, names: Sequence[str], precision: str) -> dict[str, str]:
-    """The graph variant each network runs (the runtime's fallback chain of :mod:`export.precision`:
+    """The graph variant each network runs (the runtime's fallback chain of :mod:`contract.precision`:
     ``precision`` where the bundle has it, else fp32); a fallback is logged once."""
-    from export.precision import resolve
-
     chosen = {n: resolve(bundle, n, precision)[0] for n in names}
     fallback = [n for n in names if chosen[n] != precision and n not in PREPROCESS_NETWORKS]
     if fallback:
@@ -175,8 +175,11 @@ def torch_engines(model, unet=None, networks: Sequence[str] | None = None, devic
 
     Returns ``(engines, config)``; ``unet`` optionally replaces the model's UNet (a directory).
     """
+    # optional: diffusers, torch (the export extra)
     from engines.torch_engine import TorchEngine
-    from export.models import SVDModel, load_model
+
+    # optional: diffusers, safetensors, torch, transformers (the export extra)
+    from networks.models import SVDModel, load_model
 
     if not isinstance(model, SVDModel):
         model = load_model(model, unet=unet)
@@ -189,6 +192,7 @@ def torch_engines(model, unet=None, networks: Sequence[str] | None = None, devic
 def tensorrt_engine_class():
     """The TensorRT engine class, or :class:`BackendUnavailableError` saying what is missing."""
     require_gpu_and_tensorrt("the tensorrt backend")
+    # optional: torch (the export extra)
     from engines.tensorrt_engine import TensorRTEngine
 
     return TensorRTEngine
@@ -199,7 +203,8 @@ def tensorrt_engine_class():
 
 def _load_manifest_model(bundle: Bundle):
     """Load the model (and UNet) the bundle was exported from, for the torch backend."""
-    from export.models import load_model
+    # optional: diffusers, safetensors, torch, transformers (the export extra)
+    from networks.models import load_model
 
     info = bundle.manifest["model"]
     source, unet_source = info.get("source"), info.get("unet_source")
@@ -227,8 +232,6 @@ def _plan(bundle: Bundle, name: str, precision: str | None = None):
     that request (the variant of that precision, else its fallback), so that ``--precision int8``
     never runs an fp16 plan built earlier.
     """
-    from export.precision import TRT_FALLBACK, resolve
-
     entry = (bundle.manifest.get("engines") or {}).get(name)
     if not entry or not entry.get("file"):
         raise BundleError(

@@ -28,9 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.errors import BackendUnavailableError, BundleError, ToolkitError
+from contract.specs import NetworkSpec
 from engines.base import Engine
-from export.errors import BackendUnavailableError, BundleError, ToolkitError
-from export.specs import NetworkSpec
+
+try:  # numpy's CPU dispatch table (its module moved in numpy 2)
+    from numpy._core._multiarray_umath import __cpu_features__ as _NUMPY_CPU_FEATURES
+except ImportError:  # numpy < 2
+    try:
+        from numpy.core._multiarray_umath import __cpu_features__ as _NUMPY_CPU_FEATURES
+    except ImportError:
+        _NUMPY_CPU_FEATURES = {}
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ AVX2_WORKAROUNDS = {"CPU_RUNTIME_CACHE_CAPACITY": 0}
 def import_openvino():
     """The ``openvino`` module, or :class:`BackendUnavailableError` with the install command."""
     try:
+        # optional: openvino (the openvino extra)
         import openvino
     except ImportError as exc:
         raise BackendUnavailableError(
@@ -72,6 +81,7 @@ def check_inference_precision(precision: str) -> str:
 
 def device_capabilities(core, device: str = DEVICE) -> list[str]:
     """The device's ``OPTIMIZATION_CAPABILITIES``, e.g. ``['BF16', 'FP32', 'INT8', ...]`` on a CPU with AVX-512 BF16."""
+    # optional: openvino (the openvino extra)
     import openvino.properties.device as device_props
 
     return [str(c) for c in core.get_property(device, device_props.capabilities)]
@@ -86,6 +96,7 @@ def check_device_supports(core, precision: str, device: str = DEVICE) -> None:
     capability = INFERENCE_PRECISIONS[check_inference_precision(precision)][1]
     have = device_capabilities(core, device)
     if capability not in have:
+        # optional: openvino (the openvino extra)
         import openvino.properties.device as device_props
 
         name = core.get_property(device, device_props.full_name)
@@ -103,14 +114,7 @@ def cpu_has_avx512() -> bool:
     describe the host under an emulator such as ``qemu-x86_64 -cpu Haswell``). ``False`` where
     numpy cannot say: the workarounds are safe on any CPU.
     """
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # numpy < 2
-        try:
-            from numpy.core._multiarray_umath import __cpu_features__ as features
-        except ImportError:
-            return False
-    return bool(features.get("AVX512_SKX", False))
+    return bool(_NUMPY_CPU_FEATURES.get("AVX512_SKX", False))
 
 
 def cpu_workarounds(avx512: bool | None = None) -> dict:
@@ -172,7 +176,10 @@ class OpenVINOEngine(Engine):
     def compile_config(self) -> dict:
         """The properties passed to ``compile_model``."""
         ov = import_openvino()
+        # optional: openvino (the openvino extra)
         import openvino.properties as props
+
+        # optional: openvino (the openvino extra)
         import openvino.properties.hint as hints
 
         config = {

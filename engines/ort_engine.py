@@ -12,10 +12,11 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import onnxruntime as ort
 
+from contract.errors import BackendUnavailableError, BundleError
+from contract.specs import NetworkSpec
 from engines.base import Engine
-from export.errors import BackendUnavailableError, BundleError
-from export.specs import NetworkSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ def cpu_session_options(threads: int | None = None, optimize: bool = True, quiet
         spin: let idle intra-op threads spin for the next call (ONNX Runtime's default); ``False``
             for a session whose next call is usually another session's (:data:`SPINNING_NETWORKS`).
     """
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -120,8 +119,6 @@ class OnnxRuntimeEngine(Engine):
         self._feed_types: dict[str, type] = {}
 
     def _activate(self) -> None:
-        import onnxruntime as ort
-
         # The installed wheel must at least know a provider; whether it can run (a GPU, the
         # CUDA/TensorRT libraries) shows only in the session: onnxruntime-gpu lists CUDA and
         # TensorRT even on a machine without a GPU.

@@ -24,11 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from polygraphy.backend.trt import EngineFromBytes
+from polygraphy.exception import PolygraphyException
 
+from contract.errors import BackendUnavailableError, BundleError, EngineCacheError, ShapeError
+from contract.specs import NetworkSpec
+from contract.trt_profiles import shape_in_profile
 from engines.base import Engine
-from export.errors import BackendUnavailableError, EngineCacheError, ShapeError
-from export.specs import NetworkSpec
-from export.trt_profiles import shape_in_profile
+from engines.trt_cache import check_loadable, detect_machine, import_tensorrt, require_gpu_and_tensorrt
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +89,6 @@ class TensorRTEngine(Engine):
     @classmethod
     def from_bundle(cls, bundle, network: str, **kwargs) -> "TensorRTEngine":
         """The engine recorded in ``bundle.manifest["engines"][network]``."""
-        from export.errors import BundleError
-
         entry = bundle.manifest.get("engines", {}).get(network)
         if not entry:
             raise BundleError(
@@ -123,8 +124,6 @@ class TensorRTEngine(Engine):
     # ------------------------------------------------------------------ lifecycle
 
     def _activate(self) -> None:
-        from export.trt_cache import check_loadable, detect_machine, import_tensorrt, require_gpu_and_tensorrt
-
         require_gpu_and_tensorrt("running a TensorRT engine")
         trt = import_tensorrt()
         machine = detect_machine(self.device_index)
@@ -134,8 +133,6 @@ class TensorRTEngine(Engine):
             raise EngineCacheError(f"engine file {self.plan_path} is missing; build it with `python -m export.trt --bundle {self.plan_path.parent}`")
 
         torch.cuda.init()  # TensorRT runs in the CUDA context PyTorch owns
-        from polygraphy.backend.trt import EngineFromBytes
-        from polygraphy.exception import PolygraphyException
 
         self.device = torch.device("cuda", torch.cuda.current_device() if self.device_index is None else self.device_index)
         with torch.cuda.device(self.device):

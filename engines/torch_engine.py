@@ -9,15 +9,15 @@ import torch
 from torch import nn
 
 from engines.base import Engine
-from export.environment import require_gpu
-from export.networks import build_network
-from export.specs import NetworkSpec
+from contract.environment import require_gpu
+from networks.wrappers import build_network
+from contract.specs import NetworkSpec
 
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 class TorchEngine(Engine):
-    """Runs ``export.networks.build_network(spec.name, model)`` eagerly.
+    """Runs ``networks.wrappers.build_network(spec.name, model)`` eagerly.
 
     This is the reference every other backend is compared with: the module is exactly what the
     ONNX exporter traces. numpy inputs move to ``device`` (and to fp16 under

@@ -17,13 +17,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from contract.errors import ShapeError
 from engines.base import Engine
+from engines.factory import pipeline_engines
+from runtime.pipeline import VideoPipeline
 
 log = logging.getLogger(__name__)
+
+
+def parse_calibration_size(text: str | None) -> dict:
+    """``"128x128x14"`` -> ``{"height": 128, "width": 128, "frames": 14}``."""
+    if not text:
+        return {}
+    parts = text.lower().split("x")
+    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ShapeError(f"--calibration-size {text!r}: give HEIGHTxWIDTH or HEIGHTxWIDTHxFRAMES, e.g. 128x128x14")
+    return dict(zip(("height", "width", "frames"), map(int, parts)))
 
 
 class RecordingEngine(Engine):
@@ -107,11 +120,6 @@ def capture_calibration(
     ``frames``/``height``/``width`` default to the manifest's (the full-size SVD default is
     576x1024; pass a smaller size to keep a CPU capture short).
     """
-    from dataclasses import replace
-
-    from engines.factory import pipeline_engines
-    from runtime.pipeline import VideoPipeline
-
     config = bundle.config
     height = height or config.default_height
     width = width or config.default_width

@@ -19,7 +19,10 @@ import os
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+from polygraphy.backend.onnx import fold_constants, infer_shapes
+from polygraphy.logger import G_LOGGER
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +46,6 @@ def cleanup(
         external_data_dir: the directory of the model's external data files, if any.
         num_passes: folding passes; ``None`` folds until the graph stops changing.
     """
-    import onnxruntime as ort
-    from polygraphy.backend.onnx import fold_constants, infer_shapes
-    from polygraphy.logger import G_LOGGER
-
     before = len(model.graph.node)
     passes = 0
     # Polygraphy is chatty at INFO, and ORT (which evaluates the folded subgraphs) warns about

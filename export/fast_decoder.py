@@ -19,19 +19,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.bundle import Bundle
-from export.cli import quiet_logging, run_cli
-from export.onnx import (
-    ALL_NETWORKS,
-    DEFAULT_OPSET,
-    _install,
-    _open_fast_decoder,
-    _staging_dir,
-    default_dims,
-    export_network,
-    fast_decoder_for,
-)
-from export.specs import build_specs
+from contract.bundle import Bundle
+from contract.cli import quiet_logging, run_cli
+from contract.specs import build_specs
+from export.onnx import ALL_NETWORKS, DEFAULT_OPSET, _install, _staging_dir, default_dims, export_network, fast_decoder_for
+from networks.fast_decoder import open_fast_decoder
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +39,7 @@ def add_fast_decoder(bundle: Bundle | str | os.PathLike, fast_decoder: str | os.
     small model: a decoder's cost does not depend on the teacher's size).
     """
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    found = _open_fast_decoder(fast_decoder)
+    found = open_fast_decoder(fast_decoder)
     config = bundle.config
     net, fields = fast_decoder_for(found, config)
     export_dims, check_list = default_dims(config, full_size=False)

@@ -15,12 +15,11 @@ activations' range exceeds fp16. Each network's list is ``NetworkSpec.fp32_op_ty
 from __future__ import annotations
 
 import onnx
+from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
 
 def block_list(fp32_op_types: tuple[str, ...] | list[str]) -> list[str]:
     """The converter's own block list (ops without fp16 kernels) plus the network's fragile ops."""
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
-
     return sorted(set(DEFAULT_OP_BLOCK_LIST) | set(fp32_op_types))
 
 
@@ -30,8 +29,6 @@ def to_fp16(model: onnx.ModelProto, fp32_op_types: tuple[str, ...] | list[str]) 
     Returns:
         the converted model and the sorted op types of the graph that were kept in fp32.
     """
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
     blocked = block_list(fp32_op_types)
     present = {node.op_type for node in model.graph.node}
     # Shape inference already ran in clean-up; running it again here would fail above 2 GB.

@@ -1,7 +1,7 @@
 """``python -m export.onnx``: lower an SVD-family model's networks to validated ONNX graphs.
 
 For each network (CLIP image encoder, VAE encoder, UNet, temporal VAE decoder) the spec in
-:mod:`export.specs` drives one chain::
+:mod:`contract.specs` drives one chain::
 
     torch.onnx.export (TorchScript, dynamo=False, named dynamic axes)
       -> clean-up (Polygraphy constant folding + ONNX shape inference)      export/cleanup.py
@@ -40,15 +40,13 @@ from pathlib import Path
 import onnx
 import torch
 
-from export.atomic import usual_permissions
-from export.bundle import MANIFEST, SAMPLERS, Bundle, SamplerConfig, new_manifest, sha256_file
-from export.cli import quiet_logging, run_cli
-from export.cleanup import cleanup, load_lean, load_weights
-from export.environment import library_versions
-from export.errors import BundleError, ModelLayoutError, ShapeError, ToolkitError, UnknownNetworkError
-from export.models import BUILTIN_MODELS, SVDModel, load_model
-from export.networks import build_network
-from export.specs import (
+from contract.atomic import usual_permissions
+from contract.bundle import MANIFEST, SAMPLERS, Bundle, SamplerConfig, new_manifest, sha256_file
+from contract.cli import quiet_logging, run_cli
+from contract.environment import library_versions
+from contract.errors import BundleError, ModelLayoutError, ShapeError, ToolkitError, UnknownNetworkError
+from contract.precision import parse_precisions
+from contract.specs import (
     NETWORKS,
     OPTIONAL_NETWORKS,
     PREPROCESS_NETWORKS,
@@ -59,7 +57,14 @@ from export.specs import (
     check_resolution,
     expand_dims,
 )
+from export.calibration import parse_calibration_size
+from export.cleanup import cleanup, load_lean, load_weights
+from export.preprocess_graph import build_clip_preprocess
 from export.validate import check, compare, reference_outputs
+from export.variants import add_variants
+from networks.fast_decoder import open_fast_decoder
+from networks.models import BUILTIN_MODELS, SVDModel, load_model
+from networks.wrappers import build_network
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +161,7 @@ def export_network(
     """Trace, clean up, save and validate one network's fp32 graph into directory ``stage``.
 
     Args:
-        model: the loaded model; the network is wrapped with :func:`export.networks.build_network`.
+        model: the loaded model; the network is wrapped with :func:`networks.wrappers.build_network`.
         release: drop the network's component from ``model`` once traced (the references for
             validation are computed before tracing), so that the full-size UNet's 6 GB of
             PyTorch weights are freed before its ONNX weights are read back.
@@ -200,8 +205,6 @@ def export_preprocess(name: str, model: SVDModel, spec: NetworkSpec, config: Mod
 
     Validated at image sizes from 2x3 pixels to larger than 576x1024, up- and downscaling.
     """
-    from export.preprocess_graph import build_clip_preprocess
-
     graph = build_clip_preprocess(spec, config, opset=max(opset, 11))
     variant, files = _save(graph, stage / f"{name}.onnx", large=False)
     sizes = [(2, 3), (64, 48), (320, 240), (576, 1024), (1200, 700)] if validate else []
@@ -288,14 +291,8 @@ def _check_networks(networks: Iterable[str] | None, fast_decoder: bool = False) 
     return check_network_names(networks + (["vae_decoder_fast"] if fast_decoder else []), ALL_NETWORKS)
 
 
-def _open_fast_decoder(path: str | os.PathLike):
-    from training.fast_decoder import open_fast_decoder  # training stands above export: imported when used
-
-    return open_fast_decoder(path)
-
-
 def fast_decoder_for(found, config: ModelConfig) -> tuple[torch.nn.Module, dict]:
-    """A fast decoder found by :func:`training.fast_decoder.open_fast_decoder` (a distilled decoder's
+    """A fast decoder found by :func:`networks.fast_decoder.open_fast_decoder` (a distilled decoder's
     directory, or a TAESDV checkpoint) under ``vae_decoder_fast``'s contract, checked to take this
     model's latents, and the manifest fields that say which one it is (``kind``, ``source``)."""
     if found.latent_channels != config.latent_channels or found.scale_factor != config.vae_scale_factor:
@@ -384,7 +381,7 @@ def export_bundle(
         out: the bundle directory (created if missing). Networks of an existing bundle that are
             not re-exported keep their entries.
         networks: subset of :data:`ALL_NETWORKS`; default ``clip_preprocess`` and the four of
-            :data:`export.specs.NETWORKS` (plus ``vae_decoder_fast`` with ``fast_decoder``).
+            :data:`contract.specs.NETWORKS` (plus ``vae_decoder_fast`` with ``fast_decoder``).
         opset: ONNX opset (14-20).
         unet: UNet directory replacing the model's (only when ``model`` is not loaded yet).
         validate_dims: dims (``batch``/``frames``/``height``/``width``) to validate at; default
@@ -404,7 +401,7 @@ def export_bundle(
         raise ShapeError(f"opset {opset} is not supported; use {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     out = Path(out)
     _prepare_out(out)
-    found = _open_fast_decoder(fast_decoder) if fast_decoder is not None else None  # before a possibly large model
+    found = open_fast_decoder(fast_decoder) if fast_decoder is not None else None  # before a possibly large model
     model, owned = _loaded(model, unet, say)
     export_dims, check_list = _trace_and_check_dims(model, sample_dims, validate_dims)
     fast = fast_decoder_for(found, model.config) if found is not None else None
@@ -575,10 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample.update(height=args.height, width=args.width)
     check_dims(ModelConfig(vae_scale_factor=1, unet_downsample=1), {k: v for k, v in sample.items() if k == "frames"})
     _check_networks(args.networks, args.fast_decoder is not None)  # before loading a possibly large model
-    from export.precision import parse_precisions
 
     precisions = parse_precisions(args.precision + (",fp16" if args.fp16 else ""))
-    calibration_size = _calibration_size(args.calibration_size)
+    calibration_size = parse_calibration_size(args.calibration_size)
     with quiet_logging(args.quiet):
         _export(args, precisions, sample, calibration_size)
     return 0
@@ -598,19 +594,7 @@ def _export(args, precisions, sample, calibration_size) -> None:
         sampler=args.sampler,
     )
     if len(precisions) > 1:
-        from export.variants import add_variants
-
         add_variants(bundle, precisions, args.networks, calibration_size=calibration_size)
-
-
-def _calibration_size(text: str | None) -> dict:
-    """``"128x128x14"`` -> ``{"height": 128, "width": 128, "frames": 14}``."""
-    if not text:
-        return {}
-    parts = text.lower().split("x")
-    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ShapeError(f"--calibration-size {text!r}: give HEIGHTxWIDTH or HEIGHTxWIDTHxFRAMES, e.g. 128x128x14")
-    return dict(zip(("height", "width", "frames"), map(int, parts)))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ computes sigma, the kernel size and the kernel from the input's shape at run tim
 graph serves every image and every runtime (Python, C++) runs the same numbers.
 
 Graph: ``pixels`` uint8 ``[image_height, image_width, 3]`` -> ``pixel_values`` float32
-``[1, 3, S, S]``. Its PyTorch reference is :class:`export.networks.ClipPreprocessNet`, which calls
+``[1, 3, S, S]``. Its PyTorch reference is :class:`networks.wrappers.ClipPreprocessNet`, which calls
 diffusers' own function; :func:`export.validate` compares the two like any other network.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.specs import ModelConfig, NetworkSpec
+from contract.specs import ModelConfig, NetworkSpec
 
 
 def build_clip_preprocess(spec: NetworkSpec, config: ModelConfig, opset: int = 17) -> onnx.ModelProto:

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.calibrate import MinMaxCalibrater, create_calibrator, save_tensors_data
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,6 @@ class FeedReader:
 
 
 def _types(precision: str, method: str | None = None):
-    from onnxruntime.quantization import CalibrationMethod, QuantType
-
     if precision == "int8":
         return QuantType.QInt8, CalibrationMethod[method or "MinMax"]
     if precision == "fp8":
@@ -89,9 +90,6 @@ def _lean_minmax_calibrator(src: Path, augmented: str):
     the output names it recorded), and the session skips prepacking and graph optimisation (ranges
     must be those of the graph's own tensors).
     """
-    import onnxruntime as ort
-    from onnxruntime.quantization.calibrate import MinMaxCalibrater
-
     calibrator = MinMaxCalibrater(src, list(QUANTIZED_OPS), augmented_model_path=augmented,
                                   use_external_data_format=True, symmetric=True)
     calibrator.augment_graph()
@@ -108,8 +106,6 @@ def calibrate(
     src: str | os.PathLike, feeds: Sequence[Mapping[str, np.ndarray]], precision: str, cache: str | os.PathLike, method: str | None = None
 ) -> None:
     """Collect the activation ranges of ``src`` on ``feeds`` (one at a time) and save them to ``cache``."""
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
-
     _, method = _types(precision, method)
     with tempfile.TemporaryDirectory(prefix="calibrate-", dir=Path(cache).parent) as tmp:
         augmented = str(Path(tmp) / "augmented.onnx")
@@ -151,8 +147,6 @@ def quantize(
     Returns:
         the sorted op types that stay float (the variant's ``fp32_ops``).
     """
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
     qtype, method = _types(precision, method)
     lean = onnx.load(str(src), load_external_data=False)
     excluded = list(activation_matmuls(lean) if keep_float is None else keep_float)

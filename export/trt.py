@@ -7,14 +7,14 @@
 
 Precision lives in the graph: ``--fp16`` / ``--int8`` / ``--fp8`` build each network from the
 bundle's graph variant of that precision (``unet.fp16.onnx``, ``unet.int8.onnx``, ...; see
-:mod:`export.precision`), exporting the variant first when the bundle lacks it. A network
+:mod:`contract.precision`), exporting the variant first when the bundle lacks it. A network
 without an int8/fp8 variant (by default all but the UNet) is built from its fp16 graph. The
 network is strongly typed (TensorRT >= 10.12; 11.x has nothing else) and the builder gets no
 precision flag.
 
 For each network: the optimization profile comes from the network spec and the ranges
-(:mod:`export.trt_profiles`), the engine's cache key from the variant's sha256, TensorRT
-version, GPU, precision and profile (:mod:`export.trt_cache`). A recorded engine with the same
+(:mod:`contract.trt_profiles`), the engine's cache key from the variant's sha256, TensorRT
+version, GPU, precision and profile (:mod:`engines.trt_cache`). A recorded engine with the same
 key is reused; otherwise the engine is built with Polygraphy (:mod:`export.trt_build`), written
 atomically as ``<network>.<precision>.plan`` and recorded in ``manifest.json``::
 
@@ -40,21 +40,26 @@ from pathlib import Path
 
 from polygraphy.exception import PolygraphyException
 
-from export.atomic import atomic_path
-from export.bundle import MANIFEST, Bundle, sha256_file
-from export.cli import run_cli
-from export.errors import BundleError, ToolkitError
-from export.precision import DEFAULT_NETWORKS, TRT_FALLBACK, missing_variants, resolve
-from export.specs import NETWORKS, OPTIONAL_NETWORKS, NetworkSpec
+from contract.atomic import atomic_path
+from contract.bundle import MANIFEST, Bundle, sha256_file
+from contract.cli import run_cli
+from contract.environment import TENSORRT_REQUIREMENT
+from contract.errors import BundleError, ToolkitError
+from contract.precision import DEFAULT_NETWORKS, TRT_FALLBACK, missing_variants, resolve
+from contract.specs import NETWORKS, OPTIONAL_NETWORKS, NetworkSpec
+from contract.trt_profiles import ProfileRanges, network_profile, parse_range, resolve_ranges
+from engines.trt_cache import CacheDecision, MachineInfo, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
+from export.calibration import parse_calibration_size
+from export.onnx import export_bundle
+from export.trt_build import BuildOptions, engine_loader, save_plan
+from export.variants import add_variants
+from networks.models import load_model
+
+log = logging.getLogger(__name__)
 
 # The networks TensorRT builds: the four, and the fast decoder where the bundle has one (the
 # pre-processing graphs stay on ONNX Runtime).
 ENGINE_NETWORKS = NETWORKS + OPTIONAL_NETWORKS
-from export.trt_build import TENSORRT_REQUIREMENT, BuildOptions, engine_loader, save_plan
-from export.trt_cache import MachineInfo, CacheDecision, cache_key, detect_machine, lookup, require_gpu_and_tensorrt
-from export.trt_profiles import ProfileRanges, network_profile, parse_range, resolve_ranges
-
-log = logging.getLogger(__name__)
 
 
 class EngineBuildError(ToolkitError):
@@ -212,7 +217,6 @@ def ensure_variants(bundle: Bundle, networks: Sequence[str], precision: str, cal
     todo = {p: ns for p, ns in todo.items() if ns}
     if not todo:
         return
-    from export.variants import add_variants
 
     for p, ns in todo.items():
         log.info("exporting the %s graph(s) of %s first", p, ", ".join(ns))
@@ -324,9 +328,8 @@ def _check_networks(bundle_networks: Sequence[str], wanted: Sequence[str] | None
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = _check_options(args)
-    from export.onnx import _calibration_size
 
-    calibration_size = _calibration_size(args.calibration_size)
+    calibration_size = parse_calibration_size(args.calibration_size)
     root = Path(args.bundle)
     exists = (root / MANIFEST).is_file()
 
@@ -350,9 +353,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 3. Export the bundle when asked to.
     if not exists:
-        from export.models import load_model
-        from export.onnx import export_bundle
-
         model = load_model(args.model, unet=args.unet)
         ranges = resolve_ranges(model.config, _overrides(args))
         bundle = export_bundle(model, root, networks=args.networks, opset=args.opset)

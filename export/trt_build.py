@@ -14,7 +14,7 @@ Precision lives in the graph, not in the builder. TensorRT 11 removed every weak
 types, INT8 calibrators); a strongly typed network runs each tensor in the type the ONNX graph
 gives it. So an fp16 engine is built from the bundle's fp16 graph (fp16 weights and activations,
 explicit Casts around the ops kept fp32, float32 inputs/outputs), an int8 or fp8 engine from a
-graph with QuantizeLinear/DequantizeLinear pairs (:mod:`export.precision`). The network is
+graph with QuantizeLinear/DequantizeLinear pairs (:mod:`contract.precision`). The network is
 created with the ``STRONGLY_TYPED`` flag, which TensorRT 10.12+ needs for this behaviour and
 11.x accepts and ignores (every 11.x network is strongly typed). ``CreateConfig`` gets no
 precision argument at all.
@@ -24,45 +24,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.bundle import PRECISIONS
-from export.errors import BackendUnavailableError
-from export.environment import TENSORRT_REQUIREMENT
+from contract.bundle import PRECISIONS
+from contract.trt_profiles import polygraphy_profile
 
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
-# Strongly typed networks from ONNX: the flag exists since 10.x, its ONNX path is complete since
-# 10.12 (the release that deprecated weak typing); 11.x is strongly typed only.
-MIN_TENSORRT = (10, 12)
-NEXT_UNTESTED = (12, 0)
-
-
-def tensorrt_version_tuple(version: str) -> tuple[int, int]:
-    """``"10.12.0.36"`` -> ``(10, 12)``."""
-    match = re.match(r"(\d+)\.(\d+)", str(version))
-    if not match:
-        raise BackendUnavailableError(f"cannot read the TensorRT version {version!r}; install {TENSORRT_REQUIREMENT!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def check_tensorrt_version(version: str) -> None:
-    """Refuse a TensorRT that cannot build strongly typed networks from ONNX (older than 10.12)."""
-    got = tensorrt_version_tuple(version)
-    if got < MIN_TENSORRT:
-        raise BackendUnavailableError(
-            f"TensorRT {version} is too old: engines are built as strongly typed networks (precision from the "
-            f"ONNX graph), which needs TensorRT >= {MIN_TENSORRT[0]}.{MIN_TENSORRT[1]} (11.x supported); "
-            f"upgrade with `pip install '{TENSORRT_REQUIREMENT}'`"
-        )
-    if got >= NEXT_UNTESTED:
-        log.warning("TensorRT %s is newer than the range this toolkit is written for (%s)", version, TENSORRT_REQUIREMENT)
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     """How engines are built (the command line's build flags)."""
@@ -89,6 +60,7 @@ class WorkspaceLimit:
         self.nbytes = int(nbytes)
 
     def __call__(self, builder, network, config) -> None:
+        # optional: tensorrt (the gpu extra)
         import tensorrt as trt
 
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.nbytes)
@@ -96,9 +68,8 @@ class WorkspaceLimit:
 
 def create_config(profile: Mapping[str, Mapping[str, list[int]]], options: BuildOptions):
     """The ``CreateConfig`` loader (optionally wrapped to cap the workspace); no precision flags."""
+    # optional: polygraphy (the export extra)
     from polygraphy.backend.trt import CreateConfig, PostprocessConfig
-
-    from export.trt_profiles import polygraphy_profile
 
     cache = options.timing_cache
     config = CreateConfig(
@@ -118,6 +89,7 @@ def engine_loader(
     save_timing_cache: str | os.PathLike | None = None,
 ):
     """The uncalled ``EngineFromNetwork`` loader for one graph (nothing imports TensorRT yet)."""
+    # optional: polygraphy (the export extra)
     from polygraphy.backend.trt import EngineFromNetwork, NetworkFromOnnxPath
 
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
@@ -127,6 +99,7 @@ def engine_loader(
 
 def save_plan(loader, path: str | os.PathLike) -> None:
     """Build and write the plan to ``path`` (the caller makes the write atomic)."""
+    # optional: polygraphy (the export extra)
     from polygraphy.backend.trt import SaveEngine
 
     engine = SaveEngine(loader, str(path))()

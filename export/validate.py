@@ -21,11 +21,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
+from contract.errors import ValidationError
+from contract.specs import ModelConfig, NetworkSpec, expand_dims
 from engines.ort_engine import cpu_session_options
-from export.errors import ValidationError
-from export.specs import ModelConfig, NetworkSpec, expand_dims
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ def reference_outputs(
 
 def ort_session(path: str | os.PathLike, threads: int | None = None):
     """A CPU ONNX Runtime session for the graph at ``path`` (external data beside it)."""
-    import onnxruntime as ort
-
     options = cpu_session_options(threads or torch.get_num_threads(), quiet=True)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

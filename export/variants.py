@@ -1,5 +1,5 @@
 """Write a bundle's precision variants: convert each fp32 graph, validate it against the fp32 graph
-in ONNX Runtime, move it into the bundle and record it in the manifest (see :mod:`export.precision`).
+in ONNX Runtime, move it into the bundle and record it in the manifest (see :mod:`contract.precision`).
 
     add_variants(bundle, ["fp16", "int8"])            # fp16 for every network, int8 for the UNet
 
@@ -17,6 +17,7 @@ are finite and ``rel_l2 <= REL_L2_LIMIT[precision]``.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import logging
 import os
@@ -26,12 +27,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
+from contract.atomic import usual_permissions
+from contract.bundle import Bundle, sha256_file
+from contract.cli import run_cli
+from contract.errors import BundleError, ShapeError, ValidationError
+from contract.precision import DEFAULT_NETWORKS, PRECISIONS, check_precision, parse_precisions, variant_file, variants
+from contract.specs import expand_dims
 from engines.ort_engine import cpu_session_options
-from export.atomic import usual_permissions
-from export.bundle import Bundle, sha256_file
-from export.errors import BundleError, ShapeError, ValidationError
-from export.precision import DEFAULT_NETWORKS, PRECISIONS, check_precision, variant_file, variants
+from export.calibration import Calibration, capture_calibration, parse_calibration_size
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +63,6 @@ def output_error(got: np.ndarray, want: np.ndarray) -> dict:
 
 
 def _session(path: str | os.PathLike, threads: int | None = None):
-    import onnxruntime as ort
-
     return ort.InferenceSession(str(path), cpu_session_options(threads, quiet=True), providers=["CPUExecutionProvider"])
 
 
@@ -99,7 +102,7 @@ def validate_against_fp32(
 
 def sample_feeds(bundle: Bundle, network: str) -> list[dict[str, np.ndarray]]:
     """Seeded sample inputs of ``network`` at the bundle's export sample dims (fp16 validation)."""
-    from export.specs import expand_dims
+    # optional: torch (the export extra)
     from export.validate import used_dims
 
     spec = bundle.spec(network)
@@ -111,12 +114,14 @@ def sample_feeds(bundle: Bundle, network: str) -> list[dict[str, np.ndarray]]:
 
 def _convert(bundle: Bundle, network: str, precision: str, out_path: Path, calibration) -> tuple[list[str], int, bool]:
     """Write ``network``'s ``precision`` graph to ``out_path``; return (fp32 op types, nodes, external)."""
+    # optional: onnx (the export extra)
     import onnx
 
     fp32_entry = variants(bundle.manifest, network)["fp32"]
     src = bundle.root / fp32_entry["file"]
     external = bool(fp32_entry.get("external_data"))
     if precision == "fp16":
+        # optional: onnx (the export extra)
         from export.fp16 import to_fp16
 
         model = onnx.load(str(src))
@@ -126,6 +131,7 @@ def _convert(bundle: Bundle, network: str, precision: str, out_path: Path, calib
         external = _fp16_needs_external(model)
         _save(model, out_path, external)
         return fp32_ops, nodes, external
+    # optional: onnx (the export extra)
     from export.quantize import quantize
 
     if calibration is None:
@@ -141,6 +147,7 @@ def _fp16_needs_external(model) -> bool:
 
 
 def _save(model, path: Path, external: bool) -> None:
+    # optional: onnx (the export extra)
     import onnx
 
     onnx.save_model(
@@ -245,8 +252,6 @@ def add_variants(
             continue
         todo = [n for n in (networks or bundle.networks) if n in DEFAULT_NETWORKS[precision] and n in bundle.networks]
         if precision in ("int8", "fp8") and todo and calibration is None:
-            from export.calibration import capture_calibration
-
             calibration = capture_calibration(bundle, threads=threads, **dict(calibration_size or {}))
         for network in todo:
             log.info("%s: writing the %s graph", network, precision)
@@ -259,8 +264,6 @@ def add_variants(
 
 
 def _parser():
-    import argparse
-
     p = argparse.ArgumentParser(
         prog="python -m export.variants",
         description=(
@@ -289,15 +292,10 @@ def _parser():
 
 
 def main(argv=None) -> int:
-    from export.cli import run_cli
-
     return run_cli(_main)(argv)
 
 
 def _main(argv=None) -> int:
-    from export.onnx import _calibration_size
-    from export.precision import parse_precisions
-
     args = _parser().parse_args(argv)
     precisions = parse_precisions(args.precision)
     if args.svd_steps < 2 or args.svd_every < 1 or args.calibration_images < 1:
@@ -305,15 +303,13 @@ def _main(argv=None) -> int:
     bundle = Bundle.load(args.bundle)
     calibration = None
     if any(p in precisions for p in ("int8", "fp8")):
-        from export.calibration import Calibration, capture_calibration
-
         path = Path(args.calibration) if args.calibration else None
         if path is not None and path.is_file():
             calibration = Calibration.load(path)
         else:
             calibration = capture_calibration(
                 bundle, images=args.calibration_images, svd_steps=args.svd_steps, svd_every=args.svd_every, threads=args.threads,
-                **_calibration_size(args.calibration_size),
+                **parse_calibration_size(args.calibration_size),
             )
             if path is not None:
                 calibration.save(path)

@@ -1,6 +1,6 @@
-"""Errors of the runtime's inputs and outputs (the engines' and bundles' live in export.errors)."""
+"""Errors of the runtime's inputs and outputs (the engines' and bundles' live in contract.errors)."""
 
-from export.errors import ToolkitError
+from contract.errors import ToolkitError
 
 
 class InputError(ToolkitError):

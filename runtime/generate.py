@@ -14,13 +14,17 @@ from pathlib import Path
 
 import PIL.Image
 
-from export.atomic import write_npy_atomic
-from export.bundle import MANIFEST
-from export.cli import quiet_logging, run_cli
+from contract.atomic import write_npy_atomic
+from contract.bundle import MANIFEST
+from contract.cli import quiet_logging, run_cli
+from contract.specs import STAGES
 from engines.factory import RUNTIME_PRECISIONS
 from runtime.errors import InputError
+from runtime.noise import ExplicitNoise, RecordingNoise, noise_source, save_noise
 from runtime.options import add_arguments, from_arguments
-from runtime.pipeline import STAGES, require_torch_backend
+from runtime.pipeline import VideoPipeline, require_torch_backend
+from runtime.preprocess import load_image
+from runtime.video import check_writable, output_kind, write_video
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +108,6 @@ def main(argv=None) -> int:
 
 
 def _generate(args) -> int:
-    from runtime.video import check_writable, output_kind, write_video
-
     # 1. Cheap checks first: nothing heavy loads before the inputs are known to be usable.
     if args.unet and not args.model:
         raise InputError("--unet goes with --model (a bundle's UNet is fixed at export; re-export with --unet)")
@@ -136,9 +138,6 @@ def _generate(args) -> int:
     if args.model or args.backend == "torch":
         require_torch_backend()
     options = from_arguments(args)
-    from runtime.noise import ExplicitNoise, RecordingNoise, noise_source, save_noise
-    from runtime.pipeline import VideoPipeline
-    from runtime.preprocess import load_image
 
     loaded = [load_image(p) for p in images]
     noise = None

@@ -36,6 +36,7 @@ from typing import Protocol
 
 import numpy as np
 
+from contract.atomic import atomic_path
 from runtime.errors import InputError
 
 GENERATORS = ("auto", "torch", "splitmix")
@@ -90,6 +91,7 @@ class TorchNoise:
     """``torch.randn`` from one seeded CPU generator, drawn in diffusers' order."""
 
     def __init__(self, seed: int):
+        # optional: torch (the export extra)
         import torch
 
         self._torch = torch
@@ -196,8 +198,6 @@ def save_noise(path: str | os.PathLike, augmentation: np.ndarray, latents: np.nd
 
     ``steps``: the lcm sampler's draws (a list of ``[1, F, C, h, w]`` or one ``[n, 1, F, C, h, w]``), if any.
     """
-    from export.atomic import atomic_path
-
     arrays = {"augmentation": np.asarray(augmentation, np.float32), "latents": np.asarray(latents, np.float32)}
     if steps is not None and len(steps):
         arrays["steps"] = np.asarray(np.stack(list(steps)), np.float32)

@@ -2,7 +2,7 @@
 
 Fields left ``None`` take the model's default from the bundle manifest (``model.config``:
 frames, size, steps, guidance, fps, motion bucket, noise augmentation), so the defaults live in
-one place, :class:`export.specs.ModelConfig`. Each field's metadata names its command-line flag
+one place, :class:`contract.specs.ModelConfig`. Each field's metadata names its command-line flag
 and help, from which ``python -m runtime.generate`` builds its parser.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from export.specs import ModelConfig, check_resolution
+from contract.specs import ModelConfig, check_resolution
 from runtime.errors import InputError
 from runtime.noise import GENERATORS
 from runtime.sampling import SAMPLERS, SamplerConfig

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,9 +20,11 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
+from contract.bundle import Bundle
+from contract.errors import BackendUnavailableError
+from contract.specs import STAGES, ModelConfig  # noqa: F401 (STAGES: the stages of VideoResult.timings)
 from engines.base import Engine
-from engines.factory import Engines
-from export.specs import ModelConfig
+from engines.factory import Engines, model_engines, pipeline_engines
 from runtime.conditioning import added_time_ids, augment_image, guidance_scales
 from runtime.denoiser import SVDDenoiser
 from runtime.errors import InputError
@@ -29,13 +32,19 @@ from runtime.noise import NoiseSource, noise_source
 from runtime.options import GenerateOptions, chosen_sampler
 from runtime.preprocess import ImageInput, load_image, pixels, vae_pixels
 from runtime.progress import ProgressCallback, ProgressEvent, report
-from runtime.sampling import (SamplerConfig, initial_noise_scale, karras_sigmas, lcm_initial_noise_scale, lcm_schedule,
-                              sample_euler, sample_lcm)
+from runtime.sampling import (
+    SamplerConfig,
+    initial_noise_scale,
+    karras_sigmas,
+    lcm_initial_noise_scale,
+    lcm_schedule,
+    sample_euler,
+    sample_lcm,
+)
 from runtime.video import to_uint8
 
 OUTPUTS = ("frames", "latents")
 TORCH_BACKEND_MODULES = ("torch", "diffusers", "transformers")  # what the torch backend imports (the `export` extra)
-STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "sampler", "vae_decoder")
 
 
 @dataclass
@@ -82,9 +91,6 @@ class VideoPipeline:
         (the manifest's ``model.source``), in fp32, not the bundle's graphs: it is the reference
         the graphs are validated against.
         """
-        from engines.factory import pipeline_engines
-        from export.bundle import Bundle
-
         if backend == "torch":
             require_torch_backend()
         bundle = Bundle.load(bundle_dir)
@@ -94,8 +100,6 @@ class VideoPipeline:
     @classmethod
     def from_model(cls, model="tiny", unet: str | os.PathLike | None = None) -> "VideoPipeline":
         """PyTorch engines straight from a diffusers SVD directory, ``tiny`` or ``svd-random``."""
-        from engines.factory import model_engines
-
         require_torch_backend()
         return cls(model_engines(model, unet=unet))
 
@@ -225,7 +229,7 @@ class VideoPipeline:
                     sigmas = karras_sigmas(opts.steps, cfg.sigma_min, cfg.sigma_max)
                     latents = sample_euler(denoiser, eps * initial_noise_scale(sigmas), sigmas, callback=on_step)
         timings["unet"] = denoiser.unet_seconds
-        timings["sampler"] = timings.pop("denoise") - denoiser.unet_seconds  # glue outside the UNet
+        timings["sampler"] = timings.pop("denoise") - denoiser.unet_seconds  # the sampler's own arithmetic outside the UNet
 
         # 5. Decode each clip in chunks of frames (the decoder's batch is one clip's frames).
         frames = [None] * B
@@ -302,10 +306,6 @@ def _clip_randomness(opts: GenerateOptions, count: int, batched: bool, noise, se
 def require_torch_backend() -> None:
     """:class:`BackendUnavailableError` naming the fix when the torch backend's libraries are not
     installed (the runtime-only ``pip install .``); checked without importing them."""
-    import importlib.util
-
-    from export.errors import BackendUnavailableError
-
     missing = [name for name in TORCH_BACKEND_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         raise BackendUnavailableError(

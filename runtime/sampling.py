@@ -7,7 +7,7 @@ special path: it is the schedule ``[sigma_max, 0]``, one Euler step, which retur
 Two samplers: ``euler`` (:func:`sample_euler`, SVD's) and ``lcm`` (:func:`sample_lcm`, multistep
 consistency sampling as AnimateLCM-SVD-xt's scheduler runs it: its own schedule, time inputs and
 rounding of the preconditioning, and fresh noise between steps). Which one a bundle uses, with its
-defaults, is the manifest's ``sampler`` (:class:`export.bundle.SamplerConfig`).
+defaults, is the manifest's ``sampler`` (:class:`contract.bundle.SamplerConfig`).
 
 The arithmetic is plain operators on float32 values, so the same functions run on numpy arrays
 (the runtime) and on torch tensors (training's evaluation): training evaluates with exactly the
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from export.bundle import SAMPLERS, LCMParams, SamplerConfig  # noqa: F401  (the manifest's sampler contract)
+from contract.bundle import SAMPLERS, LCMParams, SamplerConfig  # noqa: F401  (the manifest's sampler contract)
 
 Denoiser = Callable[[object, object], object]
 

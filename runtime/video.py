@@ -12,10 +12,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import av
 import numpy as np
 import PIL.Image
 
-from export.atomic import atomic_path, usual_permissions
+from contract.atomic import atomic_path, usual_permissions
 from runtime.errors import InputError
 
 FILE_FORMATS = (".mp4", ".gif", ".webp", ".npy")
@@ -95,8 +96,6 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = 7) -> Pa
 
 
 def _write_mp4(frames: np.ndarray, tmp: Path, fps: int) -> None:
-    import av
-
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise InputError(f"H.264 (yuv420p) needs an even width and height, got {width} x {height}; write .gif/.webp/.npy instead")

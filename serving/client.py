@@ -17,9 +17,9 @@ from pathlib import Path
 import requests
 from tqdm.auto import tqdm
 
-from export.atomic import write_bytes_atomic
-from export.cli import run_cli
-from export.errors import ToolkitError
+from contract.atomic import write_bytes_atomic
+from contract.cli import run_cli
+from contract.errors import ToolkitError
 
 EXAMPLES = """examples:
   python -m serving.client --url http://127.0.0.1:8000 --image cat.png --out cat.mp4 --token-file token.txt

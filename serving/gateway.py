@@ -20,7 +20,8 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import RequestCancelledError
 
-from export.bundle import Bundle
+from contract.bundle import Bundle
+from serving.generator import ClipRequest
 from serving.jobs import FINISHED, FORMATS, Job, JobStore
 from serving.limits import Rejected, check_format, check_image, parse_options
 from serving.metrics import CONTENT_TYPE, Metrics
@@ -227,8 +228,6 @@ class Gateway:
         await self._run(job, data)
 
     async def _run(self, job: Job, image: bytes) -> None:
-        from serving.generator import ClipRequest
-
         while True:
             job.attempts += 1
             await asyncio.to_thread(self.store.save, job)

@@ -13,6 +13,7 @@ import asyncio
 import io
 import logging
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -23,11 +24,13 @@ from pathlib import Path
 import PIL.Image
 from ray import serve
 
-from export.errors import ToolkitError
+from contract.errors import ToolkitError
+from contract.specs import STAGES
 from runtime.errors import Cancelled
 from runtime.options import GenerateOptions
+from runtime.pipeline import VideoPipeline
 from runtime.progress import ProgressEvent
-from runtime.pipeline import STAGES
+from runtime.video import write_video
 from serving.limits import batch_key
 from serving.settings import APP_NAME, GATEWAY, Settings
 
@@ -74,16 +77,12 @@ def resident_bytes() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        import resource
-
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @serve.deployment(name="Generator")
 class Generator:
     def __init__(self, settings: Settings):
-        from runtime.pipeline import VideoPipeline
-
         self.settings = settings
         self.pipe = VideoPipeline.from_bundle(settings.bundle, **settings.engines)
         self.pipe.__enter__()  # every engine loaded before the replica takes requests
@@ -225,8 +224,6 @@ class Generator:
 
 def encode(frames, fmt: str, fps: int) -> bytes:
     """uint8 frames [F, H, W, 3] -> the bytes of a ``fmt`` file (the runtime's writers)."""
-    from runtime.video import write_video
-
     with tempfile.TemporaryDirectory(prefix="sfv-clip-") as tmp:
         path = Path(tmp) / f"clip.{fmt}"
         write_video(frames, path, fps=fps)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.atomic import write_bytes_atomic, write_json_atomic
+from contract.atomic import write_bytes_atomic, write_json_atomic
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")

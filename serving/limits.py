@@ -12,8 +12,8 @@ import json
 
 import PIL.Image
 
-from export.specs import ModelConfig
-from export.errors import ToolkitError
+from contract.specs import ModelConfig
+from contract.errors import ToolkitError
 from runtime.options import GenerateOptions
 from runtime.sampling import SamplerConfig
 from serving.jobs import FORMATS

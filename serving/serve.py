@@ -15,10 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-from export.cli import run_cli
+import ray
+from ray import serve
+
+from contract.bundle import Bundle
+from contract.cli import run_cli
 from runtime.errors import InputError
 from runtime.generate import add_engine_arguments, bundle_dir, engine_options
 from runtime.options import GenerateOptions, add_arguments, from_arguments
+from serving.gateway import Gateway
+from serving.generator import Generator
 from serving.settings import APP_NAME, Settings, token_digest
 
 DEFAULTS = Settings(bundle="", results="")
@@ -75,8 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_arguments(args) -> Settings:
     """Check the arguments (one-line :class:`InputError`) and turn them into :class:`Settings`."""
-    from export.bundle import Bundle
-
     if args.no_auth:
         if not is_loopback(args.host):
             raise InputError(f"--no-auth binds to loopback only; --host {args.host} is reachable from elsewhere: pass --token-file")
@@ -130,9 +134,6 @@ def is_loopback(host: str) -> bool:
 def build_app(settings: Settings, *, replicas: int = 1, autoscale: tuple[int, int] | None = None,
               replica_cpus: float = 1.0, replica_gpus: float = 0.0):
     """The Serve application: the gateway bound to a handle of the generator deployment."""
-    from serving.gateway import Gateway
-    from serving.generator import Generator
-
     scaling = ({"autoscaling_config": {"min_replicas": autoscale[0], "max_replicas": autoscale[1],
                                        "target_ongoing_requests": settings.max_batch}}
                if autoscale else {"num_replicas": replicas})
@@ -149,9 +150,6 @@ def start(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, addr
 
     ``ray_options``: more ``ray.init`` arguments for a local instance (e.g. ``_system_config``).
     """
-    import ray
-    from ray import serve
-
     if not ray.is_initialized():
         if address:
             ray.init(address=address)
@@ -165,9 +163,6 @@ def start(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, addr
 
 def stop() -> None:
     """Shut down Serve and the local Ray instance :func:`start` began."""
-    import ray
-    from ray import serve
-
     serve.shutdown()
     ray.shutdown()
 
@@ -185,8 +180,6 @@ def main(argv=None) -> int:
             time.sleep(3600)
     finally:
         if args.address:  # a shared cluster keeps running; only this application goes
-            from ray import serve
-
             serve.delete(APP_NAME)
         else:
             stop()

@@ -21,7 +21,7 @@ QEMU_CPU = "Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm"
 
 
 def host_has_avx512() -> bool:
-    from export.environment import cpu_flags
+    from contract.environment import cpu_flags
 
     return "avx512f" in cpu_flags()
 

@@ -45,14 +45,14 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(_isolated_cache):
-    from export.models import builtin_model_dir
+    from networks.models import builtin_model_dir
 
     return builtin_model_dir("tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
-    from export.models import load_model
+    from networks.models import load_model
 
     return load_model(tiny_model_dir)
 

@@ -38,9 +38,10 @@ from benchmarks.gate import (  # noqa: E402
     stop_workers,
 )
 from benchmarks.machine import machine_info  # noqa: E402
+from contract.specs import STAGES as PIPELINE_STAGES  # noqa: E402
 
 SIZES = (0.10, 0.15, 0.30)
-STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "glue", "vae_decoder", "video")
+STAGES = (*PIPELINE_STAGES, "video")  # the stages tests/slowdown.py can slow
 
 
 def sides_for(stage: str, bundle: Path) -> list[Side]:

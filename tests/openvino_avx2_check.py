@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
     import engines.openvino_engine as ove
     from benchmarks.workload import build_calls, synthetic_image
     from engines.factory import create_engines, pipeline_engines
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
     from runtime.pipeline import VideoPipeline
 
     if args.no_workaround:

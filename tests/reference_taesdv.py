@@ -1,5 +1,5 @@
 """A reference for TAESDV (madebyollin/taesdv, ``taesdv.py`` at commit 1b2655e, MIT), written for the
-tests independently of :mod:`training.taesdv`: the checkpoint's layer lists as the public
+tests independently of :mod:`networks.taesdv`: the checkpoint's layer lists as the public
 ``nn.Sequential`` definitions give them, the keys and shapes they imply, and the public
 ``decode_video`` forward in plain functional torch on a state dict.
 

@@ -10,8 +10,10 @@ clips, and the injected work must not depend on which clock a clip is timed by; 
 when another process preempts the stage (wall time would).
 
 Stages (as the gate names them): ``preprocess``, ``image_encoder``, ``vae_encoder``, ``unet``,
-``vae_decoder`` (each engine call of that network), ``glue`` (the sampler outside its UNet
-calls) and ``video`` (writing the file).
+``vae_decoder`` (each engine call of that network), ``sampler`` (the denoising loop outside its
+UNet calls) and ``video`` (writing the file): ``contract.specs.STAGES`` and ``video``. They are
+written out here because this module is installed into other revisions' trees, which may predate
+``contract``.
 
 The gate's worker processes load it through ``tests/gate_inject/sitecustomize.py`` when
 ``SFV_TEST_SLOWDOWN=STAGE:FRACTION`` is set in their environment.
@@ -23,8 +25,8 @@ import contextlib
 import functools
 import time
 
-STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "glue", "vae_decoder", "video")
-_unet_seconds = [0.0]  # UNet engine CPU time, so that the glue slowdown can leave it out
+STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "sampler", "vae_decoder", "video")
+_unet_seconds = [0.0]  # UNet engine CPU time, so that the sampler slowdown can leave it out
 cpu_clock = time.process_time  # this process's CPU seconds (all threads)
 
 
@@ -84,7 +86,7 @@ def install(stage: str, fraction: float) -> None:
                     spin(fraction * (cpu_clock() - start))
 
         runtime.pipeline._timed = timed
-    elif stage == "glue":
+    elif stage == "sampler":
         original_run = engines.base.Engine.run
 
         def counted_run(self, inputs):

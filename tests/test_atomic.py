@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from export.atomic import atomic_path, current_umask, write_bytes_atomic
+from contract.atomic import atomic_path, current_umask, write_bytes_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _WRITER = textwrap.dedent(
     """
     import sys
-    from export.atomic import atomic_path
+    from contract.atomic import atomic_path
     with atomic_path(sys.argv[1]) as tmp:
         with open(tmp, "wb") as f:
             f.write(b"x" * (1 << 20)); f.flush()
@@ -83,7 +83,7 @@ def test_written_file_gets_umask_permissions_without_touching_the_umask(tmp_path
 
 
 def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
-    from export.atomic import atomic_directory
+    from contract.atomic import atomic_directory
 
     final = tmp_path / "model"
     with atomic_directory(final) as tmp:

@@ -171,7 +171,7 @@ def test_compare_keeps_the_unpaired_test_where_it_has_more_power():
     paired = wilcoxon([math.log(h / b) for b, h in zip(base, head)], alternative="greater").pvalue
     unpaired = mannwhitneyu(head, base, alternative="greater").pvalue
     assert paired > 0.001 > 2 * unpaired  # alone, the paired test would miss it
-    c = compare("glue", base, head)
+    c = compare("sampler", base, head)
     assert c.verdict == "slower" and c.p_slower == pytest.approx(2 * unpaired), c
 
 
@@ -221,15 +221,15 @@ def test_round_order_alternates_and_rotates():
     assert sorted(firsts) == ["a", "a", "b", "b", "c", "c"]  # each side goes first equally often
 
 
-def test_clip_stages_derives_glue_when_a_revision_has_none():
+def test_clip_stages_derives_the_sampler_when_a_revision_has_none():
     from benchmarks.gate import clip_stages, sample_values
 
     old = {"preprocess": 0.1, "image_encoder": 0.2, "vae_encoder": 0.3, "unet": 1.0, "vae_decoder": 0.5, "total": 2.5,
            "video": 0.2, "clip": 2.7, "unet_calls": 2}
     stages = clip_stages(old)
-    assert stages["glue"] == pytest.approx(0.4) and stages["end_to_end"] == 2.7 and "total" not in stages
+    assert stages["sampler"] == pytest.approx(0.4) and stages["end_to_end"] == 2.7 and "total" not in stages
     new = clip_stages({**old, "sampler": 0.05})
-    assert new["glue"] == 0.05 and "sampler" not in new  # a revision's own figure wins
+    assert new["sampler"] == 0.05  # a revision's own figure wins
     values = sample_values([[old, {**old, "unet": 3.0}, {**old, "unet": 2.0}]])
     assert values["unet"] == [1.0]  # one sample per round: the fastest of its clips
 
@@ -283,5 +283,5 @@ def test_gate_cli_a_a_exits_0(tiny_bundle, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     result = json.loads((tmp_path / "gate.json").read_text())
-    assert result["regressions"] == [] and {s["stage"] for s in result["stages"]} >= {"unet", "glue", "video", "end_to_end"}
+    assert result["regressions"] == [] and {s["stage"] for s in result["stages"]} >= {"unet", "sampler", "video", "end_to_end"}
     assert (tmp_path / "gate.md").read_text().startswith("### Latency gate")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.report import add_speedups, format_markdown, format_text, paper_entry, with_other, write_results
+from benchmarks.report import add_speedups, format_markdown, format_text, paper_entry, with_sampler, write_results
 from benchmarks.timing import Stats, interleave, repeat, set_threads, summarize, summarize_dicts
 from benchmarks.workload import RunConfig, network_dims
 
@@ -78,8 +78,8 @@ def test_run_config_parse():
 
 
 def test_network_dims_follow_the_clip():
-    from export.errors import ShapeError
-    from export.specs import ModelConfig
+    from contract.errors import ShapeError
+    from contract.specs import ModelConfig
 
     dims = network_dims(ModelConfig(), frames=14, height=576, width=1024, guidance=True)
     assert dims["unet"] == {"batch": 2, "frames": 14, "height": 576, "width": 1024}
@@ -131,10 +131,10 @@ def test_check_prediction_relative_errors():
     assert check["max_abs_error"] == pytest.approx(2 / 52) and check["within_5_percent"]
 
 
-def test_with_other_and_speedups():
-    stages = with_other({"preprocess": 0.1, "image_encoder": 0.2, "vae_encoder": 0.3, "unet": 1.0,
+def test_with_sampler_and_speedups():
+    stages = with_sampler({"preprocess": 0.1, "image_encoder": 0.2, "vae_encoder": 0.3, "unet": 1.0,
                          "vae_decoder": 2.0, "total": 4.0, "unet_calls": 1, "steps": 1})
-    assert stages["other"] == pytest.approx(0.4)
+    assert stages["sampler"] == pytest.approx(0.4)
     configs = [{"name": "svd-25", "median": {"unet": 30.0, "total": 40.0}},
                {"name": "sfv-1", "median": {"unet": 1.0, "total": 10.0}}]
     add_speedups(configs, reference="sfv-1")
@@ -148,7 +148,7 @@ def test_with_other_and_speedups():
 def _result():
     from benchmarks.machine import machine_info
     from benchmarks.per_step import derive_configs
-    from export.specs import ModelConfig
+    from contract.specs import ModelConfig
 
     configs = derive_configs(_calls(), [RunConfig.parse(c) for c in ("svd-25", "svd-16", "sfv-1")])
     return {
@@ -189,7 +189,7 @@ def test_write_results_json_markdown_png(tmp_path):
 
 
 def test_count_flops_linear_and_conv():
-    from benchmarks.roofline import count_flops, fraction_of_peak
+    from benchmarks.flops import count_flops, fraction_of_peak
 
     linear = torch.nn.Linear(4, 3)
     x = torch.randn(2, 4)
@@ -203,7 +203,7 @@ def test_count_flops_linear_and_conv():
 
 
 def test_gemm_gflops_is_positive():
-    from benchmarks.roofline import gemm_gflops
+    from benchmarks.flops import gemm_gflops
 
     s = gemm_gflops(size=64, repeats=3, warmup=1)
     assert s.n == 3 and 0 < s.min <= s.median <= s.max
@@ -241,11 +241,12 @@ def test_speedups_carry_the_quartiles_of_round_by_round_ratios():
 
 
 def test_stage_shares_sum_to_100_percent():
-    from benchmarks.report import STAGES, shares
+    from benchmarks.report import shares
+    from contract.specs import STAGES
 
     # Medians per stage need not add up to the median total: shares are of the stages' sum.
     c = {"median": {"preprocess": 0.1, "image_encoder": 0.1, "vae_encoder": 0.1, "unet": 1.0, "vae_decoder": 3.0,
-                    "other": 0.2, "total": 3.0}}
+                    "sampler": 0.2, "total": 3.0}}
     assert sum(shares(c)[s] for s in STAGES) == pytest.approx(100.0)
 
 
@@ -295,15 +296,15 @@ def test_end_to_end_ratio_of_the_fast_decoder_row():
 
 def test_cached_benchmark_bundle_is_keyed_by_the_exporter(monkeypatch, tmp_path):
     """A bundle exported by other exporter code (another fingerprint) is not reused."""
-    import export.environment
+    import benchmarks.workload
     from benchmarks.workload import default_bundle_dir
 
     monkeypatch.setenv("SFV_CACHE", str(tmp_path))
     model = tmp_path / "my-model"
     first = default_bundle_dir(model)
     assert default_bundle_dir(model) == first and first.parent == tmp_path / "bundles"
-    assert export.environment.exporter_fingerprint() == export.environment.exporter_fingerprint()
-    monkeypatch.setattr(export.environment, "exporter_fingerprint", lambda: "0" * 12)
+    assert benchmarks.workload.exporter_fingerprint() == benchmarks.workload.exporter_fingerprint()
+    monkeypatch.setattr(benchmarks.workload, "exporter_fingerprint", lambda: "0" * 12)
     assert default_bundle_dir(model) != first
 
 

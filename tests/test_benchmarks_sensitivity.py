@@ -84,7 +84,7 @@ def test_a_live_session_times_every_stage_on_both_clocks(tiny_bundle):
     for clock in CLOCKS:
         for name in ("base", "head"):
             values = result["samples"][clock][name]
-            assert {"preprocess", "image_encoder", "vae_encoder", "unet", "glue", "vae_decoder", "video",
+            assert {"preprocess", "image_encoder", "vae_encoder", "unet", "sampler", "vae_decoder", "video",
                     "end_to_end"} <= set(values)
             assert all(len(v) == 7 for v in values.values())
     for name in ("base", "head"):

@@ -109,7 +109,7 @@ def test_ctest_unit_tests_pass(cpp_build):
 
 
 def _python_error(fn) -> str:
-    from export.errors import ToolkitError
+    from contract.errors import ToolkitError
 
     with pytest.raises(ToolkitError) as exc:
         fn()
@@ -124,8 +124,8 @@ def _cpp_error(generate, bundle, image, out, *extra) -> str:
 
 
 def test_cpp_errors_match_python(generate, tiny_bundle, image, tmp_path):
-    from export.bundle import Bundle
-    from export.specs import check_resolution
+    from contract.bundle import Bundle
+    from contract.specs import check_resolution
 
     out = tmp_path / "clip.npy"
     missing = tmp_path / "no-such-bundle"
@@ -203,7 +203,7 @@ def _both(generate, bundle, image, tmp_path, *args) -> dict:
 @pytest.mark.parametrize("mode", sorted(PARITY))
 def test_cpp_matches_python(mode, frames, generate, tiny_bundle, image, tmp_path):
     """Same bundle, image and explicit noise: final latents within 1e-5, frames within 1 level."""
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
 
     config = Bundle.load(tiny_bundle).config
     F, H, W = frames or config.num_frames, config.default_height, config.default_width
@@ -282,7 +282,7 @@ def test_cpp_bundle_given_as_its_manifest(generate, tiny_bundle, image, tmp_path
 def fast_bundle(tiny_model, tiny_bundle, tmp_path_factory):
     """The tiny bundle plus a vae_decoder_fast: a small random-initialised FastDecoder, exported and validated."""
     from export.onnx import export_bundle
-    from training.fast_decoder import FastDecoder, FastDecoderConfig, save_fast_decoder
+    from networks.fast_decoder import FastDecoder, FastDecoderConfig, save_fast_decoder
 
     root = tmp_path_factory.mktemp("fast")
     save_fast_decoder(FastDecoder(FastDecoderConfig(channels=(16, 16, 8, 8), blocks=(1, 1, 1, 1))), root / "decoder")

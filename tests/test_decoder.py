@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.fast_decoder import FastDecoder, FastDecoderConfig, FastDecoderError, load_fast_decoder, save_fast_decoder
+from networks.fast_decoder import FastDecoder, FastDecoderConfig, FastDecoderError, load_fast_decoder, save_fast_decoder
 
 SMALL = FastDecoderConfig(channels=(16, 16, 8, 8), blocks=(1, 1, 1, 1))
 
@@ -130,7 +130,7 @@ def test_config_errors():
 @pytest.fixture(scope="module")
 def distilled(tiny_model_dir, tmp_path_factory):
     """A tiny VAE trained a few steps, then a fast decoder distilled from it."""
-    from export.models import load_model
+    from networks.models import load_model
     from training.decoder import DecoderConfig, train_decoder
     from training.vae import VAEConfig, train_vae
 
@@ -145,7 +145,7 @@ def distilled(tiny_model_dir, tmp_path_factory):
 
 
 def test_vae_step_writes_a_loadable_model(distilled, tiny_model_dir):
-    from export.models import load_model
+    from networks.models import load_model
 
     root, vae_row, _, _ = distilled
     model = load_model(root / "vae" / "model")
@@ -190,7 +190,7 @@ def fast_bundle(distilled, tmp_path_factory):
 
 @pytest.mark.parametrize("frames", [8, 14])  # the model's frame count (14) and another >= 8
 def test_export_into_a_bundle_matches_pytorch(fast_bundle, distilled, frames):
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
     from export.validate import ort_session
 
     bundle = Bundle.load(fast_bundle)

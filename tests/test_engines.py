@@ -17,9 +17,9 @@ import torch
 from engines.factory import BACKENDS, _plan, create_engines, tensorrt_engine_class, torch_engines
 from engines.ort_engine import OnnxRuntimeEngine, resolve_providers
 from engines.torch_engine import TorchEngine
-from export.bundle import Bundle
-from export.errors import BackendUnavailableError, BundleError, ShapeError
-from export.specs import NETWORKS, expand_dims
+from contract.bundle import Bundle
+from contract.errors import BackendUnavailableError, BundleError, ShapeError
+from contract.specs import NETWORKS, expand_dims
 
 DIMS = [{"batch": 1, "frames": 3, "height": 64, "width": 64}, {"batch": 2, "frames": 5, "height": 48, "width": 64}]
 
@@ -54,7 +54,7 @@ def test_onnxruntime_matches_torch(ort_engines, torch_refs, tiny_model, network,
 
 
 def test_torch_engine_is_the_exported_module(tiny_model):
-    from export.networks import build_network
+    from networks.wrappers import build_network
 
     engines, config = torch_engines(tiny_model, networks=["image_encoder"])
     assert list(engines) == ["image_encoder"] and config == tiny_model.config
@@ -142,10 +142,10 @@ def test_precision_falls_back_to_fp32_once(tiny_bundle, caplog):
 
 
 def test_tensorrt_unavailable_says_why(monkeypatch):
-    """The factory says what is missing with the same check as export.trt (export.environment)."""
+    """The factory says what is missing with the same check as export.trt (contract.environment)."""
     import importlib
 
-    import export.environment as environment
+    import contract.environment as environment
 
     real_import = importlib.import_module
 

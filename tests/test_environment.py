@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from export.environment import library_versions, missing_gpu, require_gpu
-from export.errors import BackendUnavailableError, UnknownNetworkError
+from contract.environment import library_versions, missing_gpu, require_gpu
+from contract.errors import BackendUnavailableError, UnknownNetworkError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,10 +51,10 @@ def test_runtime_and_model_loading_print_no_torchvision_warning(tiny_model_dir, 
     model is written and where the clip_preprocess network runs (each in a fresh process: the
     warning is printed once per process)."""
     code = {
-        "write": "from export.models import _tiny_configs, write_random_model\n"
+        "write": "from networks.models import _tiny_configs, write_random_model\n"
                  f"write_random_model({str(tmp_path / 'model')!r}, _tiny_configs())\n",
         "run": "import torch, runtime.generate, export.onnx, training.data\n"
-               "from export.models import load_model; from export.networks import build_network\n"
+               "from networks.models import load_model; from networks.wrappers import build_network\n"
                f"model = load_model({str(tiny_model_dir)!r})\n"
                "build_network('clip_preprocess', model)(torch.zeros(8, 8, 3, dtype=torch.uint8))\n",
     }[step]

@@ -11,8 +11,8 @@ import torch
 from onnx.external_data_helper import uses_external_data
 
 from export.cleanup import cleanup, load_lean, load_weights
-from export.networks import build_network
-from export.specs import build_specs, expand_dims
+from networks.wrappers import build_network
+from contract.specs import build_specs, expand_dims
 from export.validate import ort_session
 
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from export.errors import ValidationError
+from contract.errors import ValidationError
 from export.onnx import export_bundle, main
 
 

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.mark.slow
 def test_full_size_unet_exports_with_external_data(tmp_path):
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
     from export.onnx import export_bundle
 
     bundle = export_bundle("svd-random", tmp_path, networks=["unet"])

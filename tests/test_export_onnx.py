@@ -10,9 +10,9 @@ import onnx
 import pytest
 import torch
 
-from export.bundle import Bundle, sha256_file
-from export.networks import build_network
-from export.specs import NETWORKS, build_specs, expand_dims
+from contract.bundle import Bundle, sha256_file
+from networks.wrappers import build_network
+from contract.specs import NETWORKS, build_specs, expand_dims
 from export.validate import ort_session
 
 # Shapes none of the default validation shapes use: batch 3, odd frame counts, other resolutions.

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from export.bundle import Bundle
-from export.errors import ValidationError
+from contract.bundle import Bundle
+from contract.errors import ValidationError
 from export.validate import Reference, check, compare, ort_session
-from export.specs import expand_dims
+from contract.specs import expand_dims
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

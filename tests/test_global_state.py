@@ -6,7 +6,7 @@ import torch
 
 
 def test_writing_a_random_model_keeps_the_global_rng(tmp_path):
-    from export.models import _tiny_configs, write_random_model
+    from networks.models import _tiny_configs, write_random_model
 
     torch.manual_seed(1234)
     state = torch.random.get_rng_state()

@@ -77,7 +77,7 @@ def test_cpp_runs_an_xt_lcm_bundle_at_its_defaults(generate, xt_lcm_bundle, imag
 
 
 def test_cpp_bundle_sampler_errors_match_python(generate, tiny_bundle, image, tmp_path):
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
     from tests.test_cpp_runtime import _python_error
 
     bad = tmp_path / "bundle"

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from export.errors import ModelLayoutError
-from export.models import load_model
+from contract.errors import ModelLayoutError
+from networks.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,7 +35,7 @@ def image():
 
 @pytest.fixture(scope="module")
 def tiny_xt_dir(_isolated_cache):
-    from export.models import builtin_model_dir
+    from networks.models import builtin_model_dir
 
     return builtin_model_dir("tiny-xt")
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from export.bundle import Bundle, LCMParams, SamplerConfig
-from export.errors import BundleError
-from export.specs import ModelConfig
+from contract.bundle import Bundle, LCMParams, SamplerConfig
+from contract.errors import BundleError
+from contract.specs import ModelConfig
 from runtime.errors import InputError
 from runtime.noise import ExplicitNoise, RecordingNoise, SplitMixNoise, TorchNoise, save_noise
 from runtime.options import GenerateOptions

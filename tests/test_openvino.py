@@ -20,9 +20,9 @@ import pytest
 from benchmarks.openvino import psnr, relative_error
 from benchmarks.workload import build_calls
 from engines.factory import create_engines, pipeline_engines
-from export.bundle import Bundle
-from export.errors import BackendUnavailableError, ToolkitError
-from export.specs import NETWORKS
+from contract.bundle import Bundle
+from contract.errors import BackendUnavailableError, ToolkitError
+from contract.specs import NETWORKS
 from runtime.pipeline import VideoPipeline
 
 try:

@@ -17,10 +17,10 @@ import numpy as np
 import onnx
 import pytest
 
-from export.bundle import Bundle, sha256_file
+from contract.bundle import Bundle, sha256_file
 from export.calibration import Calibration, RecordingEngine, capture_calibration
-from export.errors import BundleError, ToolkitError
-from export.precision import parse_precisions, resolve, variants
+from contract.errors import BundleError, ToolkitError
+from contract.precision import parse_precisions, resolve, variants
 from export.quantize import activation_matmuls
 from export.variants import REL_L2_LIMIT, add_variants, output_error
 
@@ -435,7 +435,7 @@ def test_calibration_splits_guided_calls_into_single_samples():
 
 def test_hard_linked_external_data_gets_a_clear_error(tmp_path):
     """onnx will not read external data with several hard links; the variant step says what to do first."""
-    from export.errors import BundleError
+    from contract.errors import BundleError
     from export.variants import _check_single_link
 
     manifest = {"format_version": 2, "networks": {"unet": {"variants": {"fp32": {"file": "unet.onnx", "external_data": "unet.onnx.data"}}}}}

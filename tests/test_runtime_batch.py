@@ -17,7 +17,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from export.errors import ToolkitError
+from contract.errors import ToolkitError
 from runtime.errors import Cancelled, InputError
 from runtime.noise import ExplicitNoise, SplitMixNoise
 from runtime.pipeline import STAGES, VideoPipeline, VideoResult

@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from export.errors import ShapeError
+from contract.errors import ShapeError
 from runtime.errors import InputError
 from runtime.options import GenerateOptions
 from runtime.pipeline import STAGES, VideoPipeline, VideoResult

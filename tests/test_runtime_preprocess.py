@@ -7,8 +7,8 @@ import PIL.Image
 import pytest
 import torch
 
-from export.networks import ClipPreprocessNet
-from export.specs import ModelConfig
+from networks.wrappers import ClipPreprocessNet
+from contract.specs import ModelConfig
 from runtime.conditioning import augment_image
 from runtime.errors import InputError
 from runtime.preprocess import load_image, pixels, vae_pixels
@@ -44,7 +44,7 @@ def test_clip_preprocess_graph_matches_its_reference(size):
     import onnxruntime as ort
 
     from export.preprocess_graph import build_clip_preprocess
-    from export.specs import build_specs
+    from contract.specs import build_specs
 
     config = ModelConfig()
     spec = build_specs(config)["clip_preprocess"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
 
-from export.models import SVD_SCHEDULER_CONFIG
+from networks.models import SVD_SCHEDULER_CONFIG
 from runtime.conditioning import added_time_ids, guidance_scales
 from runtime.denoiser import c_noise, denoised_from_output, scale_input
 from runtime.sampling import initial_noise_scale, karras_sigmas, sample_euler

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("ray.serve")
 requests = pytest.importorskip("requests")
 
-from export.errors import ToolkitError  # noqa: E402
+from contract.errors import ToolkitError  # noqa: E402
 from runtime.errors import InputError  # noqa: E402
 from runtime.options import GenerateOptions  # noqa: E402
 from serving.jobs import Job, JobStore  # noqa: E402
@@ -198,7 +198,7 @@ def test_limits(service):
 
 
 def _config(service):
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
 
     bundle = Bundle.load(service.settings.bundle)
     return bundle.config, bundle.sampler

@@ -1,7 +1,7 @@
 """TAESDV (madebyollin/taesdv) as the bundle's ``vae_decoder_fast``, on random weights in the public
 checkpoint's exact layout (``tests/reference_taesdv.py``): strict loading, export through both
 command lines, ``--decoder fast`` through the runtime, and every result against a transcription of
-the public ``decode_video`` that shares no code with ``training/taesdv.py``.
+the public ``decode_video`` that shares no code with ``networks/taesdv.py``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _public_frames(state: dict, latents: np.ndarray) -> torch.Tensor:
 
 
 def test_architecture_has_the_public_keys_and_shapes():
-    from training.taesdv import TAESDV
+    from networks.taesdv import TAESDV
 
     ours = {k: tuple(v.shape) for k, v in TAESDV().state_dict().items()}
     assert ours == checkpoint_shapes()
@@ -61,7 +61,7 @@ def test_architecture_has_the_public_keys_and_shapes():
 def test_decoder_is_the_public_forward(checkpoints, frames):
     """Same frame count out as in, no delay: the library's decoder equals the public parallel and
     sequential ``decode_video`` (which agree with each other)."""
-    from training.fast_decoder import load_taesdv
+    from networks.fast_decoder import load_taesdv
 
     path, state = checkpoints["pth"]
     z = torch.randn(frames, 4, 4, 6, generator=torch.Generator().manual_seed(frames)) * 1.5
@@ -75,7 +75,7 @@ def test_decoder_is_the_public_forward(checkpoints, frames):
 
 
 def test_export_records_which_decoder(taesdv_bundle, tiny_bundle, checkpoints):
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
 
     bundle, before = Bundle.load(taesdv_bundle), Bundle.load(tiny_bundle)
     entry = bundle.entry("vae_decoder_fast")
@@ -92,7 +92,7 @@ def test_export_records_which_decoder(taesdv_bundle, tiny_bundle, checkpoints):
 def test_graph_matches_the_public_decoder(taesdv_bundle, checkpoints, frames):
     """The graph takes the contract's input (latents / scaling_factor) and returns [-1, 1]: it must
     equal ``2 * decode_video(latents) - 1`` of the public decoder on the diffusion-space latents."""
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
     from export.validate import ort_session
 
     bundle = Bundle.load(taesdv_bundle)
@@ -140,7 +140,7 @@ def test_generate_with_taesdv_matches_the_public_decoder(taesdv_bundle, checkpoi
 def test_add_to_an_existing_bundle(taesdv_bundle, checkpoints, tmp_path):
     """``python -m export.fast_decoder`` replaces the bundle's fast decoder with a .safetensors TAESDV,
     without the model; the full decoder's entry stays."""
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
     from export.fast_decoder import main
     from export.validate import ort_session
 
@@ -188,7 +188,7 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys, change, message):
 
 
 def test_unreadable_checkpoints_are_clear_errors(taesdv_bundle, tmp_path, capsys):
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
     from export.fast_decoder import main
 
     before = Bundle.load(taesdv_bundle).manifest
@@ -211,7 +211,7 @@ def test_unreadable_checkpoints_are_clear_errors(taesdv_bundle, tmp_path, capsys
 def test_benchmark_row(checkpoints, tmp_path, monkeypatch):
     """``benchmarks.decoder --taesdv``: TAESDV's row (parameters, FLOPs, time) beside a distilled decoder's."""
     from benchmarks import decoder as bench
-    from training.fast_decoder import FastDecoder, FastDecoderConfig, save_fast_decoder
+    from networks.fast_decoder import FastDecoder, FastDecoderConfig, save_fast_decoder
 
     # SVD's decoder FLOPs need its 64 M-parameter VAE built; its count is in docs/decoder.md.
     monkeypatch.setattr(bench, "svd_decoder_flops", lambda: (63_579_183, 94_766e9))

@@ -222,7 +222,7 @@ def test_backbone_matches_unet_encoder(tiny_model):
 
 
 def _trainer(tiny_model_dir, tmp_path, latents=None, **kw):
-    from export.models import load_model
+    from networks.models import load_model
     from training.sfv import SFVConfig, SFVTrainer
 
     cfg = SFVConfig(model=str(tiny_model_dir), out=str(tmp_path), frames=3, height=32, width=32, num_clips=4,
@@ -285,7 +285,7 @@ def test_resume_gives_same_next_step_loss(tiny_model_dir, tmp_path, tiny_latents
 
 
 def test_cli_trains_saves_and_unet_loads_and_exports(tiny_model_dir, tmp_path, capsys):
-    from export.models import load_model
+    from networks.models import load_model
     from training.sfv import main
 
     out = tmp_path / "run"
@@ -445,7 +445,7 @@ def test_frechet_distance_closed_form_gaussians():
 
 
 def test_teacher_fine_tuning_writes_a_loadable_unet(tiny_model_dir, tmp_path):
-    from export.models import load_model
+    from networks.models import load_model
     from training.teacher import main
 
     out = tmp_path / "teacher"

@@ -24,7 +24,7 @@ def _worker(rank: int, world: int, model_dir: str, out: str, port: int) -> None:
     from accelerate import Accelerator
     from safetensors.torch import save_file
 
-    from export.models import load_model
+    from networks.models import load_model
     from training.sfv import SFVConfig, SFVTrainer
 
     acc = Accelerator(cpu=True)
@@ -46,7 +46,7 @@ def _worker(rank: int, world: int, model_dir: str, out: str, port: int) -> None:
 def test_two_gloo_processes_hold_identical_weights(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from export.models import load_model
+    from networks.models import load_model
 
     torch.multiprocessing.spawn(_worker, args=(2, str(tiny_model_dir), str(tmp_path), _free_port()), nprocs=2, join=True)
     r0, r1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = (
     "export/trt.py",
     "export/trt_build.py",
-    "export/trt_cache.py",
-    "export/trt_profiles.py",
+    "engines/trt_cache.py",
+    "contract/trt_profiles.py",
     "engines/tensorrt_engine.py",
     "engines/factory.py",
 )

@@ -16,18 +16,18 @@ pytest.importorskip("polygraphy")
 
 from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, PostprocessConfig  # noqa: E402
 
-from export.errors import BackendUnavailableError  # noqa: E402
-from export.specs import ModelConfig, build_specs  # noqa: E402
+from contract.environment import check_tensorrt_version  # noqa: E402
+from contract.errors import BackendUnavailableError  # noqa: E402
+from contract.specs import ModelConfig, build_specs  # noqa: E402
 from export.trt_build import (  # noqa: E402
     GIB,
     PRECISIONS,
     BuildOptions,
     WorkspaceLimit,
-    check_tensorrt_version,
     create_config,
     engine_loader,
 )
-from export.trt_profiles import default_ranges, network_profile  # noqa: E402
+from contract.trt_profiles import default_ranges, network_profile  # noqa: E402
 
 SPECS = build_specs(ModelConfig())
 STRONGLY_TYPED_BIT = 5  # any bit position: the test checks that exactly this one is requested

@@ -11,11 +11,11 @@ import shutil
 
 import pytest
 
-from export.bundle import Bundle, sha256_file
-from export.errors import BackendUnavailableError, BundleError, EngineCacheError
+from contract.bundle import Bundle, sha256_file
+from contract.errors import BackendUnavailableError, BundleError, EngineCacheError
 from export.trt import build_engines, plan_job, record_engine
 from export.trt_build import BuildOptions
-from export.trt_cache import (
+from engines.trt_cache import (
     KEY_FIELDS,
     MachineInfo,
     cache_key,
@@ -25,8 +25,8 @@ from export.trt_cache import (
     missing_requirements,
     require_gpu_and_tensorrt,
 )
-from export.specs import NETWORKS
-from export.trt_profiles import default_ranges, resolve_ranges
+from contract.specs import NETWORKS
+from contract.trt_profiles import default_ranges, resolve_ranges
 
 H100 = MachineInfo(tensorrt_version="11.4.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
 A100 = MachineInfo(tensorrt_version="11.4.0", gpu_name="NVIDIA A100-SXM4-80GB", compute_capability="8.0")
@@ -199,7 +199,7 @@ def test_missing_parts_are_named(monkeypatch):
     """Each missing piece of the GPU stack gets its own line (PyTorch decides whether a GPU is usable)."""
     import torch
 
-    import export.environment as tc
+    import contract.environment as tc
 
     have_trt = not any("tensorrt" in m for m in missing_requirements())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

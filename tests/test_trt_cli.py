@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from export.bundle import Bundle, new_manifest
-from export.specs import ModelConfig
+from contract.bundle import Bundle, new_manifest
+from contract.specs import ModelConfig
 from export.trt import main
-from export.trt_cache import missing_requirements
+from engines.trt_cache import missing_requirements
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from engines.tensorrt_engine import TensorRTEngine
-from export.atomic import write_json_atomic
-from export.errors import BackendUnavailableError, BundleError, ShapeError
-from export.specs import ModelConfig, build_specs
-from export.trt_cache import MachineInfo, cache_key, missing_requirements
-from export.trt_profiles import default_ranges, network_profile
+from contract.atomic import write_json_atomic
+from contract.errors import BackendUnavailableError, BundleError, ShapeError
+from contract.specs import ModelConfig, build_specs
+from engines.trt_cache import MachineInfo, cache_key, missing_requirements
+from contract.trt_profiles import default_ranges, network_profile
 
 TINY = ModelConfig(vae_scale_factor=8, unet_downsample=2, embed_dim=32, default_height=64, default_width=64)
 SPEC = build_specs(TINY)["unet"]
@@ -76,7 +76,7 @@ def test_key_and_profile_from_the_manifest_beside_the_plan(plan):
 
 
 def test_from_bundle_needs_a_recorded_engine(tmp_path):
-    from export.bundle import Bundle, new_manifest
+    from contract.bundle import Bundle, new_manifest
 
     Bundle(root=tmp_path, manifest=new_manifest("tiny", "tiny", TINY, {})).save()
     with pytest.raises(BundleError, match="python -m export.trt --bundle"):
@@ -93,7 +93,7 @@ def test_runtime_loads_the_plan_of_the_requested_precision(tmp_path):
     """``--backend tensorrt --precision int8`` never runs the fp16 plan built earlier: the plan must be
     the one ``export.trt`` builds for that request; with no precision the engines run as built."""
     from engines.factory import _plan
-    from export.bundle import Bundle, new_manifest
+    from contract.bundle import Bundle, new_manifest
 
     manifest = new_manifest("tiny", "tiny", TINY, {})
     fp32 = {"file": "unet.onnx", "external_data": None, "sha256": "00", "bytes": 1, "nodes": 1, "fp32_ops": [], "validation": []}

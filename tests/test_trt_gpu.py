@@ -24,9 +24,9 @@ if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU visible to PyTorch", allow_module_level=True)
 
 from engines.tensorrt_engine import TensorRTEngine  # noqa: E402
-from export.bundle import Bundle  # noqa: E402
-from export.errors import EngineCacheError, ShapeError  # noqa: E402
-from export.specs import expand_dims  # noqa: E402
+from contract.bundle import Bundle  # noqa: E402
+from contract.errors import EngineCacheError, ShapeError  # noqa: E402
+from contract.specs import expand_dims  # noqa: E402
 from export.trt import main  # noqa: E402
 
 # Inside the tiny model's default profile (32..64 px, frames 1..25, UNet batch 1..2).

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from export.errors import ShapeError
-from export.specs import NETWORKS, ModelConfig, build_specs
-from export.trt_profiles import (
+from contract.errors import ShapeError
+from contract.specs import NETWORKS, ModelConfig, build_specs
+from contract.trt_profiles import (
     ProfileRanges,
     default_ranges,
     network_profile,

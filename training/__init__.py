@@ -12,6 +12,5 @@
 - :mod:`training.frechet`, :mod:`training.fvd`, :mod:`training.features`: Frechet distance, FVD (user-supplied I3D), offline feature net;
 - :mod:`training.reproduce`: the tiny-scale reproduction of the paper's claim.
 - :mod:`training.vae`: train a model's temporal VAE on offline clips (a real teacher for the tiny model);
-- :mod:`training.fast_decoder`, :mod:`training.decoder`: a fast temporal decoder and its distillation from the VAE decoder;
-- :mod:`training.taesdv`: the public TAESDV decoder's architecture (madebyollin/taesdv), the other kind of fast decoder.
+- :mod:`training.decoder`: the distillation of a fast temporal decoder (:mod:`networks.fast_decoder`) from the VAE decoder;
 """

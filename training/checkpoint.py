@@ -16,9 +16,10 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from export.atomic import write_bytes_atomic
-from export.errors import ToolkitError
+from contract.atomic import write_bytes_atomic
+from contract.errors import ToolkitError
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ def save_checkpoint(accelerator, root: Path, step: int, ema, rng: torch.Generato
 
     Every process must call this (accelerate writes per-process RNG states).
     """
-    from safetensors.torch import save_file
-
     root = Path(root)
     final = root / f"step-{step:07d}"
     tmp = root / f".step-{step:07d}.tmp"
@@ -67,8 +66,6 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def load_checkpoint(accelerator, path: Path, ema, rng: torch.Generator) -> int:
     """Restore the state saved by :func:`save_checkpoint`; returns the step to continue from."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not (path / "state.json").is_file() or not (path / "extra.safetensors").is_file():
         raise CheckpointError(f"{path} is not a complete training checkpoint (state.json / extra.safetensors missing)")

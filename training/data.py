@@ -28,10 +28,11 @@ from pathlib import Path
 import PIL.Image
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
-from export.atomic import atomic_path
-from export.errors import ToolkitError
-from export.networks import build_network
+from contract.atomic import atomic_path
+from contract.errors import ToolkitError
+from networks.wrappers import build_network
 from runtime.conditioning import added_time_ids
 from runtime.preprocess import pixels, vae_pixels
 from training.precondition import Conditioning
@@ -80,6 +81,7 @@ def video_clips(path: Path, frames: int, height: int, width: int, stride: int = 
     Every ``stride``-th frame is kept (lowers the fps); a new clip starts every ``hop`` kept
     frames (default ``frames``: no overlap).
     """
+    # optional: imageio (the train extra)
     import imageio.v3 as iio
 
     hop = hop or frames
@@ -102,6 +104,7 @@ def video_clips(path: Path, frames: int, height: int, width: int, stride: int = 
 
 
 def video_fps(path: Path) -> float:
+    # optional: imageio (the train extra)
     import imageio.v3 as iio
 
     try:
@@ -130,6 +133,7 @@ def directory_clips(root: Path, frames: int, height: int, width: int, stride: in
 
 
 def _image(name: str) -> torch.Tensor:
+    # optional: skimage (the train extra)
     import skimage.data
 
     im = torch.from_numpy(getattr(skimage.data, name)().copy()).float() / 127.5 - 1
@@ -145,6 +149,7 @@ def synthetic_clips(count: int, frames: int, size: int, seed: int = 0) -> tuple[
     window between 1.5 ``size`` and ``size``; digits (8x8, scaled to half the frame) move in a
     straight line over a texture. Direction, image, speed and start are drawn from ``seed``.
     """
+    # optional: sklearn (the train extra)
     from sklearn.datasets import load_digits
 
     g = torch.Generator().manual_seed(seed)
@@ -215,15 +220,11 @@ class LatentSet:
         return LatentSet(*(getattr(self, f.name)[index] for f in fields(self)))
 
     def save(self, path: Path, meta: dict | None = None) -> None:
-        from safetensors.torch import save_file
-
         with atomic_path(path) as tmp:
             save_file({f.name: getattr(self, f.name).contiguous() for f in fields(self)}, str(tmp), metadata={"meta": json.dumps(meta or {})})
 
     @classmethod
     def load(cls, path: Path) -> "LatentSet":
-        from safetensors.torch import load_file
-
         tensors = load_file(str(path))
         return cls(**{f.name: tensors[f.name] for f in fields(cls)})
 

@@ -1,4 +1,4 @@
-"""Distil a fast temporal decoder (:mod:`training.fast_decoder`) from a model's frozen VAE decoder.
+"""Distil a fast temporal decoder (:mod:`networks.fast_decoder`) from a model's frozen VAE decoder.
 
 Clips ``[F, 3, H, W]`` from the offline sources are encoded by the model's VAE encoder (the
 latent's mode, divided by nothing: the SVD decoder's input is ``latents / scaling_factor``);
@@ -27,15 +27,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
 from torch import nn
 from torch.nn import functional as F
 
-from export.cli import run_cli
+from contract.cli import run_cli
+from networks.fast_decoder import TEMPORAL_LINKS, FastDecoder, FastDecoderConfig, save_fast_decoder
+from networks.models import load_model
 from training.loop import begin, run_steps
-from training.fast_decoder import TEMPORAL_LINKS, FastDecoder, FastDecoderConfig, save_fast_decoder
+from training.options import CLIP_OPTION_HELP, config_from_args, config_parser
 from training.sfv import ConfigError
 from training.vae import split_clips
-from training.options import CLIP_OPTION_HELP, config_from_args, config_parser
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +255,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean per-frame SSIM (Wang et al. 2004: Gaussian window sigma 1.5) with scikit-image, frames in [-1, 1]."""
+    # optional: skimage (the train extra)
     from skimage.metrics import structural_similarity
 
     fa = a.clamp(-1, 1).reshape(-1, *a.shape[-3:]).permute(0, 2, 3, 1).double().numpy()
@@ -330,14 +334,9 @@ def prepare_data(cfg: DecoderConfig, vae) -> tuple[DecoderData, DecoderData]:
 def train_decoder(cfg: DecoderConfig, model=None, data: tuple[DecoderData, DecoderData] | None = None, progress: bool = True) -> dict:
     """Distil the student; writes ``OUT/decoder`` and ``OUT/eval.json`` and returns the evaluation.
 
-    ``model`` (a loaded :class:`export.models.SVDModel`) and ``data`` (``prepare_data``'s
+    ``model`` (a loaded :class:`networks.models.SVDModel`) and ``data`` (``prepare_data``'s
     splits) may be passed to skip loading them.
     """
-    from accelerate import Accelerator
-    from diffusers.training_utils import EMAModel
-
-    from export.models import load_model
-
     cfg.validate()
     acc = Accelerator()
     model = model if model is not None else load_model(cfg.model)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from export.cli import run_cli
+from contract.cli import run_cli
 from training.data import VIDEO_SUFFIXES, DataError, video_clips
 from training.frechet import frechet_distance_features
 

@@ -27,18 +27,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.atomic import write_json_atomic
-from export.cli import run_cli
-from export.environment import library_versions
+from contract.atomic import write_json_atomic
+from contract.cli import run_cli
+from contract.environment import library_versions
+from networks.models import builtin_model_dir, load_model
+from training.data import encode_clips, load_latents, synthetic_clips
+from training.features import train_feature_net
+from training.frechet import frechet_distance, frechet_distance_features
+from training.sampling import euler_sigmas, sample
+from training.sfv import SFVConfig, train
+from training.teacher import TeacherConfig, train_teacher
 
 log = logging.getLogger(__name__)
 
 
 def calibrate_model(out: Path, frames: int, size: int, seed: int = 0) -> Path:
     """Copy ``tiny`` to ``out`` with ``vae.scaling_factor`` set so the scaled latents have std 1."""
-    from export.models import builtin_model_dir, load_model
-    from training.data import encode_clips, synthetic_clips
-
     if (out / "model_index.json").is_file():
         return out
     src = builtin_model_dir("tiny")
@@ -64,8 +68,6 @@ def closed_form_check(dim: int = 8, n: int = 20000, seed: int = 0) -> dict:
 
     For ``N(m1, diag(a^2))`` and ``N(m2, diag(b^2))`` the distance is ``||m1-m2||^2 + sum (a-b)^2``.
     """
-    from training.frechet import frechet_distance, frechet_distance_features
-
     rng = np.random.default_rng(seed)
     m1, m2 = rng.normal(size=dim), rng.normal(size=dim)
     a, b = rng.uniform(0.5, 2, size=dim), rng.uniform(0.5, 2, size=dim)
@@ -78,8 +80,6 @@ def closed_form_check(dim: int = 8, n: int = 20000, seed: int = 0) -> dict:
 @torch.no_grad()
 def generate(unet, latents, steps: int, sigma_min: float, sigma_max: float, seed: int, batch: int = 16) -> torch.Tensor:
     """Videos ``[N, F, 4, h, w]`` for every conditioning of ``latents`` with the deployed Euler sampler of ``steps``."""
-    from training.sampling import euler_sigmas, sample
-
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(latents.latents.shape, generator=g)  # same start for every method
     sigmas = euler_sigmas(steps, sigma_min, sigma_max)
@@ -123,13 +123,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    from export.models import load_model
-    from training.data import load_latents
-    from training.features import train_feature_net
-    from training.frechet import frechet_distance_features
-    from training.sfv import SFVConfig, train
-    from training.teacher import TeacherConfig, train_teacher
 
     timings: dict[str, float] = {}
 

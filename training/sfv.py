@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import csv
 import json
 import logging
@@ -27,9 +28,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator, PartialState
+from diffusers.training_utils import EMAModel
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from tqdm.auto import tqdm
 
-from export.cli import run_cli
-from export.errors import ToolkitError
+from contract.cli import run_cli
+from contract.errors import ToolkitError
+from networks.models import load_model
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_unet
 from training.data import LatentSet, load_latents
 from training.discriminator import DiscriminatorHeads, UNetEncoder, discriminate
@@ -132,6 +138,7 @@ def make_optimizer(name: str, params, lr: float, betas: tuple[float, float]) -> 
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas)
     try:
+        # optional: pytorch_optimizer (the train extra)
         from pytorch_optimizer import SM3
     except ImportError:
         raise ConfigError("--optimizer sm3 needs the pytorch-optimizer package: pip install pytorch-optimizer (or use --optimizer adam)") from None
@@ -141,8 +148,6 @@ def make_optimizer(name: str, params, lr: float, betas: tuple[float, float]) -> 
 def progress_bar(total: int, desc: str, enabled: bool, **kwargs):
     """A tqdm bar on an interactive terminal only: redirected to a log file, tqdm's
     carriage-return redraws would flood it (the metrics rows are the log's progress)."""
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, disable=None if enabled else True, **kwargs)
 
 
@@ -156,6 +161,7 @@ class MetricsLog:
         self.csv_keys: list[str] | None = None
         if enabled:
             try:
+                # optional: tensorboard (not a dependency of any extra)
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.writer = SummaryWriter(str(out / "tensorboard"))
@@ -194,11 +200,6 @@ class SFVTrainer:
     """
 
     def __init__(self, cfg: SFVConfig, model=None, latents: LatentSet | None = None, accelerator=None):
-        from accelerate import Accelerator
-        from diffusers.training_utils import EMAModel
-
-        from export.models import load_model
-
         self.cfg = cfg
         self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
         acc = self.accelerator
@@ -277,8 +278,6 @@ class SFVTrainer:
         return v[:, None, None, None, None]
 
     def discriminator_step(self, batches) -> dict[str, float]:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
         acc, n = self.accelerator, len(batches)
         totals: dict[str, float] = {}
         for i, (x0, cond, d) in enumerate(batches):
@@ -349,8 +348,6 @@ class SFVTrainer:
 
     def save_generator(self, use_ema: bool = True) -> Path:
         """The (EMA) generator as a diffusers UNet directory at ``OUT/unet``."""
-        import copy
-
         unet = copy.deepcopy(self.accelerator.unwrap_model(self.generator)).float()
         if use_ema:
             self.ema.copy_to(unet.parameters())
@@ -435,15 +432,12 @@ def main(argv=None) -> int:
     cfg = config_from_args(SFVConfig, args)
     cfg.validate()  # ranges that need no model, before loading anything
     if args.dry_run:
-        from export.models import load_model
-
         model = load_model(cfg.model, unet=cfg.unet)
         cfg.validate(model.config.pixel_multiple)
         cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out) / "cache"
         latents = load_latents(model, cfg.data, cfg.frames, cfg.height, cfg.width, cfg.num_clips, cfg.stride, cfg.seed, cache, cfg.motion_bucket_id, cfg.noise_aug_strength)
         print(json.dumps({"ok": True, "clips": len(latents), "latents": list(latents.latents.shape), "config": asdict(cfg)}, indent=2))
         return 0
-    from accelerate import PartialState
 
     row = train(cfg, progress=not args.no_progress)
     if PartialState().is_main_process:

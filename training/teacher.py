@@ -17,12 +17,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
 
-from export.cli import run_cli
+from contract.cli import run_cli
+from networks.models import load_model
 from training.checkpoint import save_unet
 from training.data import LatentSet, load_latents
-from training.precondition import denoise
 from training.options import config_from_args, config_parser, option
+from training.precondition import denoise
 from training.sfv import ConfigError, MetricsLog, progress_bar
 
 log = logging.getLogger(__name__)
@@ -91,10 +94,6 @@ class EDMLoss:
 
 def train_teacher(cfg: TeacherConfig, model=None, latents: LatentSet | None = None, progress: bool = True) -> dict:
     """Fine-tune the UNet with the EDM objective; writes the EMA UNet to ``OUT/unet``."""
-    from accelerate import Accelerator
-    from diffusers.training_utils import EMAModel
-    from export.models import load_model
-
     cfg.validate()
     acc = Accelerator(mixed_precision=cfg.mixed_precision)
     model = model if model is not None else load_model(cfg.model, unet=cfg.unet)

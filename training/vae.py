@@ -26,13 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
 
-from export.atomic import atomic_directory
-from export.cli import run_cli
-from training.loop import begin, run_steps
+from contract.atomic import atomic_directory
+from contract.cli import run_cli
+from networks.models import load_model, resolve_model_dir
 from training.data import load_clips
-from training.sfv import ConfigError
+from training.loop import begin, run_steps
 from training.options import CLIP_OPTION_HELP, config_from_args, config_parser
+from training.sfv import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +145,6 @@ def save_model_with_vae(source: str | os.PathLike, vae: torch.nn.Module, out: st
     The other components are hard-linked (copied across file systems); the directory appears
     atomically (written under a temporary name, then renamed).
     """
-    from export.models import resolve_model_dir
-
     src = resolve_model_dir(source)
     with atomic_directory(out) as tmp:
         shutil.copytree(src, tmp, copy_function=_link_or_copy, dirs_exist_ok=True,
@@ -183,11 +184,6 @@ def reconstruction_psnr(vae, clips: torch.Tensor) -> float:
 
 def train_vae(cfg: VAEConfig, model=None, progress: bool = True) -> dict:
     """Train the model's VAE; writes ``OUT/model`` and returns the last metrics row (with held-out PSNR)."""
-    from accelerate import Accelerator
-    from diffusers.training_utils import EMAModel
-
-    from export.models import load_model
-
     cfg.validate()
     acc = Accelerator()
     model = model if model is not None else load_model(cfg.model)

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import torch
 
-from export.bundle import sha256_file
-from export.environment import INSTALL_HINT, missing_requirements, require_gpu_and_tensorrt  # noqa: F401 (re-exported)
-from export.errors import BackendUnavailableError, EngineCacheError
-from export.trt_build import check_tensorrt_version
+from contract.bundle import sha256_file
+from contract.environment import (  # noqa: F401 (re-exported)
+    INSTALL_HINT, check_tensorrt_version, missing_requirements, require_gpu_and_tensorrt,
+)
+from contract.errors import BackendUnavailableError, EngineCacheError
 
 KEY_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "precision", "profile")
 MACHINE_FIELDS = ("tensorrt_version", "gpu_name", "compute_capability")

@@ -14,11 +14,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.atomic import write_json_atomic
-from export.errors import BundleError
-from export.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, TensorSpec
+from contract.atomic import write_json_atomic
+from contract.errors import BundleError
+from contract.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, TensorSpec, build_specs
 
 MANIFEST = "manifest.json"
+# The manifest's JSON Schema (draft 2020-12): what the exporter writes and every reader relies on.
+MANIFEST_SCHEMA = Path(__file__).with_name("manifest.schema.json")
 FORMAT = "sfv-bundle"
 # 2: per-network graph ``variants`` keyed by precision, the ``clip_preprocess`` graph, and the
 # generation defaults in ``model.config``. A version-1 reader would misread all three. The optional
@@ -158,6 +160,11 @@ class Bundle:
             ModelConfig.from_json(config)  # every key present: the C++ reader requires the same
         except BundleError as exc:
             raise BundleError(f"{path}: {exc}") from None
+        for name, entry in manifest["networks"].items():
+            fp32 = entry.get("variants", {}).get("fp32") if isinstance(entry, dict) else None
+            if not (isinstance(entry, dict) and "inputs" in entry and "outputs" in entry and isinstance(fp32, dict) and fp32.get("file")):
+                raise BundleError(f"{path}: network {name!r} is incomplete (it needs inputs, outputs and an fp32 variant's file); "
+                                  "re-export the bundle")
         return cls(root=root, manifest=manifest)
 
     @property
@@ -200,8 +207,6 @@ class Bundle:
 
     def spec(self, network: str) -> NetworkSpec:
         """The network's spec as recorded in the manifest (what the graph really takes)."""
-        from export.specs import build_specs
-
         base = build_specs(self.config)[network]
         entry = self.entry(network)
         return NetworkSpec(

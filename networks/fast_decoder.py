@@ -16,7 +16,7 @@ Same contract as SVD's decoder: ``latent [n, C, h, w]`` (the latents divided by
 ``scaling_factor``, one video's frames in order) -> ``sample [n, 3, 8h, 8w]`` in about [-1, 1].
 Saved as ``config.json`` + ``model.safetensors`` in one directory and loaded with safetensors.
 
-The public TAESDV checkpoint (:mod:`training.taesdv`) can take the same place: :func:`open_fast_decoder`
+The public TAESDV checkpoint (:mod:`networks.taesdv`) can take the same place: :func:`open_fast_decoder`
 tells the two kinds apart by path (a ``.pth`` / ``.safetensors`` file is TAESDV, a directory a
 distilled decoder) and gives either under the contract above.
 """
@@ -29,12 +29,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from export.atomic import atomic_directory
-from export.errors import ToolkitError
-from training.taesdv import LATENT_CHANNELS, SCALE_FACTOR, TAESDV, TAESDVFastDecoder, state_dict_problems
+from contract.atomic import atomic_directory
+from contract.errors import ToolkitError
+from networks.taesdv import LATENT_CHANNELS, SCALE_FACTOR, TAESDV, TAESDVFastDecoder, state_dict_problems
 
 TEMPORAL_LINKS = ("memory", "tconv", "none")
 CONFIG_FILE = "config.json"
@@ -164,8 +166,6 @@ def fast_decoder_dir(path: str | os.PathLike) -> Path:
 
 def save_fast_decoder(decoder: FastDecoder, out: str | os.PathLike) -> Path:
     """Write ``out/config.json`` and ``out/model.safetensors``; the directory appears atomically."""
-    from safetensors.torch import save_file
-
     with atomic_directory(out) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
@@ -175,9 +175,6 @@ def save_fast_decoder(decoder: FastDecoder, out: str | os.PathLike) -> Path:
 
 def load_fast_decoder(path: str | os.PathLike) -> FastDecoder:
     """The decoder saved by :func:`save_fast_decoder` (or a run directory holding ``decoder/``), in eval mode."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = fast_decoder_dir(path)
     try:
         data = json.loads((folder / CONFIG_FILE).read_text())
@@ -197,15 +194,13 @@ TAESDV_SUFFIXES = (".pth", ".safetensors")  # a file with one of these is a TAES
 def load_taesdv(path: str | os.PathLike) -> TAESDV:
     """The public TAESDV checkpoint at ``path`` (``taesdv.pth``, a plain state dict read with
     ``torch.load(weights_only=True)``, or the same tensors as ``.safetensors``), strictly: every
-    key of :class:`training.taesdv.TAESDV` present with its shape, nothing else. Eval mode."""
+    key of :class:`networks.taesdv.TAESDV` present with its shape, nothing else. Eval mode."""
     path = Path(path)
     if not path.is_file():
         raise FastDecoderError(f"TAESDV checkpoint {path} does not exist; download taesdv.pth from "
                                "https://github.com/madebyollin/taesdv (docs/models-taesdv.md)")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -242,7 +237,7 @@ class FastDecoderSource:
     def contract_module(self, scaling_factor: float) -> nn.Module:
         """The network under ``vae_decoder_fast``'s contract: ``latent [n, C, h, w]`` divided by
         ``scaling_factor`` -> ``sample [n, 3, H, W]`` in about [-1, 1] (the distilled decoder
-        already takes it; TAESDV is wrapped by :class:`training.taesdv.TAESDVFastDecoder`)."""
+        already takes it; TAESDV is wrapped by :class:`networks.taesdv.TAESDVFastDecoder`)."""
         if self.kind == "taesdv":
             return TAESDVFastDecoder(self.network, scaling_factor).eval()
         return self.network

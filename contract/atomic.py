@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 
 def current_umask() -> int:
@@ -62,8 +65,6 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     rename, the new one after (a previous ``final`` is removed just before). On any exception
     the temporary directory goes and ``final`` is left as it was.
     """
-    import shutil
-
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
@@ -85,8 +86,6 @@ def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> None:
 
 def write_npy_atomic(final: str | os.PathLike, array) -> None:
     """``np.save`` through a temporary file (a handle: ``np.save`` would append ``.npy`` to a bare name)."""
-    import numpy as np
-
     with atomic_path(final) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
 

@@ -20,6 +20,7 @@ same code path as real weights:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -27,11 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
+from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from export.atomic import atomic_directory
-from export.environment import quiet_torchvision_fallback
-from export.errors import ModelLayoutError
-from export.specs import ModelConfig
+from contract.atomic import atomic_directory
+from contract.environment import quiet_torchvision_fallback
+from contract.errors import ModelLayoutError
+from contract.specs import ModelConfig
+
+with quiet_torchvision_fallback():  # the image processors, without transformers' warning when torchvision is absent
+    from diffusers import StableVideoDiffusionPipeline
+    from transformers import CLIPImageProcessor
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +90,7 @@ class SVDModel:
     config: ModelConfig
     source: str  # where the model came from (a path or a built-in name)
     unet_source: str  # where the UNet came from (differs when --unet overrides it)
-    fast_decoder: torch.nn.Module | None = None  # a distilled decoder (training.fast_decoder), when one is attached
+    fast_decoder: torch.nn.Module | None = None  # a distilled decoder (networks.fast_decoder), when one is attached
 
 
 # --------------------------------------------------------------------------- configs
@@ -183,13 +193,6 @@ def write_random_model(path: str | os.PathLike, configs: dict, seed: int = 0) ->
     saved with ``save_pretrained`` (safetensors). The directory appears atomically: it is
     written under a temporary name and renamed when complete.
     """
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    with quiet_torchvision_fallback():
-        from diffusers import StableVideoDiffusionPipeline
-        from transformers import CLIPImageProcessor
-
     path = Path(path)
     with atomic_directory(path) as tmp:
         # The constructors draw from torch's global RNG; seed it inside a fork so the caller's
@@ -294,10 +297,6 @@ def load_unet_file(path: Path, config_dir: Path) -> torch.nn.Module:
     must match, as ``load_state_dict(strict=True)`` demands (:class:`ModelLayoutError` naming the
     missing and unexpected ones otherwise). Read with safetensors, never with pickle.
     """
-    from diffusers import UNetSpatioTemporalConditionModel
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     if path.suffix != ".safetensors":
         raise ModelLayoutError(
             f"--unet {path} is a file but not .safetensors; this toolkit never loads pickle weights (.bin/.ckpt/.pt/.pth): "
@@ -330,10 +329,6 @@ def load_unet_file(path: Path, config_dir: Path) -> torch.nn.Module:
 def _image_processor_class():
     """CLIP's image processor: the torchvision-backed class when torchvision is installed, else
     the PIL-backed one (what transformers falls back to anyway, minus its warning on every load)."""
-    import importlib.util
-
-    import transformers
-
     if importlib.util.find_spec("torchvision") is None and hasattr(transformers, "CLIPImageProcessorPil"):
         return transformers.CLIPImageProcessorPil
     return transformers.CLIPImageProcessor
@@ -352,9 +347,6 @@ def load_model(model: str | os.PathLike, unet: str | os.PathLike | None = None) 
         unet: optional UNet that replaces the model's: a directory (e.g. a distilled SF-V UNet) or
             one ``.safetensors`` state dict in diffusers keys (:func:`load_unet_file`).
     """
-    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-    from transformers import CLIPVisionModelWithProjection
-
     path = resolve_model_dir(model)
     unet_file = unet is not None and Path(unet).is_file()
     # A state-dict file takes its architecture from the base model's unet/config.json.

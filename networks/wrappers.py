@@ -9,6 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from contract.environment import quiet_torchvision_fallback
+
+with quiet_torchvision_fallback():  # the SVD pipeline's module imports the image processors
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+
 
 class ImageEncoderNet(nn.Module):
     """``pixel_values [B, 3, 224, 224]`` -> ``image_embeds [B, D]`` (CLIP's projected embedding)."""
@@ -77,11 +82,6 @@ class ClipPreprocessNet(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        from export.environment import quiet_torchvision_fallback
-
-        with quiet_torchvision_fallback():
-            from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
-
         x = (pixels.to(torch.float32) / 255.0).permute(2, 0, 1)[None]
         x = _resize_with_antialiasing(x * 2.0 - 1.0, (self.size, self.size))
         x = (x + 1.0) / 2.0
@@ -89,7 +89,7 @@ class ClipPreprocessNet(nn.Module):
 
 
 def build_network(name: str, model) -> nn.Module:
-    """The wrapper for network ``name`` around the loaded :class:`export.models.SVDModel`."""
+    """The wrapper for network ``name`` around the loaded :class:`networks.models.SVDModel`."""
     if name == "clip_preprocess":
         cfg = model.config
         return ClipPreprocessNet(cfg.clip_image_size, cfg.image_mean, cfg.image_std).eval()
@@ -101,7 +101,7 @@ def build_network(name: str, model) -> nn.Module:
         return UNetNet(model.unet).eval()
     if name == "vae_decoder":
         return VaeDecoderNet(model.vae).eval()
-    if name == "vae_decoder_fast":  # already takes the decoder's signature (training/fast_decoder.py)
+    if name == "vae_decoder_fast":  # already takes the decoder's signature (networks/fast_decoder.py)
         if model.fast_decoder is None:
             raise KeyError(f"{name}: no fast decoder attached to the model (SVDModel.fast_decoder)")
         return model.fast_decoder.eval()

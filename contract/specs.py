@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from export.errors import BundleError, ShapeError
+from contract.errors import BundleError, ShapeError, UnknownNetworkError
 
 # The four neural networks of SVD, in pipeline order.
 NETWORKS = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
@@ -28,6 +28,11 @@ NETWORKS = ("image_encoder", "vae_encoder", "unet", "vae_decoder")
 PREPROCESS_NETWORKS = ("clip_preprocess",)
 # Networks a bundle may add: a fast decoder (distilled by training.decoder, or TAESDV), vae_decoder's signature.
 OPTIONAL_NETWORKS = ("vae_decoder_fast",)
+# The stages a clip's time is reported in, pipeline order (the pipeline's timings, the benchmark
+# reports, the latency gate): CLIP's pre-processing graph, the four networks, and the sampler, i.e.
+# the denoising loop outside its UNet calls (the sampler's arithmetic, copies, conversions).
+SAMPLER_STAGE = "sampler"
+STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", SAMPLER_STAGE, "vae_decoder")
 SYMBOLS = ("batch", "frames", "height", "width", "latent_height", "latent_width", "image_height", "image_width")
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "uint8": np.uint8}
 
@@ -137,7 +142,7 @@ class NetworkSpec:
     atol: float  # fp32 validation tolerance (max abs error vs PyTorch)
     atol_fp16: float  # fp16 validation tolerance
     # TensorRT profile policy: (symbol, range it follows) pairs, the range being a field or
-    # property of export.trt_profiles.ProfileRanges (e.g. the decoder's frames follow
+    # property of contract.trt_profiles.ProfileRanges (e.g. the decoder's frames follow
     # "decode_chunk", the UNet's batch "guided_batch", doubled for classifier-free guidance).
     profile_symbols: tuple[tuple[str, str], ...] = (("batch", "batch"),)
     fp32_op_types: tuple[str, ...] = field(default=())  # ops kept in fp32 under --fp16
@@ -276,8 +281,6 @@ def check_resolution(config: ModelConfig, height: int, width: int) -> None:
 
 def check_network_names(names, known=NETWORKS) -> list[str]:
     """``names`` in pipeline order, or :class:`UnknownNetworkError` naming the known ones."""
-    from export.errors import UnknownNetworkError
-
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UnknownNetworkError(f"unknown network(s) {', '.join(map(repr, unknown))}; the networks are {', '.join(known)}")
@@ -346,7 +349,7 @@ def build_specs(config: ModelConfig) -> dict[str, NetworkSpec]:
             fp32_op_types=("GroupNormalization", "InstanceNormalization", "ReduceMean", "Softmax", "Pow", "Sqrt"),
         ),
     }
-    # Fast decoder (distilled, training/fast_decoder.py, or TAESDV, training/taesdv.py): the decoder's
+    # Fast decoder (distilled, networks/fast_decoder.py, or TAESDV, networks/taesdv.py): the decoder's
     # signature, tolerances and profile; convolutions, ReLUs and a tanh only, so nothing needs to stay fp32.
     specs["vae_decoder_fast"] = replace(specs["vae_decoder"], name="vae_decoder_fast", fp32_op_types=())
     return specs

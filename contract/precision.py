@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-from export.bundle import PRECISIONS
-from export.errors import BundleError, ToolkitError
-from export.specs import NETWORKS, OPTIONAL_NETWORKS
+from contract.bundle import PRECISIONS
+from contract.errors import BundleError, ToolkitError
+from contract.specs import NETWORKS, OPTIONAL_NETWORKS
 
 log = logging.getLogger(__name__)
 

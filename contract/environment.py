@@ -7,15 +7,19 @@ Nothing here imports torch or TensorRT at module import: the runtime imports thi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import logging
 import platform
+import re
 import shutil
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
-from export.errors import BackendUnavailableError
+from contract.errors import BackendUnavailableError
+
+log = logging.getLogger(__name__)
 
 # The TensorRT range the builder is written for: strongly typed networks exist from 10.12; 11.x
 # removed the weak-typing API that older code used. The `gpu` extra pins the same range.
@@ -24,6 +28,33 @@ INSTALL_HINT = (
     "on a machine with an NVIDIA GPU and driver, run `pip install '.[gpu]'` "
     f"({TENSORRT_REQUIREMENT}, onnxruntime-gpu, cuda-python) with a CUDA build of torch"
 )
+
+
+# Strongly typed networks from ONNX: the flag exists since 10.x, its ONNX path is complete since
+# 10.12 (the release that deprecated weak typing); 11.x is strongly typed only.
+MIN_TENSORRT = (10, 12)
+NEXT_UNTESTED = (12, 0)
+
+
+def tensorrt_version_tuple(version: str) -> tuple[int, int]:
+    """``"10.12.0.36"`` -> ``(10, 12)``."""
+    match = re.match(r"(\d+)\.(\d+)", str(version))
+    if not match:
+        raise BackendUnavailableError(f"cannot read the TensorRT version {version!r}; install {TENSORRT_REQUIREMENT!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def check_tensorrt_version(version: str) -> None:
+    """Refuse a TensorRT that cannot build strongly typed networks from ONNX (older than 10.12)."""
+    got = tensorrt_version_tuple(version)
+    if got < MIN_TENSORRT:
+        raise BackendUnavailableError(
+            f"TensorRT {version} is too old: engines are built as strongly typed networks (precision from the "
+            f"ONNX graph), which needs TensorRT >= {MIN_TENSORRT[0]}.{MIN_TENSORRT[1]} (11.x supported); "
+            f"upgrade with `pip install '{TENSORRT_REQUIREMENT}'`"
+        )
+    if got >= NEXT_UNTESTED:
+        log.warning("TensorRT %s is newer than the range this toolkit is written for (%s)", version, TENSORRT_REQUIREMENT)
 
 
 # Integer dot-product instructions: with one of them ONNX Runtime's u8s8 GEMM is exact and fast.
@@ -65,8 +96,6 @@ def exporter_fingerprint() -> str:
     """12 hex digits of sha256 over the exporter's own source (``export/*.py``) and the versions of
     the libraries that trace and write the graphs: a cached export made by other exporter code
     (e.g. an older ``clip_preprocess`` graph) must not be reused as if it were this one's."""
-    import hashlib
-
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -81,6 +110,7 @@ def nvidia_driver_present() -> bool:
 
 def missing_gpu() -> list[str]:
     """What this machine lacks for PyTorch to use a CUDA GPU (empty when it can)."""
+    # optional: torch (the export extra)
     import torch
 
     if torch.cuda.is_available():

@@ -10,7 +10,7 @@ A profile is given in pixel space, as one ``(min, opt, max)`` range per symbol:
 - ``height`` / ``width``: pixels; latent sizes follow from the VAE's downsampling.
 
 The CLIP image encoder's input is fixed at 224x224 (``pixel_values [B, 3, 224, 224]``), so
-only its batch varies. :meth:`export.specs.NetworkSpec.profile` turns a network's symbol
+only its batch varies. :meth:`contract.specs.NetworkSpec.profile` turns a network's symbol
 ranges into shapes; nothing here restates a shape.
 
 Defaults (:func:`default_ranges`) target SVD's 14 frames at 576x1024 (``opt``) and allow:
@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
-from export.errors import ShapeError
-from export.specs import ModelConfig, NetworkSpec, check_resolution
+from contract.errors import ShapeError
+from contract.specs import ModelConfig, NetworkSpec, check_resolution
 
 Range = tuple[int, int, int]
 SVD_XT_FRAMES = 25  # the longest SVD variant (img2vid-xt); the default frames maximum
@@ -146,6 +146,7 @@ def network_profile(spec: NetworkSpec, config: ModelConfig, ranges: ProfileRange
 
 def polygraphy_profile(profile: Mapping[str, Mapping[str, list[int]]]):
     """The same shapes as a ``polygraphy.backend.trt.Profile`` (builds without TensorRT)."""
+    # optional: polygraphy (the export extra)
     from polygraphy.backend.trt import Profile
 
     result = Profile()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 
-from export.errors import ToolkitError
+from contract.errors import ToolkitError
 
 
 def run_cli(main):
@@ -39,8 +40,6 @@ def quiet_logging(quiet: bool):
     time: ``HF_HUB_DISABLE_PROGRESS_BARS`` when huggingface_hub is imported, huggingface_hub's
     flag when transformers is imported, transformers' own flag afterwards.
     """
-    import os
-
     root = logging.getLogger()
     level, env = root.level, os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
     bars_off = quiet or not sys.stderr.isatty()
