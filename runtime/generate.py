@@ -74,6 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
                    help=f"several images: at most N clips per pass through the networks (default {DEFAULT_BATCH}); "
                         "each clip's seed is --seed plus the image's index")
+    add_engine_arguments(p)
+    add_arguments(p)
+    p.add_argument("--noise", metavar="NPZ", help="explicit noise: an .npz with 'augmentation' [1,3,H,W] and 'latents' "
+                                                  "[1,F,C,h,w] (unit normal; overrides --seed/--generator); --sampler lcm "
+                                                  "also takes 'steps' [steps-1,1,F,C,h,w]")
+    p.add_argument("--save-noise", metavar="NPZ", help="write the noise this run drew (for --noise elsewhere)")
+    p.add_argument("--save-latents", metavar="NPY", help="also write the final latents [1,F,C,h,w] float32")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines (the result line is still printed)")
+    return p
+
+
+def add_engine_arguments(parser) -> None:
+    """The flags that choose and tune the engines (``--backend``, ``--precision``, ``--providers``,
+    ``--threads``, ``--ov-cache``): one definition for ``runtime.generate`` and ``serving.serve``."""
+    p = parser
     p.add_argument("--backend", choices=("onnxruntime", "torch", "tensorrt", "openvino"),
                    help="engines for --bundle (default onnxruntime). torch runs the PyTorch modules of the model the "
                         "bundle was exported from (its manifest's model.source) in fp32, not the bundle's graphs")
@@ -88,14 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "for the next start (default: BUNDLE/ort-cache; skipped where not writable)")
     p.add_argument("--no-ort-cache", action="store_true", help="optimise and hash the graphs at this start, keep nothing")
     p.add_argument("--ov-cache", metavar="DIR", help="with --backend openvino: compiled-model cache (the next start skips compiling)")
-    add_arguments(p)
-    p.add_argument("--noise", metavar="NPZ", help="explicit noise: an .npz with 'augmentation' [1,3,H,W] and 'latents' "
-                                                  "[1,F,C,h,w] (unit normal; overrides --seed/--generator); --sampler lcm "
-                                                  "also takes 'steps' [steps-1,1,F,C,h,w]")
-    p.add_argument("--save-noise", metavar="NPZ", help="write the noise this run drew (for --noise elsewhere)")
-    p.add_argument("--save-latents", metavar="NPY", help="also write the final latents [1,F,C,h,w] float32")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines (the result line is still printed)")
-    return p
 
 
 @run_cli
@@ -113,8 +120,6 @@ def _generate(args) -> int:
         raise InputError(f"--model runs on the torch backend; for --backend {args.backend} export a bundle and pass --bundle")
     if args.ov_cache and args.backend != "openvino":
         raise InputError("--ov-cache goes with --backend openvino")
-    if args.ort_cache and args.no_ort_cache:
-        raise InputError("--ort-cache DIR and --no-ort-cache contradict each other; pass one")
     if args.batch < 1:
         raise InputError(f"--batch must be a positive integer, got {args.batch}")
     images = image_paths(args.image)
@@ -148,9 +153,7 @@ def _generate(args) -> int:
     if args.model:
         pipe = VideoPipeline.from_model(args.model, unet=args.unet)
     else:
-        pipe = VideoPipeline.from_bundle(args.bundle, backend=args.backend or "onnxruntime", precision=args.precision,
-                                         providers=args.providers, threads=args.threads, **_openvino_options(args),
-                                         **_ort_cache_options(args))
+        pipe = VideoPipeline.from_bundle(args.bundle, **engine_options(args))
     pipe.resolve(options)  # sizes and ranges checked before the engines activate
 
     # 3. Generate and write, a batch of clips per pass (seed + the image's index).
@@ -235,9 +238,13 @@ def format_timings(timings: dict) -> str:
     return "timings: " + " | ".join(parts) + f" | total {timings['total']:.2f}s{clips}"
 
 
-def _ort_cache_options(args) -> dict:
-    """The optimised-graph cache's options (engines.ort_cache; ONNX Runtime's CPU sessions use it)."""
-    return {"ort_cache": not args.no_ort_cache, "ort_cache_dir": args.ort_cache}
+def engine_options(args) -> dict:
+    """``VideoPipeline.from_bundle``'s keyword arguments from the flags of :func:`add_engine_arguments`."""
+    if args.ort_cache and args.no_ort_cache:
+        raise InputError("--ort-cache DIR and --no-ort-cache contradict each other; pass one")
+    return dict(backend=args.backend or "onnxruntime", precision=args.precision, providers=args.providers,
+                threads=args.threads, ort_cache=not args.no_ort_cache, ort_cache_dir=args.ort_cache,
+                **_openvino_options(args))
 
 
 def _openvino_options(args) -> dict:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Ground floor first. contract: the numpy-only bundle contract; networks: the torch networks the
 #: exporter, the torch backend and training share; then who runs them, who writes bundles, who trains,
 #: who measures.
-LAYERS = ("contract", "networks", "engines", "runtime", "export", "training", "benchmarks")
+LAYERS = ("contract", "networks", "engines", "runtime", "export", "training", "serving", "benchmarks")
 
 #: The mark that a function-local import keeps an optional heavy dependency optional.
 OPTIONAL_MARK = "# optional:"
