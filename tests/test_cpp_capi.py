@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cpp_runtime import CPP, _cpp_error, _python_error, _run, cpp_build, generate, image  # noqa: F401  (fixtures)
+from tests.test_cpp_runtime import CPP, _python_error, _run, cpp_build, generate, image  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.skipif(not shutil.which("cc"), reason="the C API tests need a C compiler (cc)")
 
@@ -100,8 +100,8 @@ def test_one_runtime_serves_threads_and_batches(cpp_build, tiny_bundle):
 
 @pytest.fixture
 def failing_unet_bundle(tiny_bundle, tmp_path):
-    """The tiny bundle with a UNet of the right signature whose Reshape fails at run time (its
-    sample never divides into rows of 7): a failure inside ONNX Runtime's Run."""
+    """The tiny bundle with a UNet of the right signature whose output (a Reshape of the sample into
+    rows of 7) never has the shape the sampler needs: a failure inside ONNX Runtime's Run."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -112,7 +112,7 @@ def failing_unet_bundle(tiny_bundle, tmp_path):
     ins = [helper.make_tensor_value_info(t["name"], TensorProto.FLOAT, [d if isinstance(d, int) else None for d in t["shape"]])
            for t in net["inputs"]]
     out = net["outputs"][0]["name"]
-    rows = helper.make_tensor("rows", TensorProto.INT64, [2], [-1, 7])
+    rows = helper.make_tensor("rows", TensorProto.INT64, [5], [-1, 7, 1, 1, 1])
     graph = helper.make_graph([helper.make_node("Reshape", ["sample", "rows"], [out])], "bad_unet", ins,
                               [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=[rows])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -125,9 +125,12 @@ def failing_unet_bundle(tiny_bundle, tmp_path):
 
 
 def test_onnx_runtime_failure_is_a_backend_error(generate, failing_unet_bundle, image, tmp_path):
+    """Ort::Exception from a run becomes the library's backend error (sfv-generate: one error line, exit 2)."""
     out = tmp_path / "clip.npy"
-    msg = _cpp_error(generate, failing_unet_bundle, image, out, "--frames", "3", "--steps", "1", "--max-guidance", "1")
-    assert msg.startswith("ONNX Runtime failed running ") and "unet.onnx" in msg and "Reshape" in msg, msg
+    r = generate("--bundle", failing_unet_bundle, "--image", image, "--out", out, "--frames", "3", "--steps", "1", "--max-guidance", "1")
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.splitlines()[-1]  # after the progress line of the stages that ran
+    assert last.startswith("error: ONNX Runtime failed running ") and "unet.onnx: " in last, r.stderr
     assert not out.exists()
 
 

@@ -46,6 +46,7 @@
 namespace {
 
 volatile sig_atomic_t g_interrupted = 0;
+bool g_progress_shown = false;  // a progress line is open on stderr: an error starts a new line
 extern "C" void on_signal(int) { g_interrupted = 1; }
 
 const char* kUsage =
@@ -255,12 +256,12 @@ int run(int argc, char** argv) {
     sa.sa_handler = on_signal;
     ::sigaction(SIGINT, &sa, nullptr), ::sigaction(SIGTERM, &sa, nullptr);
     o.progress = [quiet](const sfv_progress& e) {
-        if (!quiet) std::fprintf(stderr, "sfv-generate: %s %d/%d\r", e.stage, int(e.step), int(e.total));
+        if (!quiet) std::fprintf(stderr, "sfv-generate: %s %d/%d\r", e.stage, int(e.step), int(e.total)), g_progress_shown = true;
         return g_interrupted != 0;
     };
     sfv::Clip clip;
     for (int i = 0; i < repeat; ++i) clip = rt.generate({pixels.data(), w, h}, o);
-    if (!quiet) std::fprintf(stderr, "\n");
+    if (g_progress_shown) std::fprintf(stderr, "\n"), g_progress_shown = false;
     if (kind == "npy")
         npy::save(a["--out"], "|u1", {clip.frames, clip.height, clip.width, 3}, clip.rgb.data(), clip.rgb.size());
     else
@@ -290,10 +291,10 @@ int main(int argc, char** argv) {
     try {
         return run(argc, argv);
     } catch (const sfv::Cancelled& e) {
-        std::cerr << "\nerror: " << e.what() << "\n";
+        std::cerr << (g_progress_shown ? "\n" : "") << "error: " << e.what() << "\n";
         return 130;
     } catch (const sfv::Error& e) {
-        std::cerr << "error: " << e.what() << "\n";
+        std::cerr << (g_progress_shown ? "\n" : "") << "error: " << e.what() << "\n";
         return 2;
     }
 }

@@ -144,7 +144,9 @@ std::vector<Ort::Value> make_inputs(const std::vector<Feed>& feeds, const std::v
 }
 
 BackendError run_failed(const std::string& file, const Ort::Exception& e) {
-    return BackendError("ONNX Runtime failed running " + file + ": " + e.what());
+    std::string what = e.what();  // ONNX Runtime's messages may span lines: errors here are one line
+    for (std::size_t p; (p = what.find('\n')) != std::string::npos;) what.replace(p, 1, p + 1 < what.size() ? "; " : "");
+    return BackendError("ONNX Runtime failed running " + file + ": " + what);
 }
 
 }  // namespace
