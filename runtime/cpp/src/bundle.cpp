@@ -230,12 +230,13 @@ Manifest load_manifest(const std::string& root, const std::string& precision) {
     return out;
 }
 
+void verify_checksum(const NetworkInfo& n) {
+    if (!n.sha256.empty() && sha256_file(n.file) != n.sha256)
+        throw BundleError(n.file + " does not match the sha256 in the manifest (changed or corrupt); re-export the bundle");
+}
+
 void verify_checksums(const Manifest& manifest) {
-    for (const auto& n : manifest.networks) {
-        if (n.sha256.empty()) continue;
-        if (sha256_file(n.file) != n.sha256)
-            throw BundleError(n.file + " does not match the sha256 in the manifest (changed or corrupt); re-export the bundle");
-    }
+    for (const auto& n : manifest.networks) verify_checksum(n);
 }
 
 void check_resolution(const ModelConfig& config, int height, int width) {

@@ -67,6 +67,8 @@ Manifest load_manifest(const std::string& root, const std::string& precision);
 
 /// sha256 of each network's graph against the manifest (BundleError naming the file).
 void verify_checksums(const Manifest& manifest);
+/// The same for one network (no-op when the manifest records no sha256).
+void verify_checksum(const NetworkInfo& network);
 
 /// Python's check_resolution: InputError unless height/width are positive multiples of the pixel multiple.
 void check_resolution(const ModelConfig& config, int height, int width);

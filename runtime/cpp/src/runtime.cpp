@@ -20,7 +20,6 @@ using I64 = std::vector<std::int64_t>;
 
 Engine::Engine(const std::string& bundle_dir, const RuntimeOptions& options) {
     manifest_ = load_manifest(bundle_dir, options.precision);
-    if (options.verify_checksums) verify_checksums(manifest_);
     const auto& c = manifest_.config;
     info_.num_frames = c.num_frames, info_.default_height = c.default_height, info_.default_width = c.default_width;
     info_.latent_channels = c.latent_channels, info_.vae_scale_factor = c.vae_scale_factor, info_.pixel_multiple = c.pixel_multiple();
@@ -33,24 +32,37 @@ Engine::Engine(const std::string& bundle_dir, const RuntimeOptions& options) {
     cpu.provider = Provider::cpu;  // the pre-processing graph is tiny: always on the CPU, as in Python
     RuntimeOptions gpu = options;
     if (gpu.trt_cache_dir.empty()) gpu.trt_cache_dir = bundle_dir + "/trt_cache";
-    // Sessions are created in parallel: graph loading and optimisation is mostly one thread per
-    // session, so the networks overlap instead of queueing (the first error is rethrown).
+    // Start-up: every graph's sha256 and every session are computed in parallel threads (hashing
+    // and graph optimisation are mostly one thread each), so opening takes about the slowest of
+    // them instead of their sum. A checksum mismatch is reported before any load error, in
+    // network order, so a corrupt graph is named as such.
     const auto& nets = manifest_.networks;
-    std::vector<std::unique_ptr<Session>> made(nets.size());
-    std::vector<std::exception_ptr> errors(nets.size());
+    const std::size_t n = nets.size();
+    std::vector<std::unique_ptr<Session>> made(n);
+    std::vector<std::exception_ptr> hash_errors(n), load_errors(n);
     std::vector<std::thread> threads;
-    for (std::size_t i = 0; i < nets.size(); ++i)
+    for (std::size_t i = 0; i < n; ++i) {
+        if (options.verify_checksums)
+            threads.emplace_back([&, i] {
+                try {
+                    verify_checksum(nets[i]);
+                } catch (...) {
+                    hash_errors[i] = std::current_exception();
+                }
+            });
         threads.emplace_back([&, i] {
             try {
                 made[i] = std::make_unique<Session>(nets[i], nets[i].name == "clip_preprocess" ? cpu : gpu);
             } catch (...) {
-                errors[i] = std::current_exception();
+                load_errors[i] = std::current_exception();
             }
         });
+    }
     for (auto& t : threads) t.join();
-    for (const auto& e : errors)
-        if (e) std::rethrow_exception(e);
-    for (std::size_t i = 0; i < nets.size(); ++i) sessions_[nets[i].name] = std::move(made[i]);
+    for (const auto* errors : {&hash_errors, &load_errors})
+        for (const auto& e : *errors)
+            if (e) std::rethrow_exception(e);
+    for (std::size_t i = 0; i < n; ++i) sessions_[nets[i].name] = std::move(made[i]);
 }
 
 Engine::~Engine() = default;
