@@ -33,7 +33,7 @@ int main(int argc, char** argv) try {
     const std::vector<std::uint8_t> pixels = test_image(70, 50);
     const sfv::ImageView image{pixels.data(), 70, 50};
     sfv::GenerateOptions o;
-    o.num_frames = 3, o.steps = 2, o.max_guidance = 2.0, o.decode_chunk_size = 2;  // guided: a batch of two in the UNet
+    o.num_frames = 3, o.steps = 6, o.max_guidance = 2.0, o.decode_chunk_size = 2;  // guided: a batch of two in the UNet
 
     // Reference: one thread, one clip per seed.
     std::vector<sfv::Clip> want(threads);
