@@ -4,8 +4,8 @@ network's session alone, the runtime's parallel session creation, image decoding
 
     python -m benchmarks.cpp_startup --bundle B --image in.png [--repeats 7] [--baseline OLD/sfv-generate]
 
-With --baseline, the two binaries run alternately in the same loop (same machine state) and the
-ratio of their medians is reported. Prints one JSON object: medians in seconds.
+With --baseline, the two binaries run alternately in the same loop (same machine state; which one
+runs first swaps every repeat) and the ratio of their medians is reported. Prints one JSON object: medians in seconds.
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ def main(argv=None) -> int:
     probes: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "clip.npy"
-        for _ in range(args.repeats):
-            for name, exe in exes.items():
-                walls[name].append(first_clip_seconds(exe, args.bundle, args.image, out, args.threads))
+        for r in range(args.repeats):
+            order = list(exes) if r % 2 == 0 else list(exes)[::-1]  # neither binary always runs first
+            for name in order:
+                walls[name].append(first_clip_seconds(exes[name], args.bundle, args.image, out, args.threads))
             r = subprocess.run([str(BUILD / "sfv_startup_probe"), args.bundle, args.image, str(args.threads)],
                                check=True, capture_output=True, text=True)
             probes.append(json.loads(r.stdout))
