@@ -79,7 +79,7 @@ def test_c_program_against_the_installed_package(cpp_build, tiny_bundle, tmp_pat
     assert r.returncode == 3, r.stdout + r.stderr
     assert "(SFV_STATUS_CANCELLED)" in r.stderr and "clip 0" not in r.stdout
 
-    from export.bundle import Bundle
+    from contract.bundle import Bundle
 
     missing = tmp_path / "no-such-bundle"
     r = _run([exe, missing])

@@ -50,7 +50,7 @@ std::vector<TensorInfo> tensors(const json& list) {
     return out;
 }
 
-/// A required model.config value: a missing key is an error, never a default (export/specs.py
+/// A required model.config value: a missing key is an error, never a default (contract/specs.py
 /// ModelConfig.from_json says the same).
 template <class T>
 void read(const std::string& path, const json& cfg, const char* key, T& into) {
@@ -59,7 +59,7 @@ void read(const std::string& path, const json& cfg, const char* key, T& into) {
     into = cfg.at(key).get<T>();
 }
 
-/// The manifest's "sampler", as strict as export/bundle.py SamplerConfig.from_json (message after "path: ").
+/// The manifest's "sampler", as strict as contract/bundle.py SamplerConfig.from_json (message after "path: ").
 SamplerConfig read_sampler(const json& m) {
     SamplerConfig out;
     if (!m.contains("sampler")) return out;
