@@ -12,7 +12,10 @@
 // --noise: an uncompressed .npz (np.savez) with float32 `augmentation` [1, 3, H, W] and
 // `latents` [1, F, 4, h, w] (unit normal draws, before the initial noise scale), and for --sampler lcm
 // `steps` [steps - 1, 1, F, 4, h, w] (the noise after each step but the last).
+// Progress: one line per stage and UNet step on stderr, each ending in a carriage return (not with --quiet).
+// Ctrl-C (SIGINT) or SIGTERM cancels at the next stage or step: nothing is written, exit 130.
 // User errors print one line "error: ..." and exit 2.
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,11 +45,15 @@
 
 namespace {
 
+volatile sig_atomic_t g_interrupted = 0;
+bool g_progress_shown = false;  // a progress line is open on stderr: an error starts a new line
+extern "C" void on_signal(int) { g_interrupted = 1; }
+
 const char* kUsage =
     "usage: sfv-generate --bundle DIR --image IN.png|jpg --out CLIP.npy|DIR [--sampler euler|lcm] [--steps N] [--frames N] [--height PX]\n"
     "                    [--width PX] [--seed N] [--noise NOISE.npz] [--min-guidance W] [--max-guidance W] [--fps N]\n"
     "                    [--motion-bucket-id N] [--noise-aug S] [--decode-chunk N] [--save-latents LAT.npy]\n"
-    "                    [--provider cpu|cuda|tensorrt] [--threads N] [--precision fp32|fp16|int8|fp8] [--decoder full|fast]\n"
+    "                    [--provider cpu|cuda|tensorrt] [--trt-cache DIR] [--threads N] [--precision fp32|fp16|int8|fp8] [--decoder full|fast]\n"
     "                    [--generator splitmix] [--timings-json PATH] [--repeat N] [--quiet]\n";
 
 bool is_dir(const std::string& p) {
@@ -165,7 +172,7 @@ int run(int argc, char** argv) {
     const std::string valued[] = {"--bundle", "--image", "--out", "--steps", "--frames", "--height", "--width", "--seed", "--noise",
                                   "--min-guidance", "--max-guidance", "--fps", "--motion-bucket-id", "--noise-aug", "--decode-chunk",
                                   "--save-latents", "--provider", "--threads", "--precision", "--timings-json", "--generator", "--repeat",
-                                  "--decoder", "--sampler"};
+                                  "--decoder", "--sampler", "--trt-cache"};
     for (int i = 1; i < argc; ++i) {
         std::string k = argv[i];
         if (k == "-h" || k == "--help") {
@@ -210,6 +217,7 @@ int run(int argc, char** argv) {
     sfv::RuntimeOptions ro;
     if (a.count("--threads")) ro.threads = parse_int("--threads", a["--threads"]);
     if (a.count("--precision")) ro.precision = a["--precision"];
+    if (a.count("--trt-cache")) ro.trt_cache_dir = a["--trt-cache"];
     if (a.count("--provider")) {
         const std::string p = a["--provider"];
         if (p == "cpu") ro.provider = sfv::Provider::cpu;
@@ -243,8 +251,17 @@ int run(int argc, char** argv) {
     // --repeat N: generate N times (warm sessions from the second on) and keep the last clip's timings.
     const int repeat = a.count("--repeat") ? parse_int("--repeat", a["--repeat"]) : 1;
     if (repeat < 1) throw sfv::InputError("--repeat must be a positive integer, got " + std::to_string(repeat));
+    // Ctrl-C cancels at the next progress event (the library checks between stages and steps).
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    ::sigaction(SIGINT, &sa, nullptr), ::sigaction(SIGTERM, &sa, nullptr);
+    o.progress = [quiet](const sfv_progress& e) {
+        if (!quiet) std::fprintf(stderr, "sfv-generate: %s %d/%d\r", e.stage, int(e.step), int(e.total)), g_progress_shown = true;
+        return g_interrupted != 0;
+    };
     sfv::Clip clip;
     for (int i = 0; i < repeat; ++i) clip = rt.generate({pixels.data(), w, h}, o);
+    if (g_progress_shown) std::fprintf(stderr, "\n"), g_progress_shown = false;
     if (kind == "npy")
         npy::save(a["--out"], "|u1", {clip.frames, clip.height, clip.width, 3}, clip.rgb.data(), clip.rgb.size());
     else
@@ -273,8 +290,11 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
     try {
         return run(argc, argv);
+    } catch (const sfv::Cancelled& e) {
+        std::cerr << (g_progress_shown ? "\n" : "") << "error: " << e.what() << "\n";
+        return 130;
     } catch (const sfv::Error& e) {
-        std::cerr << "error: " << e.what() << "\n";
+        std::cerr << (g_progress_shown ? "\n" : "") << "error: " << e.what() << "\n";
         return 2;
     }
 }

@@ -50,7 +50,7 @@ std::vector<TensorInfo> tensors(const json& list) {
     return out;
 }
 
-/// A required model.config value: a missing key is an error, never a default (export/specs.py
+/// A required model.config value: a missing key is an error, never a default (contract/specs.py
 /// ModelConfig.from_json says the same).
 template <class T>
 void read(const std::string& path, const json& cfg, const char* key, T& into) {
@@ -59,7 +59,7 @@ void read(const std::string& path, const json& cfg, const char* key, T& into) {
     into = cfg.at(key).get<T>();
 }
 
-/// The manifest's "sampler", as strict as export/bundle.py SamplerConfig.from_json (message after "path: ").
+/// The manifest's "sampler", as strict as contract/bundle.py SamplerConfig.from_json (message after "path: ").
 SamplerConfig read_sampler(const json& m) {
     SamplerConfig out;
     if (!m.contains("sampler")) return out;
@@ -230,12 +230,13 @@ Manifest load_manifest(const std::string& root, const std::string& precision) {
     return out;
 }
 
+void verify_checksum(const NetworkInfo& n) {
+    if (!n.sha256.empty() && sha256_file(n.file) != n.sha256)
+        throw BundleError(n.file + " does not match the sha256 in the manifest (changed or corrupt); re-export the bundle");
+}
+
 void verify_checksums(const Manifest& manifest) {
-    for (const auto& n : manifest.networks) {
-        if (n.sha256.empty()) continue;
-        if (sha256_file(n.file) != n.sha256)
-            throw BundleError(n.file + " does not match the sha256 in the manifest (changed or corrupt); re-export the bundle");
-    }
+    for (const auto& n : manifest.networks) verify_checksum(n);
 }
 
 void check_resolution(const ModelConfig& config, int height, int width) {

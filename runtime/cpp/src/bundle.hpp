@@ -1,6 +1,6 @@
 // manifest.json of a bundle (format "sfv-bundle", version 2; README "Bundle format"): the model
 // config the runtime needs and, per network, the chosen precision's graph file and signature.
-// Error messages are the Python runtime's (export/bundle.py), word for word where they overlap.
+// Error messages are the Python runtime's (contract/bundle.py), word for word where they overlap.
 #pragma once
 
 #include <optional>
@@ -16,7 +16,7 @@ constexpr int kFormatVersion = 2;
 
 /// The networks a clip needs, in pipeline order.
 extern const std::vector<std::string> kNetworks;
-/// Networks loaded when the bundle has them (export/specs.py OPTIONAL_NETWORKS).
+/// Networks loaded when the bundle has them (contract/specs.py OPTIONAL_NETWORKS).
 extern const std::vector<std::string> kOptionalNetworks;
 
 struct TensorInfo {
@@ -36,13 +36,13 @@ struct ModelConfig {
     int clip_image_size = 224, num_frames = 0, default_height = 576, default_width = 1024;  // num_frames: required in the manifest
     double scaling_factor = 0.18215, sigma_min = 0.002, sigma_max = 700.0;
     std::string prediction_type = "v_prediction";
-    // generation defaults (export/specs.py ModelConfig)
+    // generation defaults (contract/specs.py ModelConfig)
     int steps = 25, fps = 7, motion_bucket_id = 127;
     double min_guidance = 1.0, max_guidance = 3.0, noise_aug_strength = 0.02;
     int pixel_multiple() const { return vae_scale_factor * unet_downsample; }
 };
 
-/// The manifest's optional "sampler" (export/bundle.py SamplerConfig): absent = euler with model.config's
+/// The manifest's optional "sampler" (contract/bundle.py SamplerConfig): absent = euler with model.config's
 /// defaults; unset steps/guidance take model.config's.
 struct SamplerConfig {
     std::string name = "euler";
@@ -67,6 +67,8 @@ Manifest load_manifest(const std::string& root, const std::string& precision);
 
 /// sha256 of each network's graph against the manifest (BundleError naming the file).
 void verify_checksums(const Manifest& manifest);
+/// The same for one network (no-op when the manifest records no sha256).
+void verify_checksum(const NetworkInfo& network);
 
 /// Python's check_resolution: InputError unless height/width are positive multiples of the pixel multiple.
 void check_resolution(const ModelConfig& config, int height, int width);

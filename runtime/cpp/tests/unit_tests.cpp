@@ -13,6 +13,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "bundle.hpp"
 #include "noise.hpp"
@@ -325,13 +326,44 @@ int test_lanczos() {
     return 0;
 }
 
+// ----------------------------------------------------------------- C API statuses and last error
+
+int test_capi() {
+    sfv_runtime* rt = nullptr;
+    CHECK(sfv_runtime_open("/nonexistent-bundle", nullptr, &rt) == SFV_STATUS_BUNDLE_ERROR && rt == nullptr);
+    const std::string bundle_msg = sfv_last_error();
+    CHECK(bundle_msg.find("bundle directory /nonexistent-bundle does not exist") == 0);
+    CHECK(sfv_runtime_open("x", nullptr, nullptr) == SFV_STATUS_INPUT_ERROR);
+    CHECK(std::string(sfv_last_error()) == "sfv_runtime_open: out is NULL; pass a valid pointer");
+    // The last error is per thread: another thread sees none, and its own failure does not show here.
+    std::string other_before, other_after;
+    std::thread([&] {
+        other_before = sfv_last_error();
+        sfv_options* o = nullptr;
+        sfv_options_create(&o);
+        CHECK(sfv_options_set_noise(o, 0, "bogus", nullptr, 0, nullptr, 0, nullptr) == SFV_STATUS_INPUT_ERROR);
+        other_after = sfv_last_error();
+        sfv_options_destroy(o);
+    }).join();
+    CHECK(other_before.empty());
+    CHECK(other_after == "noise array 'bogus' is unknown; name one of augmentation, latents, steps");
+    CHECK(std::string(sfv_last_error()) == "sfv_runtime_open: out is NULL; pass a valid pointer");
+    CHECK(std::string(sfv_status_name(SFV_STATUS_CANCELLED)) == "SFV_STATUS_CANCELLED");
+    CHECK(sfv_result_count(nullptr) == 0);
+    sfv_runtime_close(nullptr), sfv_options_destroy(nullptr), sfv_result_destroy(nullptr);  // NULL is accepted
+    char version[32];
+    std::snprintf(version, sizeof version, "%d.%d.%d", SFV_VERSION_MAJOR, SFV_VERSION_MINOR, SFV_VERSION_PATCH);
+    CHECK(std::string(sfv_version()) == version);
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     const std::map<std::string, int (*)()> tests = {
         {"sha256", test_sha256}, {"noise", test_noise}, {"schedule", test_schedule}, {"guidance", test_guidance},
         {"euler", test_euler},   {"uint8", test_uint8}, {"manifest", test_manifest}, {"npy", test_npy},
-        {"npz", test_npz},       {"lanczos", test_lanczos}};
+        {"npz", test_npz},       {"lanczos", test_lanczos}, {"capi", test_capi}};
     if (argc != 2 || !tests.count(argv[1])) {
         std::cerr << "usage: sfv_unit_tests NAME (";
         for (const auto& t : tests) std::cerr << t.first << " ";
