@@ -33,7 +33,7 @@ def _run(capsys, *argv):
 
 
 def _snapshot(root: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
