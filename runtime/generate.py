@@ -31,6 +31,9 @@ EXAMPLES = """examples:
   python -m runtime.generate --bundle bundle --image in.png --out frames/ --backend tensorrt
   # OpenVINO on the CPU, bf16 arithmetic where the CPU has it (f32, the default, matches ONNX Runtime)
   python -m runtime.generate --bundle bundle --image in.png --out clip.mp4 --backend openvino --precision bf16
+  # per-network engines, or the recipe python -m benchmarks.recipe measured on this CPU
+  python -m runtime.generate --bundle bundle --image in.png --out clip.mp4 --engines unet=onnxruntime:int8,vae_decoder=openvino:bf16
+  python -m runtime.generate --bundle bundle --image in.png --out clip.mp4 --recipe auto --steps 1 --max-guidance 1
   # the same random numbers in two runtimes (e.g. this one and the C++ sfv-generate)
   python -m runtime.generate --bundle bundle --image in.png --out a.npy --generator splitmix --save-noise noise.npz
   python -m runtime.generate --bundle bundle --image in.png --out b.npy --noise noise.npz
@@ -59,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "been built for it (default fp32; on TensorRT the engines as built)")
     p.add_argument("--providers", help="ONNX Runtime execution providers, comma-separated: cpu (default), cuda, tensorrt")
     p.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO threads on the CPU (default: the runtime's choice)")
+    p.add_argument("--engines", metavar="NET=BACKEND:PRECISION,...",
+                   help="per-network engines, overriding --backend/--precision for the networks named, e.g. "
+                        "unet=onnxruntime:int8,vae_decoder=openvino:bf16 (BACKEND[:PRECISION[:THREADS]]; docs/recipe.md)")
+    p.add_argument("--recipe", metavar="auto|FILE",
+                   help="the engines measured for this CPU by python -m benchmarks.recipe: auto = the bundle's recipe.json; "
+                        "on another CPU (or without one) the default engines run, with a warning; --engines overrides it")
     p.add_argument("--ov-cache", metavar="DIR", help="with --backend openvino: compiled-model cache (the next start skips compiling)")
     add_arguments(p)
     p.add_argument("--noise", metavar="NPZ", help="explicit noise: an .npz with 'augmentation' [1,3,H,W] and 'latents' "
@@ -85,8 +94,10 @@ def _generate(args) -> int:
         raise InputError("--unet goes with --model (a bundle's UNet is fixed at export; re-export with --unet)")
     if args.model and args.backend not in (None, "torch"):
         raise InputError(f"--model runs on the torch backend; for --backend {args.backend} export a bundle and pass --bundle")
-    if args.ov_cache and args.backend != "openvino":
-        raise InputError("--ov-cache goes with --backend openvino")
+    if args.ov_cache and args.backend != "openvino" and not (args.engines or args.recipe):
+        raise InputError("--ov-cache goes with --backend openvino (or OpenVINO engines in --engines / --recipe)")
+    if args.model and (args.engines or args.recipe):
+        raise InputError("--engines and --recipe choose a bundle's engines; pass --bundle")
     output_kind(args.out)
     for path in (args.out, args.save_noise, args.save_latents):
         if path:
@@ -112,7 +123,8 @@ def _generate(args) -> int:
         pipe = VideoPipeline.from_model(args.model, unet=args.unet)
     else:
         pipe = VideoPipeline.from_bundle(args.bundle, backend=args.backend or "onnxruntime", precision=args.precision,
-                                         providers=args.providers, threads=args.threads, **_openvino_options(args))
+                                         providers=args.providers, threads=args.threads, engines=_engine_choices(args),
+                                         **_openvino_options(args))
     pipe.resolve(options)  # sizes and ranges checked before the engines activate
 
     # 3. Generate and write.
@@ -148,9 +160,19 @@ def format_timings(timings: dict) -> str:
     return "timings: " + " | ".join(parts) + f" | total {timings['total']:.2f}s"
 
 
+def _engine_choices(args) -> dict | None:
+    """Per-network engines: the recipe's (--recipe), then --engines on top of them."""
+    from engines.factory import parse_engine_choices
+    from engines.recipe import recipe_engines
+
+    chosen = dict(recipe_engines(args.recipe, args.bundle) or {}) if args.recipe else {}
+    chosen.update(parse_engine_choices(args.engines) if args.engines else {})
+    return chosen or None
+
+
 def _openvino_options(args) -> dict:
-    """The OpenVINO engines' options (only for --backend openvino)."""
-    if args.backend != "openvino":
+    """The OpenVINO engines' options (--backend openvino, or OpenVINO engines in --engines / --recipe)."""
+    if args.backend != "openvino" and not (args.engines or args.recipe):
         return {}
     return {"ov_cache_dir": args.ov_cache}
 
