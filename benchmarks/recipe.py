@@ -283,7 +283,7 @@ def run(bundle_dir, *, frames: int | None = None, height: int = 128, width: int 
     recipe, history = choose_recipe(bundle, result["networks"], image, dims, ref_threads, max_rel_l2, min_psnr)
     result["recipe"] = {n: str(c) for n, c in recipe.items()}
     result["quality_steps"] = history
-    result["end_to_end"] = end_to_end(bundle, recipe, image, dims, ref_threads, e2e_rounds)
+    result["end_to_end"] = end_to_end(bundle, recipe, image, dims, ref_threads, e2e_rounds) if e2e_rounds else None
     result["load_after"] = load_average()
     if write:
         summary = {"dims": dims, "threads": threads, "max_rel_l2": max_rel_l2, "min_psnr_db": min_psnr,
@@ -309,6 +309,8 @@ def format_table(result: dict) -> str:
         for why in result["skipped"].get(network, []):
             lines.append(f"| {network} | {why} | | | | skipped |")
     e2e = result["end_to_end"]
+    if e2e is None:
+        return "\n".join(lines + ["", "Recipe: " + ",".join(f"{n}={c}" for n, c in result["recipe"].items())])
     lines += ["", f"End to end, one run, {e2e['rounds']} alternated rounds (median seconds per stage):", "",
               "| configuration | CLIP | VAE enc. | UNet | decoder | total | vs fp32 ORT (SVD decoder) |", "|---|---|---|---|---|---|---|"]
     for key, c in e2e["configs"].items():
@@ -343,7 +345,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precisions", help="candidate precisions besides fp32, e.g. int8,bf16 (default: every one available)")
     p.add_argument("--networks", nargs="+", help="networks to measure (default: all; the others run ORT fp32)")
     p.add_argument("--rounds", type=int, default=3, help="alternated rounds per candidate pair (default 3, after a warm-up)")
-    p.add_argument("--e2e-rounds", type=int, default=3, help="alternated end-to-end rounds (default 3, after a warm-up)")
+    p.add_argument("--e2e-rounds", type=int, default=3, help="alternated end-to-end rounds (default 3, after a warm-up; 0: skip the end-to-end run)")
     p.add_argument("--max-rel-l2", type=float, default=REL_L2_LIMIT["int8"],
                    help="largest relative L2 error of a network's output against fp32 (default %(default)s: the int8 validation bound)")
     p.add_argument("--min-psnr", type=float, default=30.0, help="SF-V frames against fp32, dB (default 30)")
@@ -355,8 +357,8 @@ def _parser() -> argparse.ArgumentParser:
 @run_cli
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.rounds < 1 or args.e2e_rounds < 1:
-        raise BenchmarkError("--rounds and --e2e-rounds must be >= 1")
+    if args.rounds < 1 or args.e2e_rounds < 0:
+        raise BenchmarkError("--rounds must be >= 1 and --e2e-rounds >= 0")
     try:
         threads = [int(t) for t in args.threads.split(",")] if args.threads else []
     except ValueError:

@@ -100,6 +100,12 @@ def _ratio_line(r: dict) -> str:
             f"{_config_name(r['slow'])} (full decoder): {what}{band}")
 
 
+def _recipe_line(result: dict) -> str:
+    recipe = result.get("recipe") or {}
+    return ("best CPU recipe (python -m benchmarks.recipe, this CPU): " + ", ".join(f"{n}={c}" for n, c in recipe.items())
+            + "; the other rows run ONNX Runtime fp32")
+
+
 def _config_name(name: str) -> str:
     """``svd-25`` -> ``SVD 25 steps``, ``sfv-1`` -> ``SF-V 1 step`` (what a reader calls a configuration)."""
     from benchmarks.workload import RunConfig
@@ -269,6 +275,8 @@ def format_text(result: dict) -> str:
              _text_table(*stage_rows(result))]
     if result.get("fast_decoder_speedup"):
         parts += ["", _ratio_line(result["fast_decoder_speedup"])]
+    if result.get("recipe_speedup"):
+        parts += ["", _ratio_line(result["recipe_speedup"]), _recipe_line(result)]
     check = result.get("per_step_model")
     if check:
         parts += ["", format_per_step_check(check)]
@@ -282,6 +290,8 @@ def format_markdown(result: dict) -> str:
               _md_table(*stage_rows(result))]
     if result.get("fast_decoder_speedup"):
         parts += ["", _ratio_line(result["fast_decoder_speedup"])]
+    if result.get("recipe_speedup"):
+        parts += ["", _ratio_line(result["recipe_speedup"]), "", _recipe_line(result)]
     check = result.get("per_step_model")
     if check:
         parts += ["", "## Per-step model check", "", "```", format_per_step_check(check), "```"]
