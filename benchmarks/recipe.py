@@ -293,6 +293,54 @@ def run(bundle_dir, *, frames: int | None = None, height: int = 128, width: int 
     return result
 
 
+def per_stage(bundle_dir, networks: Sequence[str], *, frames: int, height: int, width: int, decode_chunk: int | None = None,
+              rounds: int = 2) -> dict:
+    """The bundle's recipe against ONNX Runtime fp32, one network at a time, on seeded sample inputs at a
+    size the whole pipeline may not fit (e.g. 576x1024): one call per stage as the pipeline makes it
+    (the decoders take ``decode_chunk`` frames per call; the clip takes ``frames / decode_chunk`` calls)."""
+    from export.specs import expand_dims
+
+    bundle = Bundle.load(bundle_dir)
+    doc = read_recipe(recipe_path(bundle.root))
+    if doc["cpu"] != this_cpu():
+        raise BenchmarkError(f"{recipe_path(bundle.root)} was chosen on another CPU ({doc['cpu'].get('model')}); "
+                             "measure one here first: python -m benchmarks.recipe --bundle BUNDLE")
+    ref_threads = max((doc.get("measured") or {}).get("threads") or [min(2, usable_cores())])
+    result = {"benchmark": "recipe-per-stage", "machine": machine_info(ref_threads), "bundle": str(bundle.root),
+              "dims": {"frames": frames, "height": height, "width": width, "decode_chunk": decode_chunk}, "networks": {}}
+    for network in networks:
+        chunk = decode_chunk if network.startswith("vae_decoder") and decode_chunk else frames
+        dims = expand_dims({"batch": 1, "frames": chunk, "height": height, "width": width}, bundle.config)
+        feeds = {k: np.asarray(v, dtype=np.float32) for k, v in bundle.spec(network).sample_inputs(dims, bundle.config).items()}
+        choice = doc["engines"].get(network, ref_choice(ref_threads))
+        choices = [ref_choice(ref_threads)] + ([choice] if choice != ref_choice(ref_threads) else [])
+        rows = measure_network(bundle, network, feeds, choices, rounds, ref_threads)
+        calls = -(-frames // chunk) if network.startswith("vae_decoder") else 1
+        for r in rows:
+            r["calls_per_clip"] = calls
+        result["networks"][network] = rows
+        gc.collect()
+    result["load_after"] = load_average()
+    return result
+
+
+def format_per_stage(result: dict) -> str:
+    d = result["dims"]
+    lines = [f"Machine: {describe(result['machine'])}; load after {result.get('load_after')}",
+             f"Per stage at {d['frames']} frames, {d['height']}x{d['width']} px (decoders: {d['decode_chunk'] or d['frames']} "
+             "frames per call), recipe engine vs ONNX Runtime fp32, alternated",
+             "", "| network | engine | s per call | calls per clip | s per clip | speed vs ORT fp32 | rel. L2 vs fp32 |",
+             "|---|---|---|---|---|---|---|"]
+    for network, rows in result["networks"].items():
+        for r in rows:
+            if "error" in r:
+                lines.append(f"| {network} | {r['choice']} | failed: {r['error']} | | | | |")
+                continue
+            lines.append(f"| {network} | {r['choice']} | {r['seconds']:.3f} | {r['calls_per_clip']} | "
+                         f"{r['seconds'] * r['calls_per_clip']:.2f} | {r['speedup']:.2f}x | {r['rel_l2']:.3g} |")
+    return "\n".join(lines)
+
+
 def format_table(result: dict) -> str:
     lines = [f"Machine: {describe(result['machine'])}; load after {result.get('load_after')}",
              f"SF-V clip {result['dims']}, candidates against ONNX Runtime fp32 at {max(result['threads'])} threads "
@@ -333,6 +381,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  python -m benchmarks.recipe --bundle out/tiny --frames 14 --height 64 --width 64\n"
                "  python -m benchmarks.recipe --bundle out/full --threads 2 --precisions int8,bf16 --out results/recipe\n"
+               "  python -m benchmarks.recipe --bundle out/full --per-stage --height 576 --width 1024 --decode-chunk 2 \\\n"
+               "      --networks vae_encoder vae_decoder vae_decoder_fast --rounds 2\n"
                "  python -m runtime.generate --bundle out/full --recipe auto --image cat.png --out clip.mp4 --steps 1 --max-guidance 1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -349,6 +399,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rel-l2", type=float, default=REL_L2_LIMIT["int8"],
                    help="largest relative L2 error of a network's output against fp32 (default %(default)s: the int8 validation bound)")
     p.add_argument("--min-psnr", type=float, default=30.0, help="SF-V frames against fp32, dB (default 30)")
+    p.add_argument("--per-stage", action="store_true",
+                   help="time the bundle's recipe against ONNX Runtime fp32 network by network on sample inputs (for sizes "
+                        "the whole clip does not fit, e.g. --height 576 --width 1024); needs --networks and a recipe")
+    p.add_argument("--decode-chunk", type=int, help="with --per-stage: frames per decoder call (default: all)")
     p.add_argument("--no-write", action="store_true", help=f"measure only; do not write {RECIPE}")
     p.add_argument("--out", help="also write recipe.json (the full result) and recipe.md here")
     return p
@@ -365,6 +419,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise BenchmarkError(f"--threads {args.threads!r}: comma-separated integers, e.g. 1,2") from None
     if any(t < 1 for t in threads):
         raise BenchmarkError("--threads: each count must be >= 1")
+    if args.per_stage:
+        if not args.networks:
+            raise BenchmarkError("--per-stage needs --networks, e.g. --networks vae_encoder vae_decoder vae_decoder_fast")
+        result = per_stage(args.bundle, args.networks, frames=args.frames or Bundle.load(args.bundle).config.num_frames,
+                           height=args.height, width=args.width, decode_chunk=args.decode_chunk, rounds=args.rounds)
+        text = format_per_stage(result)
+        print(text)
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / "per-stage.json", json.loads(json.dumps(result, default=float)))
+            write_bytes_atomic(out / "per-stage.md", (text + "\n").encode())
+        return 0
     result = run(args.bundle, frames=args.frames, height=args.height, width=args.width, threads=threads, rounds=args.rounds,
                  e2e_rounds=args.e2e_rounds, max_rel_l2=args.max_rel_l2, min_psnr=args.min_psnr,
                  backends=[b.strip() for b in args.backends.split(",") if b.strip()],
