@@ -90,7 +90,7 @@ def candidates(bundle: Bundle, network: str, threads: Sequence[int], backends: S
             skipped.append(f"openvino {'bf16' if ov else ''}: {why}".replace("  ", " "))
     for name, precs in per_backend.items():
         for p in precs:
-            if precisions and p not in precisions and p != "fp32":
+            if precisions and p not in precisions:  # ONNX Runtime fp32, the reference, is measured anyway
                 continue
             found += [Choice(name, p, t) for t in threads]
     return found, skipped
@@ -130,7 +130,8 @@ def measure_network(bundle: Bundle, network: str, feeds: Mapping[str, np.ndarray
             log.warning("%s %s: %s", network, choice, rows[-1]["error"])
             continue
         err = output_error(got, want)
-        samples = interleave({"ref": timed(lambda: ref.run(feeds)), "cand": timed(lambda e=engine: e.run(feeds))}, rounds, warmup=1)
+        # The calls above were each engine's first (compile, allocation): the rounds are timed from the start.
+        samples = interleave({"ref": timed(lambda: ref.run(feeds)), "cand": timed(lambda e=engine: e.run(feeds))}, rounds, warmup=0)
         ratio = summarize([a / b for a, b in zip(samples["ref"], samples["cand"])])
         row = {"choice": str(choice), "backend": choice.backend, "precision": choice.precision, "threads": choice.threads,
                "seconds": summarize(samples["cand"]).median, "reference_seconds": summarize(samples["ref"]).median,
@@ -201,7 +202,7 @@ def choose_recipe(bundle: Bundle, per_network: Mapping[str, list[dict]], image, 
         chosen[worst] = fallback or next(r for r in per_network[worst] if r["choice"] == str(ref_choice(ref_threads)))
 
 
-def end_to_end(bundle: Bundle, recipe: Mapping[str, Choice], image, dims, ref_threads: int, rounds: int) -> dict:
+def end_to_end(bundle: Bundle, recipe: Mapping[str, Choice], image, dims, ref_threads: int, rounds: int, warmup: int = 1) -> dict:
     """fp32 ONNX Runtime and the recipe, alternated in one run (and each with the fast decoder where
     the bundle has one): per-stage medians, end-to-end ratios against fp32 with SVD's decoder, PSNR."""
     from runtime.pipeline import VideoPipeline
@@ -222,12 +223,12 @@ def end_to_end(bundle: Bundle, recipe: Mapping[str, Choice], image, dims, ref_th
     try:
         for pipe in pipes.values():
             pipe.__enter__()
-        samples = interleave({f"{p}/{d}": sampler(p, d) for p, d in runs}, rounds, warmup=1)
+        samples = interleave({f"{p}/{d}": sampler(p, d) for p, d in runs}, rounds, warmup=warmup)
     finally:
         for pipe in pipes.values():
             pipe.close()
     stages = [s for s in ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder", "total")]
-    out = {"rounds": rounds, "configs": {}}
+    out = {"rounds": rounds, "warmup": warmup, "configs": {}}
     for key, values in samples.items():
         out["configs"][key] = {s: summarize([v[s] for v in values if s in v]).median for s in stages if s in values[0]}
     base = samples["fp32/full"]
@@ -244,7 +245,7 @@ def end_to_end(bundle: Bundle, recipe: Mapping[str, Choice], image, dims, ref_th
 
 
 def run(bundle_dir, *, frames: int | None = None, height: int = 128, width: int = 128, threads: Sequence[int] = (),
-        rounds: int = 3, e2e_rounds: int = 3, max_rel_l2: float = REL_L2_LIMIT["int8"], min_psnr: float = 30.0,
+        rounds: int = 3, e2e_rounds: int = 3, warmup: int = 1, max_rel_l2: float = REL_L2_LIMIT["int8"], min_psnr: float = 30.0,
         backends: Sequence[str] = ("onnxruntime", "openvino"), precisions: Sequence[str] | None = None,
         networks: Sequence[str] | None = None, write: bool = True) -> dict:
     """Measure, choose, check end to end and (``write``) store the recipe; return everything measured."""
@@ -283,7 +284,7 @@ def run(bundle_dir, *, frames: int | None = None, height: int = 128, width: int 
     recipe, history = choose_recipe(bundle, result["networks"], image, dims, ref_threads, max_rel_l2, min_psnr)
     result["recipe"] = {n: str(c) for n, c in recipe.items()}
     result["quality_steps"] = history
-    result["end_to_end"] = end_to_end(bundle, recipe, image, dims, ref_threads, e2e_rounds) if e2e_rounds else None
+    result["end_to_end"] = end_to_end(bundle, recipe, image, dims, ref_threads, e2e_rounds, warmup) if e2e_rounds else None
     result["load_after"] = load_average()
     if write:
         summary = {"dims": dims, "threads": threads, "max_rel_l2": max_rel_l2, "min_psnr_db": min_psnr,
@@ -359,7 +360,7 @@ def format_table(result: dict) -> str:
     e2e = result["end_to_end"]
     if e2e is None:
         return "\n".join(lines + ["", "Recipe: " + ",".join(f"{n}={c}" for n, c in result["recipe"].items())])
-    lines += ["", f"End to end, one run, {e2e['rounds']} alternated rounds (median seconds per stage):", "",
+    lines += ["", f"End to end, one run, {e2e['rounds']} alternated rounds after {e2e.get('warmup', 1)} warm-up (median seconds per stage):", "",
               "| configuration | CLIP | VAE enc. | UNet | decoder | total | vs fp32 ORT (SVD decoder) |", "|---|---|---|---|---|---|---|"]
     for key, c in e2e["configs"].items():
         ratio = f"{c['speedup_vs_fp32_full']:.2f}x" if "speedup_vs_fp32_full" in c else "1.00x"
@@ -396,6 +397,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--networks", nargs="+", help="networks to measure (default: all; the others run ORT fp32)")
     p.add_argument("--rounds", type=int, default=3, help="alternated rounds per candidate pair (default 3, after a warm-up)")
     p.add_argument("--e2e-rounds", type=int, default=3, help="alternated end-to-end rounds (default 3, after a warm-up; 0: skip the end-to-end run)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed end-to-end rounds first (default 1; engines are "
+                                                          "created and compiled before it either way)")
     p.add_argument("--max-rel-l2", type=float, default=REL_L2_LIMIT["int8"],
                    help="largest relative L2 error of a network's output against fp32 (default %(default)s: the int8 validation bound)")
     p.add_argument("--min-psnr", type=float, default=30.0, help="SF-V frames against fp32, dB (default 30)")
@@ -433,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_bytes_atomic(out / "per-stage.md", (text + "\n").encode())
         return 0
     result = run(args.bundle, frames=args.frames, height=args.height, width=args.width, threads=threads, rounds=args.rounds,
-                 e2e_rounds=args.e2e_rounds, max_rel_l2=args.max_rel_l2, min_psnr=args.min_psnr,
+                 e2e_rounds=args.e2e_rounds, warmup=args.warmup, max_rel_l2=args.max_rel_l2, min_psnr=args.min_psnr,
                  backends=[b.strip() for b in args.backends.split(",") if b.strip()],
                  precisions=[p.strip() for p in args.precisions.split(",")] if args.precisions else None,
                  networks=args.networks, write=not args.no_write)

@@ -148,3 +148,22 @@ def test_quality_bound_sends_networks_back_to_fp32(measured):
     assert [list(h["engines"].values()) for h in history][0] == ["openvino:fp32:1", "openvino:fp32:1"]
     assert history[1]["engines"]["unet"] == "onnxruntime:fp32:1"  # the larger error went first
     assert history[-1]["psnr_db"] >= 150.0
+
+
+def test_per_stage_times_the_recipe_network_by_network(measured):
+    from benchmarks.recipe import format_per_stage, per_stage
+
+    root, result = measured
+    got = per_stage(root, ["vae_decoder"], frames=14, height=64, width=96, decode_chunk=7, rounds=1)
+    rows = got["networks"]["vae_decoder"]
+    assert rows[0]["choice"] == "onnxruntime:fp32:1" and all(r["calls_per_clip"] == 2 for r in rows)
+    assert [r["choice"] for r in rows][-1] == result["recipe"]["vae_decoder"]
+    assert "| vae_decoder | onnxruntime:fp32:1 |" in format_per_stage(got)
+
+
+def test_speedup_table_has_the_recipe_row():
+    from benchmarks.workload import RunConfig
+
+    rc = RunConfig.parse("sfvrecipe-1")
+    assert rc.label == "SF-V, best CPU recipe" and rc.decoder == "full" and not rc.guidance
+    assert rc.pipeline_kwargs()["steps"] == 1 and rc.pipeline_kwargs()["max_guidance"] == 1.0
