@@ -156,9 +156,9 @@ def test_per_stage_times_the_recipe_network_by_network(measured):
     root, result = measured
     got = per_stage(root, ["vae_decoder"], frames=14, height=64, width=96, decode_chunk=7, rounds=1)
     rows = got["networks"]["vae_decoder"]
-    assert rows[0]["choice"] == "onnxruntime:fp32:1" and all(r["calls_per_clip"] == 2 for r in rows)
-    assert [r["choice"] for r in rows][-1] == result["recipe"]["vae_decoder"]
-    assert "| vae_decoder | onnxruntime:fp32:1 |" in format_per_stage(got)
+    assert [r["choice"] for r in rows] == [result["recipe"]["vae_decoder"]] and rows[0]["calls_per_clip"] == 2
+    assert rows[0]["reference_seconds"] > 0 and rows[0]["rel_l2"] <= result["max_rel_l2"]
+    assert f"| vae_decoder | {result['recipe']['vae_decoder']} |" in format_per_stage(got)
 
 
 def test_speedup_table_has_the_recipe_row():
