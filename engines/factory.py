@@ -272,7 +272,8 @@ def create_engines(
     makers = {}
     for name in dict.fromkeys(c.backend for c in choices.values()):
         used = [n for n, c in choices.items() if c.backend == name]
-        asked = {variants.get(n, choices[n].precision) if choices[n].precision != "bf16" else "bf16" for n in used} - {None}
+        # What each of its networks runs: the variant resolved above, or bf16 (OpenVINO's arithmetic); None: plans as built.
+        asked = {"bf16" if choices[n].precision == "bf16" else variants.get(n, choices[n].precision) for n in used} - {None}
         makers[name] = REGISTRY[name].open(bundle, used, asked, options)
     out = {}
     for name in names:
