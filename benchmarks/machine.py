@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from export.environment import VECTOR_FLAGS, cpu_flags, cpu_model, library_versions, vector_extensions  # noqa: F401 (re-exported)
+from contract.environment import VECTOR_FLAGS, cpu_flags, cpu_model, library_versions, vector_extensions  # noqa: F401 (re-exported)
 
 _VERSIONED = ("torch", "onnxruntime", "onnx", "diffusers", "transformers", "numpy", "pytest-benchmark")
 

@@ -45,11 +45,11 @@ from benchmarks.openvino import psnr
 from benchmarks.timing import interleave, summarize, timed
 from engines.factory import REGISTRY, Choice, create_engines, pipeline_engines
 from engines.recipe import RECIPE, read_recipe, recipe_path, this_cpu, write_recipe
-from export.atomic import write_bytes_atomic, write_json_atomic
-from export.bundle import Bundle
-from export.cli import run_cli
-from export.environment import x86_without_vnni
-from export.specs import NETWORKS, OPTIONAL_NETWORKS
+from contract.atomic import write_bytes_atomic, write_json_atomic
+from contract.bundle import Bundle
+from contract.cli import run_cli
+from contract.environment import x86_without_vnni
+from contract.specs import NETWORKS, OPTIONAL_NETWORKS
 from export.variants import REL_L2_LIMIT, output_error
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def openvino_precisions() -> tuple[list[str], str | None]:
 def candidates(bundle: Bundle, network: str, threads: Sequence[int], backends: Sequence[str], precisions: Sequence[str] | None
                ) -> tuple[list[Choice], list[str]]:
     """The choices measured for ``network`` and the ones skipped, with why."""
-    from export.precision import variants
+    from contract.precision import variants
 
     have = [p for p in variants(bundle.manifest, network)]
     skipped, found = [], []
@@ -299,7 +299,7 @@ def per_stage(bundle_dir, networks: Sequence[str], *, frames: int, height: int, 
     """The bundle's recipe against ONNX Runtime fp32, one network at a time, on seeded sample inputs at a
     size the whole pipeline may not fit (e.g. 576x1024): one call per stage as the pipeline makes it
     (the decoders take ``decode_chunk`` frames per call; the clip takes ``frames / decode_chunk`` calls)."""
-    from export.specs import expand_dims
+    from contract.specs import expand_dims
 
     bundle = Bundle.load(bundle_dir)
     doc = read_recipe(recipe_path(bundle.root))

@@ -27,7 +27,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from export.atomic import atomic_path, write_json_atomic
+from contract.atomic import atomic_path, write_json_atomic
 
 STAGES = ("preprocess", "image_encoder", "vae_encoder", "unet", "vae_decoder", "other")
 STAGE_LABELS = {

@@ -43,7 +43,7 @@ from benchmarks.workload import (
     synthetic_image,
 )
 from engines.factory import model_engines, pipeline_engines
-from export.cli import run_cli
+from contract.cli import run_cli
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def run_loops(
     With ``check``, each stage is also timed one call at a time and the per-step prediction
     (``steps x per-step``) is compared with the measured loops (``result["per_step_model"]``).
     """
-    from export.models import load_model
+    from networks.models import load_model
     from runtime.pipeline import VideoPipeline
 
     if backend not in BACKENDS:
@@ -252,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _auto_mode(model) -> str:
-    from export.models import BUILTIN_MODELS
+    from networks.models import BUILTIN_MODELS
 
     if str(model) == "tiny":
         return "loop"
@@ -261,7 +261,7 @@ def _auto_mode(model) -> str:
     import json
     from pathlib import Path
 
-    from export.models import check_layout
+    from networks.models import check_layout
 
     path = Path(model)
     check_layout(path, components=("unet",))

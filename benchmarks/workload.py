@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.errors import BenchmarkError
-from export.bundle import MANIFEST, Bundle
-from export.specs import NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, check_resolution, expand_dims
+from contract.bundle import MANIFEST, Bundle
+from contract.specs import NETWORKS, PREPROCESS_NETWORKS, ModelConfig, NetworkSpec, check_resolution, expand_dims
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,11 @@ def default_bundle_dir(model: str | os.PathLike) -> Path:
     """Where a benchmark bundle of ``model`` is cached: ``$SFV_CACHE/bundles/<model>-<hash>``.
 
     Built-in models are keyed by their cached directory (whose name already hashes the config),
-    other directories by their absolute path; both also by :func:`export.environment.exporter_fingerprint`,
+    other directories by their absolute path; both also by :func:`contract.environment.exporter_fingerprint`,
     so that a bundle from other exporter code is exported afresh rather than timed.
     """
-    from export.environment import exporter_fingerprint
-    from export.models import BUILTIN_MODELS, builtin_model_dir, cache_dir
+    from contract.environment import exporter_fingerprint
+    from networks.models import BUILTIN_MODELS, builtin_model_dir, cache_dir
 
     source = builtin_model_dir(str(model)) if str(model) in BUILTIN_MODELS else Path(model).resolve()
     key = hashlib.sha256(f"{source}\0{exporter_fingerprint()}".encode()).hexdigest()[:10]
@@ -74,7 +74,7 @@ def default_bundle_dir(model: str | os.PathLike) -> Path:
 def ensure_bundle(model, bundle_dir: str | os.PathLike | None = None, progress: bool = True) -> Bundle:
     """Load the bundle at ``bundle_dir`` (default :func:`default_bundle_dir`), exporting ``model`` if it has none.
 
-    ``model`` is a name/path or a loaded :class:`export.models.SVDModel`. A cached bundle is
+    ``model`` is a name/path or a loaded :class:`networks.models.SVDModel`. A cached bundle is
     reused only if it holds every network the pipeline runs.
     """
     from export.onnx import export_bundle
@@ -187,7 +187,7 @@ def build_calls(
     ``unet_b2`` is one SVD step with guidance (batch 2), ``unet_b1`` one SF-V step (batch 1);
     the other calls happen once per clip.
     """
-    from export.specs import build_specs
+    from contract.specs import build_specs
 
     specs = build_specs(config)
     dims = call_dims(config, frames, height, width)

@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engines.base import Engine
-from export.bundle import PRECISIONS, Bundle
-from export.errors import BackendUnavailableError, BundleError, ToolkitError
-from export.environment import require_gpu_and_tensorrt, x86_without_vnni
-from export.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
+from contract.bundle import PRECISIONS, Bundle
+from contract.errors import BackendUnavailableError, BundleError, ToolkitError
+from contract.environment import require_gpu_and_tensorrt, x86_without_vnni
+from contract.specs import NETWORKS, OPTIONAL_NETWORKS, PREPROCESS_NETWORKS, ModelConfig, build_specs, check_network_names
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def backend(name: str) -> Backend:
 def _open_torch(bundle: Bundle, names, precisions, options):
     model = _load_manifest_model(bundle)
     if "vae_decoder_fast" in names:  # distilled (a directory) or TAESDV (a checkpoint file): see its manifest kind
-        from training.fast_decoder import open_fast_decoder  # torch-only dependency, loaded when asked for
+        from networks.fast_decoder import open_fast_decoder  # torch-only dependency, loaded when asked for
 
         found = open_fast_decoder(bundle.entry("vae_decoder_fast")["source"])
         model.fast_decoder = found.contract_module(model.config.scaling_factor)
@@ -338,9 +338,9 @@ def _check_choice(name: str, choice: Choice) -> Choice:
 
 
 def _variants(bundle: Bundle, names: Sequence[str], precision: str) -> dict[str, str]:
-    """The graph variant each network runs (the runtime's fallback chain of :mod:`export.precision`:
+    """The graph variant each network runs (the runtime's fallback chain of :mod:`contract.precision`:
     ``precision`` where the bundle has it, else fp32); a fallback is logged once."""
-    from export.precision import resolve
+    from contract.precision import resolve
 
     chosen = {n: resolve(bundle, n, precision or "fp32")[0] for n in names}
     fallback = [n for n in names if chosen[n] != (precision or "fp32") and n not in PREPROCESS_NETWORKS]
@@ -355,7 +355,7 @@ def torch_engines(model, unet=None, networks: Sequence[str] | None = None, devic
     Returns ``(engines, config)``; ``unet`` optionally replaces the model's UNet (a directory).
     """
     from engines.torch_engine import TorchEngine
-    from export.models import SVDModel, load_model
+    from networks.models import SVDModel, load_model
 
     if not isinstance(model, SVDModel):
         model = load_model(model, unet=unet)
@@ -378,7 +378,7 @@ def tensorrt_engine_class():
 
 def _load_manifest_model(bundle: Bundle):
     """Load the model (and UNet) the bundle was exported from, for the torch backend."""
-    from export.models import load_model
+    from networks.models import load_model
 
     info = bundle.manifest["model"]
     source, unet_source = info.get("source"), info.get("unet_source")
@@ -406,7 +406,7 @@ def _plan(bundle: Bundle, name: str, precision: str | None = None):
     that request (the variant of that precision, else its fallback), so that ``--precision int8``
     never runs an fp16 plan built earlier.
     """
-    from export.precision import TRT_FALLBACK, resolve
+    from contract.precision import TRT_FALLBACK, resolve
 
     entry = (bundle.manifest.get("engines") or {}).get(name)
     if not entry or not entry.get("file"):

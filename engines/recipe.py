@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from engines.factory import Choice
-from export.atomic import write_json_atomic
-from export.bundle import MANIFEST
-from export.environment import cpu_model, vector_extensions
-from export.errors import BundleError
+from contract.atomic import write_json_atomic
+from contract.bundle import MANIFEST
+from contract.environment import cpu_model, vector_extensions
+from contract.errors import BundleError
 
 log = logging.getLogger(__name__)
 

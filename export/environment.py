@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
-from export.errors import BackendUnavailableError
+from contract.errors import BackendUnavailableError
 
 # The TensorRT range the builder is written for: strongly typed networks exist from 10.12; 11.x
 # removed the weak-typing API that older code used. The `gpu` extra pins the same range.

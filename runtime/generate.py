@@ -11,9 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-from export.atomic import write_npy_atomic
-from export.bundle import MANIFEST
-from export.cli import quiet_logging, run_cli
+from contract.atomic import write_npy_atomic
+from contract.bundle import MANIFEST
+from contract.cli import quiet_logging, run_cli
 from engines.factory import RUNTIME_PRECISIONS
 from runtime.errors import InputError
 from runtime.options import add_arguments, from_arguments

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from engines.base import Engine
 from engines.factory import Engines
-from export.specs import ModelConfig
+from contract.specs import ModelConfig
 from runtime.conditioning import added_time_ids, augment_image, guidance_scales
 from runtime.denoiser import SVDDenoiser
 from runtime.errors import InputError
@@ -83,7 +83,7 @@ class VideoPipeline:
         the graphs are validated against.
         """
         from engines.factory import pipeline_engines
-        from export.bundle import Bundle
+        from contract.bundle import Bundle
 
         if backend == "torch":
             require_torch_backend()
@@ -230,7 +230,7 @@ def require_torch_backend() -> None:
     installed (the runtime-only ``pip install .``); checked without importing them."""
     import importlib.util
 
-    from export.errors import BackendUnavailableError
+    from contract.errors import BackendUnavailableError
 
     missing = [name for name in TORCH_BACKEND_MODULES if importlib.util.find_spec(name) is None]
     if missing:

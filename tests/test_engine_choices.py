@@ -20,8 +20,8 @@ from engines.factory import (
     register_backend,
 )
 from engines.ort_engine import OnnxRuntimeEngine
-from export.bundle import PRECISIONS
-from export.errors import BackendUnavailableError, UnknownNetworkError
+from contract.bundle import PRECISIONS
+from contract.errors import BackendUnavailableError, UnknownNetworkError
 
 try:
     import openvino  # noqa: F401

@@ -16,8 +16,8 @@ import pytest
 from benchmarks.recipe import choose_recipe, pick, ref_choice, run
 from engines.factory import Choice
 from engines.recipe import RECIPE, read_recipe, recipe_engines, this_cpu, write_recipe
-from export.bundle import Bundle
-from export.errors import BundleError
+from contract.bundle import Bundle
+from contract.errors import BundleError
 
 try:
     import openvino  # noqa: F401
