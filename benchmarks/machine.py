@@ -8,40 +8,9 @@ from datetime import datetime, timezone
 
 import torch
 
-from contract.environment import cpu_flags, library_versions
+from contract.environment import cpu_model, library_versions, vector_extensions
 
 _VERSIONED = ("torch", "onnxruntime", "onnx", "diffusers", "transformers", "numpy", "pytest-benchmark")
-
-
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else :func:`platform.processor`."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-# /proc/cpuinfo flags that decide which kernels the backends can use (oneDNN, MLAS).
-VECTOR_FLAGS = {
-    "avx2": "AVX2",
-    "avx512f": "AVX-512",
-    "avx512_vnni": "AVX512-VNNI",
-    "avx_vnni": "AVX-VNNI",
-    "avx512_bf16": "AVX512-BF16",
-    "amx_tile": "AMX",
-    "amx_bf16": "AMX-BF16",
-    "amx_int8": "AMX-INT8",
-}
-
-
-def vector_extensions() -> list[str]:
-    """The CPU's vector extensions among :data:`VECTOR_FLAGS` (Linux; empty where unknown)."""
-    flags = cpu_flags()
-    return [name for flag, name in VECTOR_FLAGS.items() if flag in flags]
 
 
 def load_average() -> list[float] | None:

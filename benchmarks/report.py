@@ -103,6 +103,12 @@ def _ratio_line(r: dict) -> str:
             f"{_config_name(r['slow'])} (full decoder): {what}{band}")
 
 
+def _recipe_line(result: dict) -> str:
+    recipe = result.get("recipe") or {}
+    return ("best CPU recipe (python -m benchmarks.recipe, this CPU): " + ", ".join(f"{n}={c}" for n, c in recipe.items())
+            + "; the other rows run ONNX Runtime fp32")
+
+
 def _config_name(name: str) -> str:
     """``svd-25`` -> ``SVD 25 steps``, ``sfv-1`` -> ``SF-V 1 step`` (what a reader calls a configuration)."""
     rc = RunConfig.parse(name)
@@ -194,6 +200,10 @@ def speedup_notes(result: dict) -> list[str]:
     for c in configs:
         if c is ref or c.get("speedup_unet") is None:
             continue
+        if c["speedup_total"] < 1:  # a faster row than the reference (e.g. the best CPU recipe): say it that way round
+            lines.append(f"{_config_name(c['name'])} is {1 / c['speedup_total']:.1f}x faster than {_config_name(ref['name'])} "
+                         f"end to end ({1 / c['speedup_unet']:.1f}x in the UNet)")
+            continue
         lines.append(f"{_config_name(ref['name'])} is {c['speedup_unet']:.1f}x faster than {_config_name(c['name'])} "
                      f"in the UNet, {c['speedup_total']:.1f}x end to end")
     return lines
@@ -274,6 +284,8 @@ def format_text(result: dict) -> str:
              _text_table(*stage_rows(result))]
     if result.get("fast_decoder_speedup"):
         parts += ["", _ratio_line(result["fast_decoder_speedup"])]
+    if result.get("recipe_speedup"):
+        parts += ["", _ratio_line(result["recipe_speedup"]), _recipe_line(result)]
     check = result.get("per_step_model")
     if check:
         parts += ["", format_per_step_check(check)]
@@ -287,6 +299,8 @@ def format_markdown(result: dict) -> str:
               _md_table(*stage_rows(result))]
     if result.get("fast_decoder_speedup"):
         parts += ["", _ratio_line(result["fast_decoder_speedup"])]
+    if result.get("recipe_speedup"):
+        parts += ["", _ratio_line(result["recipe_speedup"]), "", _recipe_line(result)]
     check = result.get("per_step_model")
     if check:
         parts += ["", "## Per-step model check", "", "```", format_per_step_check(check), "```"]

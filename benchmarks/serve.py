@@ -33,7 +33,7 @@ import ray
 import requests
 from ray import serve
 
-from benchmarks.machine import cpu_model, vector_extensions
+from contract.environment import cpu_model, vector_extensions
 from contract.bundle import Bundle
 from runtime.options import GenerateOptions
 from runtime.pipeline import VideoPipeline

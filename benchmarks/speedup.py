@@ -32,12 +32,14 @@ from pathlib import Path
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import load_average, machine_info, usable_cores
 from benchmarks.per_step import call_samplers, check_prediction, derive_configs, run_per_step
+from benchmarks.recipe import run as measure_recipe
 from benchmarks.report import add_speedups, end_to_end_ratio, format_text, paper_entry, with_sampler, write_results
 from benchmarks.timing import interleave, set_threads, summarize, summarize_dicts
 from benchmarks.workload import BACKENDS, DEFAULT_CONFIGS, RunConfig, ensure_bundle, model_info, resolve_shape, shapes_info, synthetic_image
 from contract.cli import run_cli
 from contract.specs import STAGES
 from engines.factory import model_engines, pipeline_engines
+from engines.recipe import read_recipe, recipe_path, this_cpu
 from networks.models import BUILTIN_MODELS, check_layout, load_model
 from runtime.pipeline import VideoPipeline
 
@@ -75,6 +77,8 @@ def run_loops(
     bundle = ensure_bundle(model, bundle_dir) if backend == "onnxruntime" else None
     if bundle is not None and "vae_decoder_fast" in bundle.networks and tuple(configs) == DEFAULT_CONFIGS:
         run_configs.append(RunConfig.parse("sfvfast-1"))  # the bundle has a distilled decoder: time its row too
+    if bundle is not None and tuple(configs) == DEFAULT_CONFIGS:
+        run_configs.append(RunConfig.parse("sfvrecipe-1"))  # the whole toolkit on this CPU, not only the UNet
     config = loaded.config
     frames, height, width = resolve_shape(config, frames, height, width)
     make = lambda t: model_engines(loaded) if backend == "torch" else pipeline_engines(bundle, backend, threads=t)
@@ -86,11 +90,19 @@ def run_loops(
     set_threads(threads)
     machine["threads"] = threads
     engines = make(threads)
+    recipe = None
+    if any(rc.kind == "sfvrecipe" for rc in run_configs):
+        if bundle is None:
+            raise BenchmarkError("sfvrecipe-1 runs a bundle's engines: use --backend onnxruntime")
+        recipe = measured_recipe(bundle, threads, frames, height, width)
+    pipes = {"fp32": VideoPipeline(engines)}
+    if recipe is not None:
+        pipes["recipe"] = VideoPipeline(pipeline_engines(bundle, backend, threads=threads, engines=recipe))
 
-    with VideoPipeline(engines) as pipe:
+    with pipes["fp32"], pipes.get("recipe", pipes["fp32"]):
         def sampler(rc: RunConfig):
             def run() -> dict:
-                result = pipe(image, num_frames=frames, height=height, width=width, seed=0, progress=False,
+                result = pipes["recipe" if rc.kind == "sfvrecipe" else "fp32"](image, num_frames=frames, height=height, width=width, seed=0, progress=False,
                               **rc.pipeline_kwargs())
                 if result.timings["unet_calls"] != rc.steps:
                     raise BenchmarkError(f"{rc.name}: expected {rc.steps} UNet calls, got {result.timings['unet_calls']}")
@@ -129,11 +141,13 @@ def run_loops(
                      "configs": [c.name for c in run_configs], "bundle": str(bundle.root) if bundle else None},
         "configs": entries,
         "fast_decoder_speedup": end_to_end_ratio(entries, "svd-25", "sfvfast-1"),
+        "recipe_speedup": end_to_end_ratio(entries, "svd-25", "sfvrecipe-1"),
+        "recipe": {n: str(c) for n, c in recipe.items()} if recipe else None,
     }
     if calls is not None:
         result["calls"] = {k: v.to_json() for k, v in calls.items()}
-        # The per-step model times SVD's decoder: configurations with the fast decoder are not in it.
-        full = [rc for rc in run_configs if rc.decoder == "full"]
+        # The per-step model times SVD's decoder on the fp32 engines: the fast decoder's and the recipe's rows are not in it.
+        full = [rc for rc in run_configs if rc.decoder == "full" and rc.kind != "sfvrecipe"]
         names = {rc.name for rc in full}
         result["per_step_model"] = check_prediction([e for e in entries if e["name"] in names], derive_configs(calls, full))
         if not result["per_step_model"]["within_5_percent"]:
@@ -145,6 +159,21 @@ def run_loops(
                 if load is not None and load >= 0.5 * machine["cores"] else
                 "Why: the machine was quiet, so the per-step model itself misses: some cost is not per step or per call.")
     return result
+
+
+def measured_recipe(bundle, threads: int, frames: int, height: int, width: int) -> dict:
+    """The bundle's recipe for this CPU at ``threads`` (``recipe.json``), measured now if it has none
+    for this CPU and thread count (:func:`benchmarks.recipe.run`, without its own end-to-end run:
+    the speedup table's alternated rounds are that)."""
+    path = recipe_path(bundle.root)
+    if path.is_file():
+        doc = read_recipe(path)
+        if doc["cpu"] == this_cpu() and (doc.get("measured") or {}).get("threads") == [threads]:
+            log.info("recipe: %s (measured on this CPU at %d threads)", path, threads)
+            return doc["engines"]
+    log.info("recipe: measuring this CPU's engines at %d threads (python -m benchmarks.recipe)", threads)
+    result = measure_recipe(bundle.root, frames=frames, height=height, width=width, threads=[threads], e2e_rounds=0)
+    return read_recipe(path)["engines"] if result.get("written") else {}
 
 
 def choose_threads(engines_for, image, call: dict, rounds: int = 3) -> tuple[int, dict]:

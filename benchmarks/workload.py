@@ -106,15 +106,17 @@ class RunConfig:
 
     SVD: ``steps`` Euler steps, guidance rising from 1.0 to 3.0 over the frames (the UNet batch
     is doubled); SF-V: the same pipeline with ``steps=1`` and guidance 1.0, i.e. the schedule
-    ``[sigma_max, 0]`` at batch 1 (paper Eq. 6, one forward pass); ``lcm``: the consistency sampler
+    ``[sigma_max, 0]`` at batch 1 (paper Eq. 6, one forward pass); ``sfvrecipe``: SF-V with each
+    network on the engines :mod:`benchmarks.recipe` measured fastest on this CPU; ``lcm``: the consistency sampler
     (AnimateLCM-SVD-xt's) with its guidance 1.0 -> 1.2 (batch 2), on the same UNet.
     """
 
-    KINDS = {"svd": "SVD", "sfv": "SF-V", "sfvfast": "SF-V + fast decoder", "lcm": "AnimateLCM sampler"}
+    KINDS = {"svd": "SVD", "sfv": "SF-V", "sfvfast": "SF-V + fast decoder", "sfvrecipe": "SF-V, best CPU recipe",
+             "lcm": "AnimateLCM sampler"}
 
     def __init__(self, kind: str, steps: int):
         if kind not in self.KINDS:
-            raise BenchmarkError(f"unknown configuration kind {kind!r}; use svd-STEPS, lcm-STEPS, sfv-1 or sfvfast-1")
+            raise BenchmarkError(f"unknown configuration kind {kind!r}; use svd-STEPS, lcm-STEPS, sfv-1, sfvfast-1 or sfvrecipe-1")
         if steps < 1:
             raise BenchmarkError(f"steps must be >= 1, got {steps}")
         self.kind, self.steps = kind, int(steps)

@@ -18,7 +18,8 @@ from contract.atomic import write_npy_atomic
 from contract.bundle import MANIFEST
 from contract.cli import quiet_logging, run_cli
 from contract.specs import STAGES
-from engines.factory import RUNTIME_PRECISIONS
+from engines.factory import RUNTIME_PRECISIONS, parse_engine_choices
+from engines.recipe import recipe_engines
 from runtime.errors import InputError
 from runtime.noise import ExplicitNoise, RecordingNoise, noise_source, save_noise
 from runtime.options import add_arguments, from_arguments
@@ -43,6 +44,9 @@ EXAMPLES = """examples:
   python -m runtime.generate --bundle bundle --image in.png --out frames/ --backend tensorrt
   # OpenVINO on the CPU, bf16 arithmetic where the CPU has it (f32, the default, matches ONNX Runtime)
   python -m runtime.generate --bundle bundle --image in.png --out clip.mp4 --backend openvino --precision bf16
+  # per-network engines, or the recipe python -m benchmarks.recipe measured on this CPU
+  python -m runtime.generate --bundle bundle --image in.png --out clip.mp4 --engines unet=onnxruntime:int8,vae_decoder=openvino:bf16
+  python -m runtime.generate --bundle bundle --image in.png --out clip.mp4 --recipe auto --steps 1 --max-guidance 1
   # the same random numbers in two runtimes (e.g. this one and the C++ sfv-generate)
   python -m runtime.generate --bundle bundle --image in.png --out a.npy --generator splitmix --save-noise noise.npz
   python -m runtime.generate --bundle bundle --image in.png --out b.npy --noise noise.npz
@@ -99,6 +103,12 @@ def add_engine_arguments(parser) -> None:
                         "been built for it (default fp32; on TensorRT the engines as built)")
     p.add_argument("--providers", help="ONNX Runtime execution providers, comma-separated: cpu (default), cuda, tensorrt")
     p.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO threads on the CPU (default: the runtime's choice)")
+    p.add_argument("--engines", metavar="NET=BACKEND:PRECISION,...",
+                   help="per-network engines, overriding --backend/--precision for the networks named, e.g. "
+                        "unet=onnxruntime:int8,vae_decoder=openvino:bf16 (BACKEND[:PRECISION[:THREADS]]; docs/recipe.md)")
+    p.add_argument("--recipe", metavar="auto|FILE",
+                   help="the engines measured for this CPU by python -m benchmarks.recipe: auto = the bundle's recipe.json; "
+                        "on another CPU (or without one) the default engines run, with a warning; --engines overrides it")
     p.add_argument("--ort-cache", metavar="DIR", help="ONNX Runtime's optimised graphs and the graphs' checked sha256, kept "
                                                       "for the next start (default: BUNDLE/ort-cache; skipped where not writable)")
     p.add_argument("--no-ort-cache", action="store_true", help="optimise and hash the graphs at this start, keep nothing")
@@ -118,8 +128,10 @@ def _generate(args) -> int:
         raise InputError("--unet goes with --model (a bundle's UNet is fixed at export; re-export with --unet)")
     if args.model and args.backend not in (None, "torch"):
         raise InputError(f"--model runs on the torch backend; for --backend {args.backend} export a bundle and pass --bundle")
-    if args.ov_cache and args.backend != "openvino":
-        raise InputError("--ov-cache goes with --backend openvino")
+    if args.ov_cache and args.backend != "openvino" and not (args.engines or args.recipe):
+        raise InputError("--ov-cache goes with --backend openvino (or OpenVINO engines in --engines / --recipe)")
+    if args.model and (args.engines or args.recipe):
+        raise InputError("--engines and --recipe choose a bundle's engines; pass --bundle")
     if args.batch < 1:
         raise InputError(f"--batch must be a positive integer, got {args.batch}")
     images = image_paths(args.image)
@@ -243,13 +255,20 @@ def engine_options(args) -> dict:
     if args.ort_cache and args.no_ort_cache:
         raise InputError("--ort-cache DIR and --no-ort-cache contradict each other; pass one")
     return dict(backend=args.backend or "onnxruntime", precision=args.precision, providers=args.providers,
-                threads=args.threads, ort_cache=not args.no_ort_cache, ort_cache_dir=args.ort_cache,
-                **_openvino_options(args))
+                threads=args.threads, engines=_engine_choices(args), ort_cache=not args.no_ort_cache,
+                ort_cache_dir=args.ort_cache, **_openvino_options(args))
+
+
+def _engine_choices(args) -> dict | None:
+    """Per-network engines: the recipe's (--recipe), then --engines on top of them."""
+    chosen = dict(recipe_engines(args.recipe, args.bundle) or {}) if args.recipe else {}
+    chosen.update(parse_engine_choices(args.engines) if args.engines else {})
+    return chosen or None
 
 
 def _openvino_options(args) -> dict:
-    """The OpenVINO engines' options (only for --backend openvino)."""
-    if args.backend != "openvino":
+    """The OpenVINO engines' options (--backend openvino, or OpenVINO engines in --engines / --recipe)."""
+    if args.backend != "openvino" and not (args.engines or args.recipe):
         return {}
     return {"ov_cache_dir": args.ov_cache}
 

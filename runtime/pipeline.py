@@ -83,9 +83,13 @@ class VideoPipeline:
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | os.PathLike, backend: str = "onnxruntime", *, precision: str | None = None,
-                    providers=None, threads: int | None = None, **backend_options) -> "VideoPipeline":
+                    providers=None, threads: int | None = None, engines=None, **backend_options) -> "VideoPipeline":
         """Engines from an exported bundle; ``backend_options`` go to :func:`engines.factory.create_engines`
         (OpenVINO: ``ov_cache_dir``; ``precision="bf16"`` is OpenVINO's bf16 arithmetic).
+
+        ``engines`` chooses per network, overriding ``backend`` / ``precision`` there:
+        ``{"unet": ("onnxruntime", "int8"), "vae_decoder": ("openvino", "bf16")}``, or a measured
+        recipe's (``engines.recipe.recipe_engines("auto", bundle_dir)``).
 
         ``backend="torch"`` runs the PyTorch modules of the model the bundle was exported from
         (the manifest's ``model.source``), in fp32, not the bundle's graphs: it is the reference
@@ -95,7 +99,7 @@ class VideoPipeline:
             require_torch_backend()
         bundle = Bundle.load(bundle_dir)
         return cls(pipeline_engines(bundle, backend, precision=precision, providers=providers, threads=threads,
-                                    **backend_options), bundle.sampler)
+                                    engines=engines, **backend_options), bundle.sampler)
 
     @classmethod
     def from_model(cls, model="tiny", unet: str | os.PathLike | None = None) -> "VideoPipeline":

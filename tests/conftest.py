@@ -10,7 +10,7 @@ import torch
 
 
 def _cpu_line() -> str:
-    from benchmarks.machine import cpu_model, vector_extensions
+    from contract.environment import cpu_model, vector_extensions
 
     ext = vector_extensions()
     return f"cpu: {cpu_model()} ({', '.join(ext) if ext else 'no AVX2'}), {os.cpu_count()} logical CPUs"

@@ -262,7 +262,8 @@ def test_failed_per_step_check_is_a_marked_warning_with_its_reason():
 
 
 def test_machine_info_records_vector_extensions_and_load():
-    from benchmarks.machine import VECTOR_FLAGS, describe, machine_info
+    from benchmarks.machine import describe, machine_info
+    from contract.environment import VECTOR_FLAGS
 
     info = machine_info(1)
     assert set(info["vector_extensions"]) <= set(VECTOR_FLAGS.values())
