@@ -38,7 +38,7 @@ REMOVED_KEYWORDS = {"fp16", "bf16", "int8", "fp8", "precision_constraints", "cal
 # Polygraphy loaders that only apply removed APIs.
 REMOVED_NAMES = {"SetLayerPrecisions", "Calibrator", "TacticRecorder", "TacticReplayer", "KeepLayersFp32"}
 # Objects whose ``precision`` attribute is ours (the engine's/job's graph precision), not a TensorRT layer's.
-OWN_PRECISION_OWNERS = {"self", "job", "options", "engine", "entry", "args"}
+OWN_PRECISION_OWNERS = {"self", "job", "options", "engine", "entry", "args", "choice", "c", "choices"}
 
 
 def removed_api_uses(source: str, filename: str = "<source>") -> list[str]:
@@ -47,7 +47,8 @@ def removed_api_uses(source: str, filename: str = "<source>") -> list[str]:
     for node in ast.walk(ast.parse(source, filename)):
         where = f"{filename}:{getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.Attribute) and node.attr in REMOVED_ATTRIBUTES:
-            owner = node.value.id if isinstance(node.value, ast.Name) else None
+            value = node.value.value if isinstance(node.value, ast.Subscript) else node.value  # choices[n].precision
+            owner = value.id if isinstance(value, ast.Name) else None
             if node.attr == "precision" and owner in OWN_PRECISION_OWNERS:
                 continue
             found.append(f"{where}: .{node.attr}")
