@@ -14,13 +14,12 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import contention_warning, describe, load_average, machine_info
+from benchmarks.report import write_json_and_markdown
 from benchmarks.timing import interleave, set_threads, summarize
 from benchmarks.workload import ensure_bundle, model_info, resolve_shape, synthetic_image
-from contract.atomic import atomic_path, write_json_atomic
 from contract.bundle import Bundle
 from contract.cli import run_cli
 from runtime.pipeline import VideoPipeline
@@ -155,11 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = format_text(result)
     print(text)
     if args.out:
-        out = Path(args.out)
-        write_json_atomic(out / "results.json", result)
-        with atomic_path(out / "results.md") as tmp:
-            tmp.write_text(text + "\n")
-        print(f"\nwrote {out / 'results.json'}, {out / 'results.md'}")
+        paths = write_json_and_markdown(args.out, "results", result, text)
+        print(f"\nwrote {paths[0]}, {paths[1]}")
     return 0
 
 

@@ -44,8 +44,8 @@ from diffusers import AutoencoderKLTemporalDecoder
 from benchmarks.errors import BenchmarkError
 from benchmarks.flops import count_flops
 from benchmarks.machine import contention_warning, describe, machine_info
+from benchmarks.report import write_json_and_markdown
 from benchmarks.timing import interleave, summarize, timed
-from contract.atomic import write_json_atomic
 from contract.bundle import Bundle
 from contract.cli import run_cli
 from contract.specs import ModelConfig, build_specs, expand_dims
@@ -318,10 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = format_markdown(result)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "decoder.json", result)
-        (out / "decoder.md").write_text(text)
+        write_json_and_markdown(args.out, "decoder", result, text)
     return 0
 
 

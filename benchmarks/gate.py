@@ -42,8 +42,7 @@ from pathlib import Path
 from benchmarks.decide import Comparison, compare, smallest_p
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import describe, machine_info
-from benchmarks.report import _md_table, _text_table
-from contract.atomic import atomic_path, write_json_atomic
+from benchmarks.report import _md_table, _text_table, write_json_and_markdown
 from contract.cli import run_cli
 from contract.specs import NETWORKS, SAMPLER_STAGE
 from contract.specs import STAGES as PIPELINE_STAGES
@@ -577,12 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         result = main_result(args)
         print(format_text(result))
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "gate.json", result)
-        with atomic_path(out / "gate.md") as tmp:
-            tmp.write_text(format_markdown(result))
-        print(f"\nwrote {out / 'gate.json'}, {out / 'gate.md'}")
+        paths = write_json_and_markdown(args.out, "gate", result, format_markdown(result))
+        print(f"\nwrote {paths[0]}, {paths[1]}")
         return 1 if result["regressions"] else 0
 
     return _main(argv)

@@ -34,10 +34,10 @@ import numpy as np
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import contention_warning, describe, machine_info, usable_cores
+from benchmarks.report import write_json_and_markdown
 from benchmarks.timing import interleave, summarize, timed
 from benchmarks.workload import CALLS, build_calls, call_dims, describe_dims, synthetic_image
 from contract import environment
-from contract.atomic import write_bytes_atomic, write_json_atomic
 from contract.bundle import Bundle
 from contract.cli import run_cli
 from contract.specs import NETWORKS
@@ -284,10 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = format_markdown(result)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "openvino.json", result)
-        write_bytes_atomic(out / "openvino.md", (text + "\n").encode())
+        write_json_and_markdown(args.out, "openvino", result, text)
     return 0
 
 

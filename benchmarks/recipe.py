@@ -35,15 +35,14 @@ import gc
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import describe, load_average, machine_info, usable_cores
 from benchmarks.openvino import psnr
+from benchmarks.report import write_json_and_markdown
 from benchmarks.timing import interleave, summarize, timed
-from contract.atomic import write_bytes_atomic, write_json_atomic
 from contract.bundle import Bundle
 from contract.cli import run_cli
 from contract.environment import x86_without_vnni
@@ -419,10 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = format_per_stage(result)
         print(text)
         if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(out / "per-stage.json", json.loads(json.dumps(result, default=float)))
-            write_bytes_atomic(out / "per-stage.md", (text + "\n").encode())
+            write_json_and_markdown(args.out, "per-stage", json.loads(json.dumps(result, default=float)), text)
         return 0
     result = run(args.bundle, frames=args.frames, height=args.height, width=args.width, threads=threads, rounds=args.rounds,
                  e2e_rounds=args.e2e_rounds, warmup=args.warmup, max_rel_l2=args.max_rel_l2, min_psnr=args.min_psnr,
@@ -432,10 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = format_table(result)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "recipe.json", json.loads(json.dumps(result, default=float)))
-        write_bytes_atomic(out / "recipe.md", (text + "\n").encode())
+        write_json_and_markdown(args.out, "recipe", json.loads(json.dumps(result, default=float)), text)
     return 0
 
 

@@ -371,6 +371,18 @@ def plot(result: dict, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+def write_json_and_markdown(out: str | os.PathLike, stem: str, result: dict, text: str) -> tuple[Path, Path]:
+    """``out/STEM.json`` (``result``) and ``out/STEM.md`` (``text``, the printed table), each written
+    atomically (an interrupted run leaves no half file); return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / f"{stem}.json", out / f"{stem}.md"
+    write_json_atomic(paths[0], result)
+    with atomic_path(paths[1]) as tmp:
+        tmp.write_text(text if text.endswith("\n") else text + "\n")
+    return paths
+
+
 def write_results(result: dict, out: str | os.PathLike, prefix: str = "results", chart: str | None = "speedup.png") -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` (and the chart) into ``out``; return their paths."""
     out = Path(out)

@@ -44,12 +44,12 @@ import PIL.Image
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.machine import contention_warning, describe, machine_info
+from benchmarks.report import write_json_and_markdown
 from benchmarks.timing import interleave, summarize
-from engines.ort_cache import CACHE_DIR_NAME
-from contract.atomic import write_json_atomic
 from contract.bundle import MANIFEST
 from contract.cli import run_cli
 from contract.environment import cpu_flags
+from engines.ort_cache import CACHE_DIR_NAME
 
 log = logging.getLogger(__name__)
 
@@ -266,10 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = format_markdown(result)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "startup.json", result)
-        (out / "startup.md").write_text(text)
+        write_json_and_markdown(args.out, "startup", result, text)
     return 0
 
 
